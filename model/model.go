@@ -1,0 +1,236 @@
+// Package model is the Llama-family forward pass (Llama, Mistral, Qwen2, Qwen3), written
+// once against runtime.Backend.
+package model
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"path/filepath"
+
+	"github.com/lukv/lukv/loader"
+	lrt "github.com/lukv/lukv/runtime"
+)
+
+// Model holds a loaded checkpoint's weights on one backend.
+// Shapes use H = hidden size, D = head dim, Nq = query heads, Nkv = KV heads,
+// F = intermediate size, V = vocabulary.
+type Model struct {
+	Config  *loader.Config
+	Backend lrt.Backend
+	RoPE    *lrt.RoPE
+
+	Embed  lrt.Tensor // [V, H]
+	Layers []Layer
+	Norm   lrt.Tensor // [1, H]
+	LMHead lrt.Tensor // [V, H]; the same tensor as Embed when tied
+
+	// Observer, when set, sees every layer's attention inputs during Forward (scorers
+	// for eviction read queries, keys and values here).
+	Observer Observer
+}
+
+// Layer is one transformer block's weights.
+type Layer struct {
+	AttnNorm   lrt.Tensor // [1, H]
+	Wq         lrt.Tensor // [Nq*D, H]
+	Wk, Wv     lrt.Tensor // [Nkv*D, H]
+	Wo         lrt.Tensor // [H, Nq*D]
+	Bq         lrt.Tensor // [1, Nq*D]  Qwen2 only, else nil
+	Bk, Bv     lrt.Tensor // [1, Nkv*D] Qwen2 only, else nil
+	QNorm      lrt.Tensor // [1, D]     Qwen3 only, else nil
+	KNorm      lrt.Tensor // [1, D]     Qwen3 only, else nil
+	MLPNorm    lrt.Tensor // [1, H]
+	Wgate, Wup lrt.Tensor // [F, H]
+	Wdown      lrt.Tensor // [H, F]
+}
+
+// Observer receives each layer's activations during a forward pass. x is the layer's
+// input after the attention RMSNorm [n, H]; q [n, Nq*D] and k [n, Nkv*D] are rotated;
+// v [n, Nkv*D]. It is called before the new keys and values enter the cache.
+type Observer interface {
+	ObserveLayer(layer int, positions []int, x, q, k, v lrt.Tensor)
+}
+
+// ErrContextTooLong is returned when tokens would pass the model's context length.
+var ErrContextTooLong = errors.New("context too long")
+
+// Load reads config.json and the safetensors weights from dir onto backend b.
+func Load(dir string, b lrt.Backend) (*Model, error) {
+	cfg, err := loader.LoadConfig(filepath.Join(dir, "config.json"))
+	if err != nil {
+		return nil, err
+	}
+	ck, err := loader.OpenCheckpoint(dir)
+	if err != nil {
+		return nil, err
+	}
+	defer ck.Close()
+	return FromCheckpoint(cfg, ck, b)
+}
+
+// FromCheckpoint builds a model from an opened checkpoint, checking every tensor's shape.
+func FromCheckpoint(cfg *loader.Config, ck *loader.Checkpoint, b lrt.Backend) (*Model, error) {
+	rope, err := NewRoPE(cfg)
+	if err != nil {
+		return nil, err
+	}
+	m := &Model{Config: cfg, Backend: b, RoPE: rope}
+	H, D, F, V := cfg.HiddenSize, cfg.HeadDim, cfg.IntermediateSize, cfg.VocabSize
+	q, kv := cfg.NumHeads*D, cfg.NumKVHeads*D
+
+	// get loads one tensor of shape [rows, cols] (a vector when rows is 0).
+	get := func(name string, rows, cols int) (lrt.Tensor, error) {
+		shape := []int{rows, cols}
+		if rows == 0 {
+			shape, rows = []int{cols}, 1
+		}
+		data, err := ck.Expect(name, shape...)
+		if err != nil {
+			return nil, err
+		}
+		return b.Weight(data, rows, cols)
+	}
+	type want struct {
+		dst        *lrt.Tensor
+		name       string
+		rows, cols int
+	}
+	wants := []want{{&m.Embed, "model.embed_tokens.weight", V, H}, {&m.Norm, "model.norm.weight", 0, H}}
+	m.Layers = make([]Layer, cfg.NumLayers)
+	for i := range m.Layers {
+		l, p := &m.Layers[i], fmt.Sprintf("model.layers.%d.", i)
+		wants = append(wants,
+			want{&l.AttnNorm, p + "input_layernorm.weight", 0, H},
+			want{&l.Wq, p + "self_attn.q_proj.weight", q, H},
+			want{&l.Wk, p + "self_attn.k_proj.weight", kv, H},
+			want{&l.Wv, p + "self_attn.v_proj.weight", kv, H},
+			want{&l.Wo, p + "self_attn.o_proj.weight", H, q},
+			want{&l.MLPNorm, p + "post_attention_layernorm.weight", 0, H},
+			want{&l.Wgate, p + "mlp.gate_proj.weight", F, H},
+			want{&l.Wup, p + "mlp.up_proj.weight", F, H},
+			want{&l.Wdown, p + "mlp.down_proj.weight", H, F})
+		if cfg.AttentionBias {
+			wants = append(wants,
+				want{&l.Bq, p + "self_attn.q_proj.bias", 0, q},
+				want{&l.Bk, p + "self_attn.k_proj.bias", 0, kv},
+				want{&l.Bv, p + "self_attn.v_proj.bias", 0, kv})
+		}
+		if cfg.QKNorm {
+			wants = append(wants,
+				want{&l.QNorm, p + "self_attn.q_norm.weight", 0, D},
+				want{&l.KNorm, p + "self_attn.k_norm.weight", 0, D})
+		}
+	}
+	if !cfg.TieWordEmbeddings {
+		wants = append(wants, want{&m.LMHead, "lm_head.weight", V, H})
+	}
+	for _, w := range wants {
+		t, err := get(w.name, w.rows, w.cols)
+		if err != nil {
+			return nil, err
+		}
+		*w.dst = t
+	}
+	if cfg.TieWordEmbeddings {
+		m.LMHead = m.Embed
+	}
+	return m, nil
+}
+
+// NewCache makes an empty KV cache for this model with room for reserve tokens per head.
+func (m *Model) NewCache(reserve int) lrt.KVCache {
+	c := m.Config
+	return m.Backend.NewKVCache(c.NumLayers, c.NumKVHeads, c.HeadDim, reserve)
+}
+
+// Forward runs tokens ids, at positions pos0 .. pos0+n-1, through the model: their keys
+// and values are appended to cache, and the logits come back for every row ([n*V]) or,
+// with lastOnly, for the last row ([V]).
+func (m *Model) Forward(ids []int, pos0 int, cache lrt.KVCache, lastOnly bool) ([]float32, error) {
+	c, b := m.Config, m.Backend
+	n := len(ids)
+	if n == 0 {
+		return nil, errors.New("model: forward of no tokens")
+	}
+	if pos0+n > c.MaxPositionEmbeddings {
+		return nil, fmt.Errorf("%w: positions up to %d, but the model's context is %d tokens", ErrContextTooLong, pos0+n, c.MaxPositionEmbeddings)
+	}
+	for _, id := range ids {
+		if id < 0 || id >= c.VocabSize {
+			return nil, fmt.Errorf("model: token id %d outside the vocabulary of %d", id, c.VocabSize)
+		}
+	}
+	H, D, F := c.HiddenSize, c.HeadDim, c.IntermediateSize
+	nq, nkv := c.NumHeads*D, c.NumKVHeads*D
+	eps := float32(c.RMSNormEps)
+	scale := float32(1 / math.Sqrt(float64(D)))
+	positions := make([]int, n)
+	for i := range positions {
+		positions[i] = pos0 + i
+	}
+
+	// Activations, all [n, *].
+	x := b.Alloc(n, H)    // residual stream
+	xn := b.Alloc(n, H)   // normalised input of a sub-block
+	q := b.Alloc(n, nq)   // queries
+	k := b.Alloc(n, nkv)  // keys
+	v := b.Alloc(n, nkv)  // values
+	att := b.Alloc(n, nq) // attention output, before o_proj
+	proj := b.Alloc(n, H) // output of o_proj / down_proj
+	gate := b.Alloc(n, F) // SwiGLU gate, then the product
+	up := b.Alloc(n, F)   // SwiGLU up projection
+	defer func() {
+		for _, t := range []lrt.Tensor{x, xn, q, k, v, att, proj, gate, up} {
+			b.Free(t)
+		}
+	}()
+
+	b.Embed(x, m.Embed, ids)
+	for li := range m.Layers {
+		l := &m.Layers[li]
+		// Attention block: x += o_proj(attention(rope(q), rope(k), v)).
+		b.RMSNorm(xn, x, l.AttnNorm, eps)
+		b.MatMul(q, xn, l.Wq)
+		b.MatMul(k, xn, l.Wk)
+		b.MatMul(v, xn, l.Wv)
+		if l.Bq != nil {
+			b.AddBias(q, l.Bq)
+			b.AddBias(k, l.Bk)
+			b.AddBias(v, l.Bv)
+		}
+		if l.QNorm != nil {
+			b.HeadRMSNorm(q, l.QNorm, D, eps)
+			b.HeadRMSNorm(k, l.KNorm, D, eps)
+		}
+		b.RoPE(q, D, positions, m.RoPE)
+		b.RoPE(k, D, positions, m.RoPE)
+		if m.Observer != nil {
+			m.Observer.ObserveLayer(li, positions, xn, q, k, v)
+		}
+		b.Attention(att, q, k, v, cache, li, scale)
+		b.MatMul(proj, att, l.Wo)
+		b.Add(x, proj)
+
+		// MLP block: x += down(silu(gate(x)) * up(x)).
+		b.RMSNorm(xn, x, l.MLPNorm, eps)
+		b.MatMul(gate, xn, l.Wgate)
+		b.MatMul(up, xn, l.Wup)
+		b.SwiGLU(gate, gate, up)
+		b.MatMul(proj, gate, l.Wdown)
+		b.Add(x, proj)
+	}
+
+	// Final norm and LM head, on the last row only when that is all the caller needs.
+	last, rows := x, n
+	if lastOnly {
+		last, rows = b.RowView(x, n-1), 1
+	}
+	normed := b.Alloc(rows, H)
+	logits := b.Alloc(rows, c.VocabSize)
+	defer b.Free(normed)
+	defer b.Free(logits)
+	b.RMSNorm(normed, last, m.Norm, eps)
+	b.MatMul(logits, normed, m.LMHead)
+	return b.Read(logits), nil
+}

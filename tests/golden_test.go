@@ -1,0 +1,103 @@
+// Package tests checks lukv end to end against outside implementations: Hugging Face
+// transformers' logits and greedy continuations for small random-weight checkpoints of
+// each supported architecture (made by scripts/make_goldens.py on the GPU machine).
+package tests
+
+import (
+	"encoding/json"
+	"math"
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+
+	"github.com/lukv/lukv/generate"
+	"github.com/lukv/lukv/loader"
+	"github.com/lukv/lukv/model"
+	"github.com/lukv/lukv/runtime/cpu"
+	"github.com/lukv/lukv/tokenizer"
+)
+
+// golden is models/<arch>/golden.json.
+type golden struct {
+	Arch           string `json:"arch"`
+	Prompt         string `json:"prompt"`
+	PromptIDs      []int  `json:"prompt_ids"`
+	GreedyIDs      []int  `json:"greedy_ids"`
+	LogitPositions []int  `json:"logit_positions"`
+}
+
+var archs = []string{"llama3", "qwen2", "qwen3", "mistral"}
+
+func readGolden(t *testing.T, dir string) (golden, []float32, int) {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join(dir, "golden.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var g golden
+	if err := json.Unmarshal(data, &g); err != nil {
+		t.Fatal(err)
+	}
+	f, err := loader.OpenSafetensors(filepath.Join(dir, "golden.safetensors"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	info, _ := f.Info("logits")
+	logits, err := f.Float32("logits")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return g, logits, info.Shape[1]
+}
+
+// maxRelErr is max|got-want| / max|want|.
+func maxRelErr(got, want []float32) float64 {
+	var diff, scale float64
+	for i := range want {
+		diff = max(diff, math.Abs(float64(got[i]-want[i])))
+		scale = max(scale, math.Abs(float64(want[i])))
+	}
+	return diff / scale
+}
+
+func TestGoldenLogitsAndGreedy(t *testing.T) {
+	for _, arch := range archs {
+		t.Run(arch, func(t *testing.T) {
+			dir := filepath.Join("testdata", "models", arch)
+			g, want, vocab := readGolden(t, dir)
+			m, err := model.Load(dir, cpu.New())
+			if err != nil {
+				t.Fatal(err)
+			}
+			cache := m.NewCache(len(g.PromptIDs))
+			got, err := m.Forward(g.PromptIDs, 0, cache, false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for r, pos := range g.LogitPositions {
+				e := maxRelErr(got[pos*vocab:(pos+1)*vocab], want[r*vocab:(r+1)*vocab])
+				if e > 1e-4 {
+					t.Errorf("position %d: max relative error %.2e > 1e-4", pos, e)
+				}
+			}
+
+			tok, err := tokenizer.Load(filepath.Join(dir, "tokenizer.json"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ids := tok.Encode(g.Prompt, true); !slices.Equal(ids, g.PromptIDs) {
+				t.Errorf("prompt tokens differ from transformers'\n got %v\nwant %v", ids, g.PromptIDs)
+			}
+			gen := &generate.Generator{Model: m, Tokenizer: tok}
+			res, err := gen.Generate(g.PromptIDs, generate.Options{MaxNewTokens: len(g.GreedyIDs), IgnoreEOS: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(res.Tokens, g.GreedyIDs) {
+				t.Errorf("greedy continuation differs from transformers'\n got %v\nwant %v", res.Tokens, g.GreedyIDs)
+			}
+		})
+	}
+}
