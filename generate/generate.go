@@ -25,6 +25,16 @@ type Options struct {
 	// AfterPrefill, when set, runs once the prompt is in the cache and before decoding
 	// (eviction compresses the cache here). It gets the prompt's length in tokens.
 	AfterPrefill func(cache lrt.KVCache, promptTokens int) error
+	// ContextTokens, when in (0, len(prompt)), splits the prefill: prompt[:ContextTokens]
+	// (the context) is prefilled and handed to AfterPrefill, then the rest (the question)
+	// follows. This is query-agnostic compression: eviction cannot see the question.
+	ContextTokens int
+	// Observer watches every layer during the first prefill (the context, or the whole
+	// prompt); eviction scorers read activations through it.
+	Observer model.Observer
+	// AfterStep, when set, runs after each decode step with the cache and the number of
+	// tokens generated so far (decode-time eviction).
+	AfterStep func(cache lrt.KVCache, generated int) error
 }
 
 // Result is what a generation produced and what it cost.
@@ -76,13 +86,24 @@ func (g *Generator) Generate(prompt []int, opt Options) (*Result, error) {
 	stream := newStopStream(g.Tokenizer.NewStreamDecoder(true), opt.StopStrings, opt.OnText)
 
 	start := time.Now()
-	logits, err := g.Model.Forward(prompt, 0, cache, true)
+	first := len(prompt)
+	if opt.ContextTokens > 0 && opt.ContextTokens < len(prompt) {
+		first = opt.ContextTokens
+	}
+	g.Model.Observer = opt.Observer
+	logits, err := g.Model.Forward(prompt[:first], 0, cache, true)
+	g.Model.Observer = nil
 	if err != nil {
 		return nil, err
 	}
 	res.KVBytesPrefill = cache.Bytes()
 	if opt.AfterPrefill != nil {
-		if err := opt.AfterPrefill(cache, len(prompt)); err != nil {
+		if err := opt.AfterPrefill(cache, first); err != nil {
+			return nil, err
+		}
+	}
+	if first < len(prompt) {
+		if logits, err = g.Model.Forward(prompt[first:], first, cache, true); err != nil {
 			return nil, err
 		}
 	}
@@ -113,6 +134,11 @@ func (g *Generator) Generate(prompt []int, opt Options) (*Result, error) {
 			return nil, err
 		}
 		pos++
+		if opt.AfterStep != nil {
+			if err := opt.AfterStep(cache, len(res.Tokens)); err != nil {
+				return nil, err
+			}
+		}
 	}
 	res.DecodeTime = time.Since(start)
 	res.Text = stream.finish()

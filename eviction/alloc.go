@@ -1,0 +1,211 @@
+package eviction
+
+import (
+	"fmt"
+	"math"
+	"sort"
+)
+
+// Allocator decides how many tokens every KV head of a layer keeps, and which: given the
+// layer's scores [Nkv][T] (sink and window already protected) and the compression ratio
+// rho (the fraction of tokens to drop), it returns each head's kept indices, ascending.
+type Allocator interface {
+	Name() string
+	Keep(layer, numLayers int, scores [][]float32, ratio float64) ([][]int, error)
+}
+
+// AllocatorNames lists the --allocator values.
+func AllocatorNames() []string { return []string{"uniform", "pyramid", "adakv", "lukv"} }
+
+// NewAllocator returns the allocator a CLI name stands for; lukv needs a budget curve.
+func NewAllocator(name string, curve *BudgetCurve) (Allocator, error) {
+	switch name {
+	case "uniform":
+		return UniformAllocator{}, nil
+	case "pyramid":
+		return PyramidAllocator{Window: 64, Beta: 20}, nil
+	case "adakv":
+		return AdaKVAllocator{Safeguard: 0.2}, nil
+	case "lukv":
+		if curve == nil {
+			return nil, fmt.Errorf("allocator lukv needs a budget curve (--curve FILE.npy)")
+		}
+		return LUKVAllocator{Curve: curve}, nil
+	}
+	return nil, fmt.Errorf("unknown allocator %q (want one of %v)", name, AllocatorNames())
+}
+
+// topK returns the indices of the k highest scores, ascending. Ties keep the later token
+// (the more recent one), the same rule the profiler uses when it orders evictions.
+func topK(scores []float32, k int) []int {
+	k = max(0, min(k, len(scores)))
+	idx := make([]int, len(scores))
+	for i := range idx {
+		idx[i] = i
+	}
+	sort.SliceStable(idx, func(a, b int) bool {
+		sa, sb := scores[idx[a]], scores[idx[b]]
+		if sa != sb {
+			return sa > sb
+		}
+		return idx[a] > idx[b]
+	})
+	kept := idx[:k]
+	sort.Ints(kept)
+	return kept
+}
+
+// checkRatio rejects ratios outside [0, 1).
+func checkRatio(ratio float64) error {
+	if ratio < 0 || ratio >= 1 || math.IsNaN(ratio) {
+		return fmt.Errorf("compression ratio %v: want 0 <= ratio < 1", ratio)
+	}
+	return nil
+}
+
+// UniformAllocator gives every head the same budget, floor(T*(1-rho)) (at least 1),
+// as kvpress's ScorerPress does.
+type UniformAllocator struct{}
+
+func (UniformAllocator) Name() string { return "uniform" }
+
+func (UniformAllocator) Keep(layer, numLayers int, scores [][]float32, ratio float64) ([][]int, error) {
+	if err := checkRatio(ratio); err != nil {
+		return nil, err
+	}
+	keep := make([][]int, len(scores))
+	for h, s := range scores {
+		keep[h] = topK(s, max(1, int(float64(len(s))*(1-ratio))))
+	}
+	return keep, nil
+}
+
+// PyramidAllocator (PyramidKV) gives lower layers more tokens than higher ones: budgets
+// fall linearly with depth from max to min = (budget)/Beta, keeping the average at the
+// uniform budget, every head of a layer alike (kvpress's PyramidKVPress formula; when
+// the pyramid does not fit it falls back to the uniform budget).
+type PyramidAllocator struct {
+	Window int
+	Beta   float64
+}
+
+func (PyramidAllocator) Name() string { return "pyramid" }
+
+// LayerBudget is the number of tokens every head of layer keeps out of T.
+func (p PyramidAllocator) LayerBudget(layer, numLayers, T int, ratio float64) int {
+	w := float64(p.Window)
+	maxCap := w + float64(T)*(1-ratio)
+	minNum := (maxCap - w) / p.Beta
+	maxNum := (maxCap-w)*2 - minNum
+	if maxNum >= float64(T)-w {
+		maxNum = float64(T) - w
+		minNum = (maxCap-w)*2 - maxNum
+	}
+	if numLayers < 2 || !(float64(T) >= maxNum && maxNum >= minNum && minNum >= w) {
+		return int(math.Round(float64(T) * (1 - ratio)))
+	}
+	steps := (maxNum - minNum) / float64(numLayers-1)
+	return int(math.Round(maxNum - float64(layer)*steps))
+}
+
+func (p PyramidAllocator) Keep(layer, numLayers int, scores [][]float32, ratio float64) ([][]int, error) {
+	if err := checkRatio(ratio); err != nil {
+		return nil, err
+	}
+	keep := make([][]int, len(scores))
+	for h, s := range scores {
+		keep[h] = topK(s, max(1, p.LayerBudget(layer, numLayers, len(s), ratio)))
+	}
+	return keep, nil
+}
+
+// AdaKVAllocator pools a layer's budget across its heads: each head first keeps its top
+// Safeguard share of the uniform budget, then the rest of the layer's budget
+// (Nkv * uniform) goes to the highest remaining scores of any head (kvpress AdaKVPress).
+type AdaKVAllocator struct {
+	Safeguard float64
+}
+
+func (AdaKVAllocator) Name() string { return "adakv" }
+
+func (a AdaKVAllocator) Keep(layer, numLayers int, scores [][]float32, ratio float64) ([][]int, error) {
+	if err := checkRatio(ratio); err != nil {
+		return nil, err
+	}
+	if len(scores) == 0 {
+		return nil, nil
+	}
+	T := len(scores[0])
+	nKept := int(float64(T) * (1 - ratio))
+	nSafe := int(float64(nKept) * a.Safeguard)
+	type cand struct {
+		head, tok int
+		s         float32
+	}
+	chosen := make([][]bool, len(scores))
+	var rest []cand
+	left := nKept * len(scores)
+	for h, s := range scores {
+		chosen[h] = make([]bool, T)
+		for _, j := range topK(s, nSafe) {
+			chosen[h][j] = true
+			left--
+		}
+		for j, v := range s {
+			if !chosen[h][j] {
+				rest = append(rest, cand{h, j, v})
+			}
+		}
+	}
+	sort.SliceStable(rest, func(x, y int) bool {
+		if rest[x].s != rest[y].s {
+			return rest[x].s > rest[y].s
+		}
+		return rest[x].tok > rest[y].tok
+	})
+	for _, c := range rest[:max(0, min(left, len(rest)))] {
+		chosen[c.head][c.tok] = true
+	}
+	keep := make([][]int, len(scores))
+	for h := range chosen {
+		for j, ok := range chosen[h] {
+			if ok {
+				keep[h] = append(keep[h], j)
+			}
+		}
+		if len(keep[h]) == 0 { // a head always keeps its best token
+			keep[h] = topK(scores[h], 1)
+		}
+	}
+	return keep, nil
+}
+
+// LUKVAllocator reads each head's budget from an LU-KV budget curve (kvpress's online
+// rounding, BudgetCurve.KeepCounts) and keeps that head's top tokens.
+type LUKVAllocator struct {
+	Curve *BudgetCurve
+}
+
+func (LUKVAllocator) Name() string { return "lukv" }
+
+func (a LUKVAllocator) Keep(layer, numLayers int, scores [][]float32, ratio float64) ([][]int, error) {
+	if err := checkRatio(ratio); err != nil {
+		return nil, err
+	}
+	if err := a.Curve.CheckFits(numLayers, len(scores)); err != nil {
+		return nil, err
+	}
+	if ratio == 0 {
+		return UniformAllocator{}.Keep(layer, numLayers, scores, 0)
+	}
+	T := len(scores[0])
+	counts, err := a.Curve.KeepCounts(layer, ratio, T)
+	if err != nil {
+		return nil, err
+	}
+	keep := make([][]int, len(scores))
+	for h, s := range scores {
+		keep[h] = topK(s, counts[h])
+	}
+	return keep, nil
+}
