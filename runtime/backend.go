@@ -79,6 +79,9 @@ type KVCache interface {
 	// Keys and Values copy head (layer, head)'s entries to the host: [Len, headDim].
 	Keys(layer, head int) []float32
 	Values(layer, head int) []float32
+	// Truncate drops every head's entries past the first n (n <= each head's length),
+	// keeping the memory: the profiler rewinds to the context this way between questions.
+	Truncate(n int) error
 	// Reset empties the cache.
 	Reset()
 }

@@ -270,6 +270,21 @@ func testAttentionIncremental(t *testing.T, b lrt.Backend, tol float64) {
 		lo = hi
 	}
 	check(t, "chunked attention", got, b.Read(whole), tol)
+
+	// Rewind to 30 tokens and feed the last 20 again: same outputs as the first time.
+	if err := cache.Truncate(30); err != nil {
+		t.Fatal(err)
+	}
+	if cache.Len(0, 1) != 30 {
+		t.Fatalf("after Truncate(30) head holds %d", cache.Len(0, 1))
+	}
+	again := b.Alloc(n-30, heads*hd)
+	b.Attention(again, upload(t, b, q[30*heads*hd:], n-30, heads*hd), upload(t, b, k[30*kvHeads*hd:], n-30, kvHeads*hd),
+		upload(t, b, v[30*kvHeads*hd:], n-30, kvHeads*hd), cache, 0, scale)
+	check(t, "attention after truncate", b.Read(again), b.Read(whole)[30*heads*hd:], tol)
+	if err := cache.Truncate(n + 1); err == nil {
+		t.Error("Truncate past the length: no error")
+	}
 }
 
 // testCompact: after keeping different tokens in each head, the cache holds exactly those

@@ -144,6 +144,22 @@ func (c *KVCache) appendTokens(layer int, k, v *Mat) {
 	}
 }
 
+func (c *KVCache) Truncate(n int) error {
+	for li := range c.l {
+		for h, ln := range c.l[li].len {
+			if n < 0 || n > ln {
+				return fmt.Errorf("kv cache: truncate to %d tokens, but layer %d head %d holds %d", n, li, h, ln)
+			}
+		}
+	}
+	for li := range c.l {
+		for h := range c.l[li].len {
+			c.l[li].len[h] = n
+		}
+	}
+	return nil
+}
+
 func (c *KVCache) Compact(layer int, keep [][]int, reserve int) error {
 	if layer < 0 || layer >= c.layers {
 		return fmt.Errorf("kv cache: layer %d out of range [0, %d)", layer, c.layers)
