@@ -63,7 +63,8 @@ func (c *Collector) View(layer int, positions []int, x, q, k, v lrt.Tensor) *Lay
 	}
 	view := &LayerView{
 		Layer: layer, NumHeads: cfg.NumHeads, NumKVHeads: cfg.NumKVHeads, HeadDim: d,
-		Positions: append([]int(nil), positions...), Queries: b.Read(q), PreRoPEQueries: b.Read(pre),
+		Positions: append([]int(nil), positions...), QueryPositions: append([]int(nil), positions...),
+		Queries: b.Read(q), PreRoPEQueries: b.Read(pre),
 		RoPE: m.RoPE,
 	}
 	keys, vals := b.Read(k), b.Read(v)
