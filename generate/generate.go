@@ -32,6 +32,8 @@ type Options struct {
 	// Observer watches every layer during the first prefill (the context, or the whole
 	// prompt); eviction scorers read activations through it.
 	Observer model.Observer
+	// DecodeObserver watches every layer during decode steps (decode-time eviction).
+	DecodeObserver model.Observer
 	// AfterStep, when set, runs after each decode step with the cache and the number of
 	// tokens generated so far (decode-time eviction).
 	AfterStep func(cache lrt.KVCache, generated int) error
@@ -48,7 +50,11 @@ type Result struct {
 	// KVBytesPrefill is the cache's memory right after prefill (before any compression);
 	// KVBytes is its memory at the end.
 	KVBytesPrefill int64 `json:"kv_bytes_prefill"`
-	KVBytes        int64 `json:"kv_bytes"`
+	// KVBytesCompressed is its memory right after AfterPrefill ran (eviction).
+	KVBytesCompressed int64 `json:"kv_bytes_compressed"`
+	KVBytes           int64 `json:"kv_bytes"`
+	// CompressTime is the time AfterPrefill took (scoring, allocation, compaction).
+	CompressTime time.Duration `json:"compress_ns"`
 }
 
 // PrefillTokensPerSec is the prompt's tokens over the prefill time.
@@ -98,10 +104,13 @@ func (g *Generator) Generate(prompt []int, opt Options) (*Result, error) {
 	}
 	res.KVBytesPrefill = cache.Bytes()
 	if opt.AfterPrefill != nil {
+		t := time.Now()
 		if err := opt.AfterPrefill(cache, first); err != nil {
 			return nil, err
 		}
+		res.CompressTime = time.Since(t)
 	}
+	res.KVBytesCompressed = cache.Bytes()
 	if first < len(prompt) {
 		if logits, err = g.Model.Forward(prompt[first:], first, cache, true); err != nil {
 			return nil, err
@@ -130,7 +139,10 @@ func (g *Generator) Generate(prompt []int, opt Options) (*Result, error) {
 			res.StopReason = "context"
 			break
 		}
-		if logits, err = g.Model.Forward([]int{id}, pos, cache, true); err != nil {
+		g.Model.Observer = opt.DecodeObserver
+		logits, err = g.Model.Forward([]int{id}, pos, cache, true)
+		g.Model.Observer = nil
+		if err != nil {
 			return nil, err
 		}
 		pos++

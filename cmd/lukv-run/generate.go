@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/lukv/lukv/eviction"
 	"github.com/lukv/lukv/generate"
 	"github.com/lukv/lukv/model"
 	"github.com/lukv/lukv/models"
@@ -72,9 +73,10 @@ func loadModel(dir string, b lrt.Backend) (*model.Model, *tokenizer.Tokenizer, e
 
 // generateOutput is the --json output of generate.
 type generateOutput struct {
-	Model   string `json:"model"`
-	Device  string `json:"device"`
-	Prompt  string `json:"prompt"`
+	Model  string `json:"model"`
+	Device string `json:"device"`
+	Prompt string `json:"prompt"`
+	Method string `json:"method"`
 	*generate.Result
 	PrefillTokensPerSec float64 `json:"prefill_tokens_per_sec"`
 	DecodeTokensPerSec  float64 `json:"decode_tokens_per_sec"`
@@ -94,6 +96,8 @@ func runGenerate(args []string, stdout, stderr io.Writer) error {
 	threads := fs.Int("threads", 0, "CPU threads (0: all cores)")
 	jsonOut := fs.Bool("json", false, "print one JSON object with the text and stats instead of streaming")
 	noBOS := fs.Bool("no-special", false, "do not add the tokenizer's special tokens (BOS) to the prompt")
+	question := fs.String("question", "", "text appended after the prompt (the context); with --compress-at context it arrives after eviction")
+	ev := addEvictFlags(fs)
 	var stops stringList
 	fs.Var(&stops, "stop", "stop before this string (repeatable)")
 	fs.Usage = func() {
@@ -128,8 +132,19 @@ func runGenerate(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	method, err := ev.build(m)
+	if err != nil {
+		return err
+	}
 	ids := tok.Encode(text, !*noBOS)
+	contextTokens := len(ids)
+	if *question != "" {
+		ids = append(ids, tok.Encode(*question, false)...)
+	}
 	opt := generate.Options{MaxNewTokens: *maxNew, Temperature: *temperature, TopP: *topP, Seed: *seed, StopStrings: stops}
+	if err := ev.apply(&opt, m, method, contextTokens, len(ids), *maxNew); err != nil {
+		return err
+	}
 	if !*jsonOut {
 		opt.OnText = func(piece string) { io.WriteString(stdout, piece) }
 	}
@@ -141,14 +156,27 @@ func runGenerate(args []string, stdout, stderr io.Writer) error {
 	if *jsonOut {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
-		return enc.Encode(generateOutput{Model: dir, Device: b.Name(), Prompt: text, Result: res,
+		return enc.Encode(generateOutput{Model: dir, Device: b.Name(), Prompt: text, Method: methodName(method, *ev.at), Result: res,
 			PrefillTokensPerSec: res.PrefillTokensPerSec(), DecodeTokensPerSec: res.DecodeTokensPerSec()})
 	}
 	fmt.Fprintln(stdout)
+	kv := humanBytes(res.KVBytes)
+	if method != nil {
+		kv = fmt.Sprintf("%s -> %s (%.1f%% fewer bytes after %s eviction at %s, %.1f ms)", humanBytes(res.KVBytesPrefill), humanBytes(res.KVBytesCompressed),
+			100*(1-float64(res.KVBytesCompressed)/float64(res.KVBytesPrefill)), methodName(method, *ev.at), *ev.at, float64(res.CompressTime.Microseconds())/1000)
+	}
 	fmt.Fprintf(stderr, "[lukv] prompt %d tokens | prefill %.3f s (%.1f tok/s) | decode %d tokens, %.1f tok/s | KV cache %s | stop: %s\n",
 		res.PromptTokens, res.PrefillTime.Seconds(), res.PrefillTokensPerSec(), len(res.Tokens), res.DecodeTokensPerSec(),
-		humanBytes(res.KVBytes), res.StopReason)
+		kv, res.StopReason)
 	return nil
+}
+
+// methodName is "full" or scorer/allocator@ratio.
+func methodName(m *eviction.Method, at string) string {
+	if m == nil {
+		return "full"
+	}
+	return m.String()
 }
 
 // promptText returns the prompt from --prompt or --prompt-file (exactly one).
