@@ -1,0 +1,134 @@
+package eviction
+
+import (
+	"math/rand/v2"
+	"slices"
+	"sort"
+	"testing"
+)
+
+func randScores(r *rand.Rand, heads, T int) [][]float32 {
+	s := make([][]float32, heads)
+	for h := range s {
+		s[h] = make([]float32, T)
+		for j := range s[h] {
+			s[h][j] = float32(r.Float64())
+		}
+	}
+	return s
+}
+
+func TestTopK(t *testing.T) {
+	s := []float32{0.5, 0.9, 0.1, 0.9, 0.3}
+	if got := topK(s, 2); !slices.Equal(got, []int{1, 3}) {
+		t.Errorf("topK 2 = %v", got)
+	}
+	// Ties keep the later token.
+	if got := topK([]float32{1, 1, 1, 1}, 2); !slices.Equal(got, []int{2, 3}) {
+		t.Errorf("tie rule: %v, want [2 3]", got)
+	}
+	if got := topK(s, 9); len(got) != 5 {
+		t.Errorf("topK past len: %v", got)
+	}
+}
+
+// checkKeep asserts ascending, in-range, unique indices and that each kept set is the top
+// of its head's scores (no dropped token scores above a kept one).
+func checkKeep(t *testing.T, scores [][]float32, keep [][]int) {
+	t.Helper()
+	for h, idx := range keep {
+		if !sort.IntsAreSorted(idx) {
+			t.Fatalf("head %d: indices not ascending: %v", h, idx)
+		}
+		kept := map[int]bool{}
+		minKept := float32(2)
+		for _, j := range idx {
+			if j < 0 || j >= len(scores[h]) || kept[j] {
+				t.Fatalf("head %d: bad index %d", h, j)
+			}
+			kept[j] = true
+			minKept = min(minKept, scores[h][j])
+		}
+		for j, s := range scores[h] {
+			if !kept[j] && s > minKept {
+				t.Fatalf("head %d: dropped token %d (score %v) above a kept one (%v)", h, j, s, minKept)
+			}
+		}
+	}
+}
+
+func TestUniformAllocator(t *testing.T) {
+	r := rand.New(rand.NewPCG(1, 1))
+	s := randScores(r, 4, 100)
+	keep, err := UniformAllocator{}.Keep(0, 2, s, 0.8)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkKeep(t, s, keep)
+	for h := range keep {
+		if len(keep[h]) != 20 {
+			t.Errorf("head %d keeps %d, want 20", h, len(keep[h]))
+		}
+	}
+	if _, err := (UniformAllocator{}).Keep(0, 2, s, 1); err == nil {
+		t.Error("ratio 1: no error")
+	}
+}
+
+func TestPyramidAllocator(t *testing.T) {
+	p := PyramidAllocator{Window: 8, Beta: 20}
+	L, T := 8, 1000
+	total, prev := 0, T+1
+	for l := 0; l < L; l++ {
+		b := p.LayerBudget(l, L, T, 0.8)
+		if b > prev {
+			t.Errorf("layer %d budget %d above layer %d's %d: budgets must fall with depth", l, b, l-1, prev)
+		}
+		prev = b
+		total += b
+	}
+	// The pyramid keeps the average budget at window + T*(1-rho) per layer.
+	want := L * (8 + 200)
+	if total < want-L || total > want+L {
+		t.Errorf("total budget %d, want %d (±1 per layer)", total, want)
+	}
+	r := rand.New(rand.NewPCG(2, 2))
+	s := randScores(r, 2, T)
+	keep, err := p.Keep(0, L, s, 0.8)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkKeep(t, s, keep)
+	if len(keep[0]) != p.LayerBudget(0, L, T, 0.8) {
+		t.Errorf("layer 0 keeps %d", len(keep[0]))
+	}
+}
+
+func TestAdaKVAllocator(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 3))
+	heads, T := 4, 200
+	s := randScores(r, heads, T)
+	// Head 0's scores dwarf the others: pooled selection favours it.
+	for j := range s[0] {
+		s[0][j] += 10
+	}
+	keep, err := AdaKVAllocator{Safeguard: 0.2}.Keep(0, 1, s, 0.75)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nKept := int(float64(T) * 0.25)
+	total := 0
+	for h := range keep {
+		total += len(keep[h])
+		if len(keep[h]) < int(float64(nKept)*0.2) {
+			t.Errorf("head %d keeps %d, below its safeguard %d", h, len(keep[h]), int(float64(nKept)*0.2))
+		}
+	}
+	if total != heads*nKept {
+		t.Errorf("layer keeps %d tokens, want %d", total, heads*nKept)
+	}
+	if len(keep[0]) <= nKept {
+		t.Errorf("high-scoring head keeps %d, want more than the uniform %d", len(keep[0]), nKept)
+	}
+	checkKeep(t, s, keep)
+}
