@@ -156,6 +156,11 @@ func (m *Model) Forward(ids []int, pos0 int, cache lrt.KVCache, lastOnly bool) (
 	if pos0+n > c.MaxPositionEmbeddings {
 		return nil, fmt.Errorf("%w: positions up to %d, but the model's context is %d tokens", ErrContextTooLong, pos0+n, c.MaxPositionEmbeddings)
 	}
+	if w := c.SlidingWindow; w != nil && *w > 0 && pos0+n > *w {
+		// Sliding-window attention (Mistral v0.1) is not implemented: past the window
+		// full attention would silently differ from the model's, so refuse.
+		return nil, fmt.Errorf("%w: positions up to %d pass the model's sliding attention window of %d tokens, which lukv does not implement", ErrContextTooLong, pos0+n, *w)
+	}
 	for _, id := range ids {
 		if id < 0 || id >= c.VocabSize {
 			return nil, fmt.Errorf("model: token id %d outside the vocabulary of %d", id, c.VocabSize)
