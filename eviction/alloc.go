@@ -64,7 +64,8 @@ func checkRatio(ratio float64) error {
 }
 
 // UniformAllocator gives every head the same budget, floor(T*(1-rho)) (at least 1),
-// as kvpress's ScorerPress does.
+// as kvpress's ScorerPress does, except that the product is rounded to 1e-9 first: in
+// floating point 100*(1-0.8) is 19.999999999999996, which kvpress floors to 19.
 type UniformAllocator struct{}
 
 func (UniformAllocator) Name() string { return "uniform" }
@@ -75,9 +76,14 @@ func (UniformAllocator) Keep(layer, numLayers int, scores [][]float32, ratio flo
 	}
 	keep := make([][]int, len(scores))
 	for h, s := range scores {
-		keep[h] = topK(s, max(1, int(float64(len(s))*(1-ratio))))
+		keep[h] = topK(s, max(1, uniformBudget(len(s), ratio)))
 	}
 	return keep, nil
+}
+
+// uniformBudget is floor(T*(1-ratio)), robust to the product's rounding error.
+func uniformBudget(T int, ratio float64) int {
+	return int(math.Floor(float64(T)*(1-ratio) + 1e-9))
 }
 
 // PyramidAllocator (PyramidKV) gives lower layers more tokens than higher ones: budgets
@@ -136,7 +142,7 @@ func (a AdaKVAllocator) Keep(layer, numLayers int, scores [][]float32, ratio flo
 		return nil, nil
 	}
 	T := len(scores[0])
-	nKept := int(float64(T) * (1 - ratio))
+	nKept := uniformBudget(T, ratio)
 	nSafe := int(float64(nKept) * a.Safeguard)
 	type cand struct {
 		head, tok int
