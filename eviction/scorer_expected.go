@@ -33,8 +33,8 @@ import (
 // (the layer's maximum + 1, as kvpress pads them). If T <= NSink every token scores 1.
 //
 // Which queries feed the statistics: kvpress drops the first n_sink hidden states
-// ("outliers"). Here a query row is dropped when its position is one of the first NSink
-// keys' positions, which after a prefill (queries = keys) is the same thing; for a
+// ("outliers"). Here a query row is dropped when its position is at or before the
+// NSink-th key's, which after a prefill (queries = keys) is the same thing; for a
 // decode-time view (queries = the most recent tokens) no row is dropped. If that
 // leaves no row, all rows are used. The future positions start after the last key's
 // position; kvpress starts them at q_len (the number of hidden states), which equals
@@ -152,8 +152,8 @@ func (s ExpectedAttentionScorer) Score(v *LayerView) [][]float32 {
 	return out
 }
 
-// statisticsRows lists the query rows the mean and covariance are taken over: those not
-// at the position of one of the first NSink keys (all rows if that leaves none).
+// statisticsRows lists the query rows the mean and covariance are taken over: those
+// after the NSink-th key's position (all rows if that leaves none).
 func (s ExpectedAttentionScorer) statisticsRows(v *LayerView) []int {
 	tq := v.Tq()
 	rows := make([]int, 0, tq)

@@ -60,11 +60,11 @@ func modelDir(flagValue string) (string, error) {
 
 // loadModel loads the model and its tokenizer from dir onto backend b.
 func loadModel(dir string, b lrt.Backend) (*model.Model, *tokenizer.Tokenizer, error) {
-	tok, err := tokenizer.Load(filepath.Join(dir, "tokenizer.json"))
+	m, err := model.Load(dir, b)
 	if err != nil {
 		return nil, nil, err
 	}
-	m, err := model.Load(dir, b)
+	tok, err := tokenizer.Load(filepath.Join(dir, "tokenizer.json"))
 	if err != nil {
 		return nil, nil, err
 	}

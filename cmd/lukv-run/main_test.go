@@ -101,7 +101,7 @@ func TestHelp(t *testing.T) {
 		t.Errorf("--help: %v %q", err, out)
 	}
 	_, stderr, err := runCLI(t, "generate", "--help")
-	if err != nil || !strings.Contains(stderr, "--max-new-tokens") || !strings.Contains(stderr, "embedded default model") {
+	if err != nil || !strings.Contains(stderr, "-max-new-tokens") || !strings.Contains(stderr, "embedded default model") {
 		t.Errorf("generate --help: %v %q", err, stderr)
 	}
 }

@@ -1,0 +1,205 @@
+//go:build cuda
+
+// Package cuda is lukv's GPU backend: runtime.Backend and runtime.KVCache on an NVIDIA
+// GPU through the CUDA driver API (gorgonia.org/cu), with the kernels of kernels/*.cu
+// compiled by nvcc (scripts/build-kernels.sh) and loaded at run time.
+//
+// Precision: activations, the KV cache and all arithmetic are float32 (float32
+// accumulation in every reduction), as in the CPU reference backend. Weights are stored
+// in the narrowest of bfloat16, float16 and float32 that holds every value of the tensor
+// exactly (WeightsExact, the default): a bf16 or fp16 checkpoint keeps its own precision
+// at half the memory of float32 and computes the same function as the CPU backend, up to
+// float32 rounding order. WeightsBF16 rounds every weight to bfloat16 instead.
+//
+// Build with `-tags cuda`; the package is empty otherwise, so machines without the CUDA
+// headers build and test the rest of lukv. Against CUDA 13 headers gorgonia.org/cu needs
+// the compatibility header in cudacompat/ first on the include path
+// (CGO_CFLAGS=-I<repo>/runtime/cuda/cudacompat; scripts/build-cuda.sh does this).
+//
+// Errors: runtime.Backend's tensor operations have no error result, so a failed kernel
+// launch or copy panics with an error value (wrapping runtime.ErrOutOfMemory when the
+// device is out of memory); Weight, Compact and Truncate return errors.
+package cuda
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"runtime"
+	"sync"
+
+	"gorgonia.org/cu"
+
+	lrt "github.com/lukv/lukv/runtime"
+)
+
+// WeightPolicy says how Weight stores a matrix on the device.
+type WeightPolicy int
+
+const (
+	// WeightsExact stores a matrix as bfloat16 when every value is a bfloat16, else as
+	// float16 when every value is a float16, else as float32: never rounds.
+	WeightsExact WeightPolicy = iota
+	// WeightsBF16 rounds every matrix to bfloat16 (round to nearest even).
+	WeightsBF16
+	// WeightsF32 stores every matrix as float32.
+	WeightsF32
+)
+
+// Options configure a Backend.
+type Options struct {
+	// Device is the CUDA device ordinal.
+	Device int
+	// Weights is the storage policy for matrices (vectors are always float32).
+	Weights WeightPolicy
+	// KernelDir is the folder of compiled kernels; empty: LUKV_KERNELS, else the
+	// default search (see FindKernels).
+	KernelDir string
+	// Sync makes every kernel launch wait for the kernel and check its result, so a
+	// fault names the kernel that caused it (slower; tests use it). Also set by the
+	// environment variable LUKV_CUDA_SYNC=1.
+	Sync bool
+	// PoolBytes caps the device memory that freed activation tensors keep for reuse
+	// (0: 1 GiB). The KV cache never uses the pool: compaction returns its memory to
+	// the driver.
+	PoolBytes int64
+}
+
+// Backend runs the forward pass on one GPU. Its methods may be called from any
+// goroutine; they are serialised by a mutex and bind the device's primary context to
+// the calling OS thread for their duration.
+type Backend struct {
+	mu     sync.Mutex
+	opt    Options
+	dev    cu.Device
+	ctx    cu.CUContext
+	name   string
+	sms    int // streaming multiprocessors
+	kdir   string
+	mods   []cu.Module
+	k      kernels
+	pool   *pool
+	closed bool
+
+	// Small device buffers reused across calls.
+	ids       devBuf // int32 token ids for Embed
+	positions devBuf // int32 positions for RoPE
+	posHost   []int32
+	invFreq   devBuf // float32 RoPE inverse frequencies
+	freqHost  []float32
+	partO     devBuf // split-K attention partial outputs
+	partML    devBuf // split-K attention partial (max, sum)
+	pairs     devBuf // int32 (dst, src) row pairs for KV relayout
+}
+
+var _ lrt.Backend = (*Backend)(nil)
+
+// New opens device opt.Device, retains its primary context and loads the compiled
+// kernels.
+func New(opt Options) (*Backend, error) {
+	if os.Getenv("LUKV_CUDA_SYNC") == "1" {
+		opt.Sync = true
+	}
+	if opt.PoolBytes == 0 {
+		opt.PoolBytes = 1 << 30
+	}
+	n, err := cu.NumDevices()
+	if err != nil {
+		return nil, fmt.Errorf("cuda: counting devices: %w", err)
+	}
+	if opt.Device < 0 || opt.Device >= n {
+		return nil, fmt.Errorf("cuda: device %d does not exist (%d visible)", opt.Device, n)
+	}
+	b := &Backend{opt: opt}
+	if b.dev, err = cu.GetDevice(opt.Device); err != nil {
+		return nil, fmt.Errorf("cuda: device %d: %w", opt.Device, err)
+	}
+	b.name, _ = b.dev.Name()
+	if b.sms, err = b.dev.Attribute(cu.MultiprocessorCount); err != nil {
+		return nil, fmt.Errorf("cuda: device %d: multiprocessor count: %w", opt.Device, err)
+	}
+	if b.ctx, err = b.dev.RetainPrimaryCtx(); err != nil {
+		return nil, fmt.Errorf("cuda: device %d: primary context: %w", opt.Device, err)
+	}
+	b.pool = newPool(opt.PoolBytes)
+	unlock := b.enter()
+	defer unlock()
+	if b.kdir, err = FindKernels(opt.KernelDir); err != nil {
+		b.dev.ReleasePrimaryCtx()
+		return nil, err
+	}
+	if err := b.loadKernels(); err != nil {
+		b.dev.ReleasePrimaryCtx()
+		return nil, err
+	}
+	return b, nil
+}
+
+// enter locks the backend and makes its context current on this OS thread; the returned
+// function undoes both.
+func (b *Backend) enter() func() {
+	b.mu.Lock()
+	runtime.LockOSThread()
+	if b.closed {
+		runtime.UnlockOSThread()
+		b.mu.Unlock()
+		panic(errors.New("cuda: backend used after Close"))
+	}
+	if err := cu.SetCurrentContext(b.ctx); err != nil {
+		runtime.UnlockOSThread()
+		b.mu.Unlock()
+		panic(fmt.Errorf("cuda: making the context current: %w", err))
+	}
+	b.pool.drain() // memory of tensors the garbage collector found unreachable
+	return func() {
+		runtime.UnlockOSThread()
+		b.mu.Unlock()
+	}
+}
+
+// Name is "cuda".
+func (b *Backend) Name() string { return "cuda" }
+
+// Device describes the GPU: its name, multiprocessor count and kernel folder.
+func (b *Backend) Device() string {
+	return fmt.Sprintf("%s (%d SMs), kernels from %s", b.name, b.sms, b.kdir)
+}
+
+// MemInfo returns the device's free and total memory in bytes (cuMemGetInfo).
+func (b *Backend) MemInfo() (free, total uint64) {
+	defer b.enter()()
+	f, t, err := cu.MemInfo()
+	if err != nil {
+		panic(fmt.Errorf("cuda: cuMemGetInfo: %w", err))
+	}
+	return uint64(f), uint64(t)
+}
+
+// Synchronize waits for all queued device work and reports the first error.
+func (b *Backend) Synchronize() error {
+	defer b.enter()()
+	return cu.Synchronize()
+}
+
+// Close frees the memory pool, unloads the kernels and releases the context. Tensors
+// and caches still alive must not be used afterwards.
+func (b *Backend) Close() error {
+	unlock := b.enter()
+	err := cu.Synchronize()
+	for _, d := range []*devBuf{&b.ids, &b.positions, &b.invFreq, &b.partO, &b.partML, &b.pairs} {
+		d.free()
+	}
+	b.pool.release()
+	for _, m := range b.mods {
+		if e := m.Unload(); e != nil && err == nil {
+			err = e
+		}
+	}
+	b.mods = nil
+	b.closed = true
+	unlock()
+	if e := b.dev.ReleasePrimaryCtx(); e != nil && err == nil {
+		err = e
+	}
+	return err
+}

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Builds lukv-tiny end to end on the GPU machine: tokenizer, training, evaluation.
+#
+# Before (here, on the development machine; data/ is git-ignored):
+#   bash scripts/corpus/fetch_sources.sh && python3 scripts/corpus/build_corpus.py
+# Then one device call (tool `run`, kind nvidia-h200, timeout 600) with carry ["data/corpus"]:
+#   TRAIN_SECONDS=380 bash scripts/default-model.sh
+# It writes to $OUT (default out/): model.safetensors, lukv-tiny-files.tgz (config.json,
+# generation_config.json, tokenizer.json, tokenizer_config.json, loss.csv, loss.png,
+# train_log.json), eval.json and log; put them all into models/lukv-tiny/.
+#
+# Knobs (environment): TRAIN_SECONDS (380), PHASES (see train_model.py), EVAL_N (50),
+# EVAL_LENGTHS (4096,16384), EVAL_TIMEOUT (240), SEED (1234), EXTRA_TRAIN_ARGS.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+mkdir -p "${OUT:-out}"
+OUTDIR=$(cd "${OUT:-out}" && pwd)
+W=${WORKDIR:-/tmp/lukv-tiny}
+mkdir -p "$W"
+export PYTHONUNBUFFERED=1
+{
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
+  python3 -c 'import torch, transformers, tokenizers; print("torch", torch.__version__, "transformers", transformers.__version__, "tokenizers", tokenizers.__version__)'
+  test -s data/corpus/train_prose.txt || { echo "default-model.sh: data/corpus missing: run scripts/corpus/fetch_sources.sh and build_corpus.py, carry data/corpus"; exit 2; }
+  python3 scripts/train_tokenizer.py --data data/corpus --out "$W"
+  python3 scripts/train_model.py --data data/corpus --tokenizer "$W/tokenizer.json" --out "$W" \
+    --time-budget "${TRAIN_SECONDS:-380}" --seed "${SEED:-1234}" \
+    ${PHASES:+--phases "$PHASES"} ${EXTRA_TRAIN_ARGS:-}
+  # Results leave before the evaluation, so a slow evaluation cannot lose the checkpoint.
+  cp "$W/model.safetensors" "$OUTDIR/"
+  (cd "$W" && tar czf "$OUTDIR/lukv-tiny-files.tgz" config.json generation_config.json tokenizer.json \
+      tokenizer_config.json loss.csv train_log.json $(ls loss.png 2>/dev/null))
+  timeout "${EVAL_TIMEOUT:-240}" python3 scripts/eval_model_hf.py --model "$W" --data data/corpus \
+    --n "${EVAL_N:-50}" --lengths "${EVAL_LENGTHS:-4096,16384}" --out "$OUTDIR/eval.json" || echo "eval failed: $?"
+  ls -l "$OUTDIR"
+} 2>&1 | tee "$OUTDIR/log"

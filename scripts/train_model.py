@@ -1,0 +1,359 @@
+#!/usr/bin/env python3
+"""Trains lukv-tiny, a small Llama (RMSNorm, RoPE, SwiGLU, GQA) for KV-cache eviction work,
+on packed training prose + RULER-format tasks, and writes a Hugging Face checkpoint.
+
+Runs on the GPU machine (one H200) inside one device call: the run is sized by a wall-clock
+budget split over a length curriculum (--phases T:batch:fraction,...), or, for an exact
+replay, by fixed step counts (--phase-steps). Data are generated on the fly by DataLoader
+workers (seeded: worker w of phase p draws from random.Random(seed*7919 + p*131 + w), and
+the loader hands batches out round-robin, so the token stream is a function of the seed).
+
+Loss: mean next-token cross-entropy over every position, plus --answer-weight times the mean
+over the answer tokens of the task samples (the few tokens that need retrieval).
+
+Writes to --out: config.json, generation_config.json, model.safetensors (bf16),
+tokenizer.json, tokenizer_config.json, loss.csv (one row per logged step), train_log.json.
+
+Usage (see scripts/default-model.sh):
+  python3 scripts/train_model.py --data data/corpus --tokenizer DIR/tokenizer.json --out DIR \
+      --time-budget 420 [--phases 2048:64:0.45,4096:32:0.2,16384:8:0.35] [--seed 1234]
+"""
+import argparse
+import csv
+import json
+import math
+import os
+import random
+import shutil
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "corpus"))
+import tasks  # noqa: E402
+
+# Task mix of the task samples (prose-only rows come on top, --prose-frac).
+TASK_WEIGHTS = {
+    "niah_single_1": 6, "niah_single_2": 10, "niah_single_3": 8, "niah_multikey_1": 12,
+    "niah_multikey_2": 12, "niah_multikey_3": 10, "niah_multivalue": 10, "niah_multiquery": 10,
+    "vt": 10, "cwe": 6, "fwe": 6,
+}
+MIN_BUDGET = {"cwe": 1600, "vt": 800, "fwe": 700}
+ANSWER_ROOM = 72  # tokens kept free after a prompt for its answer and EOS
+# Training-only densification: NIAH samples whose context holds several single-valued keys
+# get 0..MAX_FOLLOWUPS extra question/answer pairs about other keys after their answer.
+FOLLOWUP_TASKS = {"niah_multikey_1", "niah_multikey_2", "niah_multikey_3"}
+MAX_FOLLOWUPS = 8
+
+STATE = {}  # built in the main process before the loaders fork; read by the workers
+
+
+def log(*a):
+    print(f"[{time.strftime('%H:%M:%S')}]", *a, flush=True)
+
+
+def build_state(args):
+    from tokenizers import Tokenizer
+    t0 = time.time()
+    tok = Tokenizer.from_file(args.tokenizer)
+    rd = lambda f: tasks.read_lines(os.path.join(args.data, f))  # noqa: E731
+    docs = rd("train_prose.txt")
+    adjs, nouns = rd("words_train_adj.txt"), rd("words_train_noun.txt")
+    encs = tok.encode_batch(docs, add_special_tokens=False)
+    bos, eos = tok.token_to_id("<|begin_of_text|>"), tok.token_to_id("<|end_of_text|>")
+    prose = []
+    for e in encs:
+        prose.extend([bos] + e.ids + [eos])
+    prose = np.asarray(prose, dtype=np.int32)
+    hay = tasks.Haystack(docs, lambda xs: [len(e.ids) for e in tok.encode_batch(xs, add_special_tokens=False)])
+    STATE.update(tok=tok, prose=prose, hay=hay, adjs=adjs, nouns=nouns, bos=bos, eos=eos)
+    log(f"data: {len(docs)} docs, {len(prose)} prose tokens, {len(hay.sents)} haystack sentences, "
+        f"{len(adjs)}+{len(nouns)} key words, built in {time.time() - t0:.1f}s")
+
+
+class Stream(torch.utils.data.IterableDataset):
+    """Endless batches (ids [B, T] int64, answer mask [B, T] bool) for one curriculum phase."""
+
+    def __init__(self, T, B, seed, phase, prose_frac):
+        super().__init__()
+        self.T, self.B, self.seed, self.phase, self.prose_frac = T, B, seed, phase, prose_frac
+
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        wid = info.id if info else 0
+        rng = random.Random(self.seed * 7919 + self.phase * 131 + wid)
+        st = STATE
+        tok = st["tok"]
+        count = lambda s: len(tok.encode(s).ids)  # noqa: E731
+        gen = tasks.TaskGen(st["adjs"], st["nouns"], st["adjs"] + st["nouns"], st["hay"], count, rng)
+        names, weights = list(TASK_WEIGHTS), list(TASK_WEIGHTS.values())
+        while True:
+            ids = np.zeros((self.B, self.T), dtype=np.int64)
+            mask = np.zeros((self.B, self.T), dtype=bool)
+            for b in range(self.B):
+                self._row(rng, gen, tok, names, weights, ids[b], mask[b])
+            yield torch.from_numpy(ids), torch.from_numpy(mask)
+
+    def _prose(self, rng, out):
+        p = STATE["prose"]
+        i = rng.randrange(len(p) - len(out))
+        out[:] = p[i:i + len(out)]
+
+    def _row(self, rng, gen, tok, names, weights, ids, mask):
+        T = self.T
+        if rng.random() < self.prose_frac:
+            self._prose(rng, ids)
+            return
+        pos, first = 0, True
+        while pos < T:
+            room = T - pos
+            task = rng.choices(names, weights)[0]
+            lo = MIN_BUDGET.get(task, 256) + ANSWER_ROOM
+            if room < lo or (not first and rng.random() < 0.15):
+                self._prose(rng, ids[pos:])
+                return
+            if first and rng.random() < 0.4:
+                budget = room  # a sample spanning the whole row: the longest distances
+            else:
+                budget = int(math.exp(rng.uniform(math.log(lo), math.log(room))))
+            n_fu = rng.randint(0, MAX_FOLLOWUPS) if task in FOLLOWUP_TASKS else 0
+            fu_room = n_fu * (110 if task == "niah_multikey_3" else 45)
+            if budget - ANSWER_ROOM - fu_room < lo - ANSWER_ROOM:
+                n_fu, fu_room = 0, 0
+            s = gen.make(task, budget - ANSWER_ROOM - fu_room, icl=rng.random() < 0.5,
+                         followups=n_fu, vary_keys=True)
+            enc = lambda t: tok.encode(t, add_special_tokens=False).ids  # noqa: E731
+            seq = tok.encode(s.prompt).ids
+            m = [False] * len(seq)
+            a_ids = enc(s.answer)
+            seq += a_ids
+            m += [True] * len(a_ids)
+            for q, a in s.followups:
+                q_ids, fa_ids = enc(q), enc(a)
+                seq += q_ids + fa_ids
+                m += [False] * len(q_ids) + [True] * len(fa_ids)
+            seq.append(STATE["eos"])
+            m.append(True)
+            n = min(len(seq), room)
+            ids[pos:pos + n] = seq[:n]
+            mask[pos:pos + n] = m[:n]
+            pos += n
+            first = False
+
+
+def make_model(args, vocab):
+    from transformers import LlamaConfig, LlamaForCausalLM
+    kw = dict(vocab_size=vocab, hidden_size=args.hidden, intermediate_size=args.inter,
+              num_hidden_layers=args.layers, num_attention_heads=args.heads,
+              num_key_value_heads=args.kv_heads, head_dim=args.hidden // args.heads,
+              max_position_embeddings=args.max_pos, rms_norm_eps=1e-5, hidden_act="silu",
+              tie_word_embeddings=True, bos_token_id=0, eos_token_id=1, attention_bias=False,
+              mlp_bias=False, initializer_range=0.02)
+    try:
+        cfg = LlamaConfig(rope_parameters={"rope_type": "default", "rope_theta": args.rope_theta}, **kw)
+    except TypeError:
+        cfg = LlamaConfig(rope_theta=args.rope_theta, **kw)
+    cfg._attn_implementation = "sdpa"
+    torch.manual_seed(args.seed)
+    model = LlamaForCausalLM(cfg)
+    return model
+
+
+def lr_at(frac, args):
+    if frac < args.warmup:
+        return args.lr * frac / args.warmup
+    p = min(1.0, (frac - args.warmup) / max(1e-9, 1 - args.warmup))
+    return args.lr * (args.min_lr_frac + (1 - args.min_lr_frac) * 0.5 * (1 + math.cos(math.pi * p)))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", default="data/corpus")
+    ap.add_argument("--tokenizer", required=True)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--seed", type=int, default=1234)
+    ap.add_argument("--phases", default="2048:64:0.45,4096:32:0.2,16384:8:0.35",
+                    help="T:batch:fraction of the time budget, in order")
+    ap.add_argument("--phase-steps", default="", help="T:batch:steps,...: fixed steps instead of time")
+    ap.add_argument("--time-budget", type=float, default=420.0, help="seconds of training")
+    ap.add_argument("--lr", type=float, default=3e-3)
+    ap.add_argument("--min-lr-frac", type=float, default=0.1)
+    ap.add_argument("--warmup", type=float, default=0.03, help="fraction of the run")
+    ap.add_argument("--wd", type=float, default=0.1)
+    ap.add_argument("--answer-weight", type=float, default=1.0)
+    ap.add_argument("--prose-frac", type=float, default=0.2)
+    ap.add_argument("--workers", type=int, default=14)
+    ap.add_argument("--hidden", type=int, default=256)
+    ap.add_argument("--inter", type=int, default=704)
+    ap.add_argument("--layers", type=int, default=8)
+    ap.add_argument("--heads", type=int, default=8)
+    ap.add_argument("--kv-heads", type=int, default=4)
+    ap.add_argument("--rope-theta", type=float, default=500000.0)
+    ap.add_argument("--max-pos", type=int, default=16384)
+    ap.add_argument("--log-every", type=int, default=10)
+    args = ap.parse_args()
+
+    torch.backends.cuda.matmul.allow_tf32 = True
+    dev = "cuda"
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    build_state(args)
+    tok = STATE["tok"]
+    model = make_model(args, tok.get_vocab_size()).to(dev)
+    nparam = sum(p.numel() for p in model.parameters())
+    log(f"model: {nparam / 1e6:.2f}M parameters, config {model.config.to_dict().get('rope_parameters')}")
+
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": args.wd},
+                             {"params": no_decay, "weight_decay": 0.0}],
+                            lr=args.lr, betas=(0.9, 0.95), eps=1e-8, fused=True)
+
+    fixed = bool(args.phase_steps)
+    spec = args.phase_steps or args.phases
+    phases = []
+    for item in spec.split(","):
+        T, B, x = item.split(":")
+        phases.append((int(T), int(B), float(x)))
+    total_steps = sum(int(x) for _, _, x in phases) if fixed else None
+
+    os.makedirs(args.out, exist_ok=True)
+    rows, t_start, step, tokens = [], time.time(), 0, 0
+    train_time = 0.0
+    phase_log = []
+    frac_start = 0.0
+    for pi, (T, B, x) in enumerate(phases):
+        stream = Stream(T, B, args.seed, pi, args.prose_frac)
+        loader = torch.utils.data.DataLoader(stream, batch_size=None, num_workers=args.workers,
+                                             prefetch_factor=4, pin_memory=True)
+        it = iter(loader)
+        phase_steps, t_phase = 0, time.time()
+        frac_end = frac_start + x if not fixed else None
+        log(f"phase {pi}: T={T} batch={B} " + (f"steps={int(x)}" if fixed else f"time fraction {x}"))
+        acc = {"loss": 0.0, "ans": 0.0, "acc": 0.0, "n": 0}
+        while True:
+            if fixed:
+                if phase_steps >= int(x):
+                    break
+                frac = step / total_steps
+            else:
+                frac = train_time / args.time_budget
+                if frac >= frac_end:
+                    break
+            lr = lr_at(frac, args)
+            for g in opt.param_groups:
+                g["lr"] = lr
+            t0 = time.time()
+            xb, mb = next(it)
+            xb = xb.to(dev, non_blocking=True)
+            mb = mb.to(dev, non_blocking=True)
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                logits = model(input_ids=xb).logits
+            lg = logits[:, :-1].float()
+            y = xb[:, 1:]
+            m = mb[:, 1:].float()
+            nll = F.cross_entropy(lg.reshape(-1, lg.size(-1)), y.reshape(-1), reduction="none").view_as(m)
+            loss_all = nll.mean()
+            na = m.sum().clamp(min=1.0)
+            loss_ans = (nll * m).sum() / na
+            loss = loss_all + args.answer_weight * loss_ans
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            gn = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            with torch.no_grad():
+                ans_acc = (((lg.argmax(-1) == y).float() * m).sum() / na)
+            acc["loss"] += loss_all.item()
+            acc["ans"] += loss_ans.item()
+            acc["acc"] += ans_acc.item()
+            acc["n"] += 1
+            torch.cuda.synchronize()
+            dt = time.time() - t0
+            train_time += dt
+            step += 1
+            phase_steps += 1
+            tokens += xb.numel()
+            if step % args.log_every == 0 or step == 1:
+                n = acc["n"]
+                row = {"step": step, "phase": pi, "seq_len": T, "tokens": tokens,
+                       "loss": round(acc["loss"] / n, 4), "answer_loss": round(acc["ans"] / n, 4),
+                       "answer_acc": round(acc["acc"] / n, 4), "lr": lr, "grad_norm": round(gn.item(), 3),
+                       "train_s": round(train_time, 1), "tok_per_s": round(xb.numel() / dt)}
+                rows.append(row)
+                log(" ".join(f"{k}={v}" for k, v in row.items()))
+                acc = {"loss": 0.0, "ans": 0.0, "acc": 0.0, "n": 0}
+        del it, loader
+        phase_log.append({"phase": pi, "seq_len": T, "batch": B, "steps": phase_steps,
+                          "wall_s": round(time.time() - t_phase, 1)})
+        if not fixed:
+            frac_start = frac_end
+    wall = time.time() - t_start
+    log(f"trained {step} steps, {tokens / 1e6:.1f}M tokens, {train_time:.0f}s in steps, {wall:.0f}s wall")
+
+    # ---- save -----------------------------------------------------------------------------
+    from transformers import PreTrainedTokenizerFast
+    model = model.to(torch.bfloat16)
+    model.config.dtype = "bfloat16"
+    model.generation_config.bos_token_id = 0
+    model.generation_config.eos_token_id = 1
+    model.generation_config.pad_token_id = 1
+    model.save_pretrained(args.out, safe_serialization=True)
+    shutil.copy(args.tokenizer, os.path.join(args.out, "tokenizer.json")) \
+        if os.path.abspath(args.tokenizer) != os.path.abspath(os.path.join(args.out, "tokenizer.json")) else None
+    hf_tok = PreTrainedTokenizerFast(tokenizer_file=os.path.join(args.out, "tokenizer.json"),
+                                     bos_token="<|begin_of_text|>", eos_token="<|end_of_text|>")
+    hf_tok.model_max_length = args.max_pos
+    tmp = os.path.join(args.out, "_tok")
+    hf_tok.save_pretrained(tmp)
+    shutil.copy(os.path.join(tmp, "tokenizer_config.json"), os.path.join(args.out, "tokenizer_config.json"))
+    shutil.rmtree(tmp)
+    with open(os.path.join(args.out, "loss.csv"), "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    with open(os.path.join(args.out, "train_log.json"), "w") as f:
+        json.dump({"args": vars(args), "parameters": nparam, "steps": step, "tokens": tokens,
+                   "train_s": round(train_time, 1), "wall_s": round(wall, 1), "phases": phase_log,
+                   "gpu": torch.cuda.get_device_name(), "torch": torch.__version__,
+                   "task_weights": TASK_WEIGHTS}, f, indent=1)
+    plot_loss(rows, os.path.join(args.out, "loss.png"))
+    log(f"saved to {args.out}: " + ", ".join(sorted(os.listdir(args.out))))
+
+
+def plot_loss(rows, path):
+    """loss.png: training loss and answer-token loss against tokens, phases marked."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        log("matplotlib missing: no loss.png")
+        return
+    tok = [r["tokens"] / 1e6 for r in rows]
+    fig, ax = plt.subplots(1, 2, figsize=(11, 4))
+    ax[0].plot(tok, [r["loss"] for r in rows], label="all tokens")
+    ax[0].plot(tok, [r["answer_loss"] for r in rows], label="answer tokens")
+    ax[0].set_yscale("log")
+    ax[0].set_xlabel("training tokens (M)")
+    ax[0].set_ylabel("cross-entropy (nats)")
+    ax[0].legend()
+    ax[1].plot(tok, [r["answer_acc"] for r in rows], color="C2")
+    ax[1].set_xlabel("training tokens (M)")
+    ax[1].set_ylabel("answer-token accuracy (teacher forced)")
+    for a in ax:
+        for i in range(1, len(rows)):
+            if rows[i]["seq_len"] != rows[i - 1]["seq_len"]:
+                a.axvline(tok[i], color="gray", ls=":")
+                a.text(tok[i], a.get_ylim()[1], f" T={rows[i]['seq_len']}", va="top", fontsize=8)
+        a.grid(alpha=0.3)
+    fig.suptitle("lukv-tiny training (phases: sequence length T)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    main()
