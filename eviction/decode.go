@@ -102,6 +102,9 @@ func (e *DecodeEvictor) AfterStep(cache lrt.KVCache, generated int) error {
 				view.PreRoPEQueries = append(view.PreRoPEQueries, e.recentPre[l][i][h*group*d:(h+1)*group*d]...)
 			}
 			scores := e.Method.Scorer.Score(view)
+			if scores == nil {
+				return fmt.Errorf("decode-time eviction: layer %d head %d: %w", l, h, CheckScorerView(e.Method.Scorer, view))
+			}
 			ProtectSinkWindow(scores, e.Method.Sink, e.Method.Window)
 			keep[h] = topK(scores[0], e.budget[l][h])
 		}
