@@ -46,9 +46,10 @@ const maxCachedWordLen = 256
 // newBPEModel builds the model. merges are (left, right) token pairs in rank
 // order; every token they name, and every merged token, must be in vocab.
 func newBPEModel(vocab map[string]int, merges [][2]string, unk string, prefix, suffix string) (*bpeModel, error) {
+	mergeMap := make(bpemodel.MergeMap, len(merges))
 	m := &bpeModel{
 		vocab:         vocab,
-		merges:        bpemodel.NewMergeMap(),
+		merges:        &mergeMap,
 		unkID:         -1,
 		prefix:        prefix,
 		suffix:        suffix,

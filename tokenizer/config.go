@@ -16,13 +16,15 @@ import (
 // silently encodes differently from Python.
 
 // jsonTokenizer is the top level of tokenizer.json. Components are kept raw
-// and parsed by type.
+// and parsed by type. The model is decoded in the same pass (with its
+// vocabulary and merges kept raw, as their shape depends on the model
+// type): a Llama-3 file is 9 MB, and every extra pass over it costs.
 type jsonTokenizer struct {
 	Version       *string          `json:"version"`
 	AddedTokens   []jsonAddedToken `json:"added_tokens"`
 	Normalizer    json.RawMessage  `json:"normalizer"`
 	PreTokenizer  json.RawMessage  `json:"pre_tokenizer"`
-	Model         json.RawMessage  `json:"model"`
+	Model         *jsonModel       `json:"model"`
 	PostProcessor json.RawMessage  `json:"post_processor"`
 	Decoder       json.RawMessage  `json:"decoder"`
 }
@@ -37,17 +39,17 @@ type jsonAddedToken struct {
 	Special    bool    `json:"special"`
 }
 
-type jsonBPE struct {
-	Type                    string            `json:"type"`
-	Vocab                   map[string]int64  `json:"vocab"`
-	Merges                  []json.RawMessage `json:"merges"`
-	Dropout                 *float64          `json:"dropout"`
-	UnkToken                *string           `json:"unk_token"`
-	ContinuingSubwordPrefix *string           `json:"continuing_subword_prefix"`
-	EndOfWordSuffix         *string           `json:"end_of_word_suffix"`
-	FuseUnk                 *bool             `json:"fuse_unk"`
-	ByteFallback            *bool             `json:"byte_fallback"`
-	IgnoreMerges            *bool             `json:"ignore_merges"`
+type jsonModel struct {
+	Type                    string          `json:"type"`
+	Vocab                   json.RawMessage `json:"vocab"`
+	Merges                  json.RawMessage `json:"merges"`
+	Dropout                 *float64        `json:"dropout"`
+	UnkToken                *string         `json:"unk_token"`
+	ContinuingSubwordPrefix *string         `json:"continuing_subword_prefix"`
+	EndOfWordSuffix         *string         `json:"end_of_word_suffix"`
+	FuseUnk                 *bool           `json:"fuse_unk"`
+	ByteFallback            *bool           `json:"byte_fallback"`
+	IgnoreMerges            *bool           `json:"ignore_merges"`
 }
 
 // jsonPattern is a Split/Replace pattern: {"String": "..."} or {"Regex": "..."}.
@@ -126,14 +128,14 @@ func Parse(data []byte, path string) (*Tokenizer, error) {
 	if jt.Version != nil && *jt.Version != "1.0" {
 		return nil, p.errorf("unknown tokenizer.json version %q (want \"1.0\")", *jt.Version)
 	}
-	if isNull(jt.Model) {
+	if jt.Model == nil {
 		return nil, p.errorf("no model")
 	}
 	model, vocab, err := p.model(jt.Model)
 	if err != nil {
 		return nil, err
 	}
-	t := &Tokenizer{path: path, model: model, rawAdded: newAddedMatcher(), normAdded: newAddedMatcher()}
+	t := &Tokenizer{model: model, rawAdded: newAddedMatcher(), normAdded: newAddedMatcher()}
 
 	// Added tokens: an added token already in the model vocabulary keeps
 	// that id (as in HF); the others take the id the file gives them.
@@ -173,7 +175,7 @@ func Parse(data []byte, path string) (*Tokenizer, error) {
 	t.idToToken = make([]string, n)
 	t.known = make([]bool, n)
 	t.special = make([]bool, n)
-	t.tokenToID = make(map[string]int, len(vocab)+len(added))
+	t.addedIDs = make(map[string]int, len(added))
 	for tok, id := range vocab {
 		// Two tokens sharing an id: keep one deterministically.
 		if t.known[id] && t.idToToken[id] < tok {
@@ -182,14 +184,11 @@ func Parse(data []byte, path string) (*Tokenizer, error) {
 		t.idToToken[id] = tok
 		t.known[id] = true
 	}
-	for tok, id := range vocab {
-		t.tokenToID[tok] = id
-	}
 	specialContent := map[string]bool{}
 	for _, a := range added {
 		t.idToToken[a.id] = a.content
 		t.known[a.id] = true
-		t.tokenToID[a.content] = a.id
+		t.addedIDs[a.content] = a.id
 		if a.special {
 			specialContent[a.content] = true
 		}
@@ -233,65 +232,39 @@ func Parse(data []byte, path string) (*Tokenizer, error) {
 }
 
 // model parses the BPE model and returns it with its vocabulary.
-func (p *parser) model(raw json.RawMessage) (*bpeModel, map[string]int, error) {
-	var head struct {
-		Type   string          `json:"type"`
-		Merges json.RawMessage `json:"merges"`
-	}
-	if err := json.Unmarshal(raw, &head); err != nil {
-		return nil, nil, p.errorf("model: invalid JSON: %v", err)
-	}
+func (p *parser) model(jm *jsonModel) (*bpeModel, map[string]int, error) {
 	switch {
-	case head.Type == "BPE":
-	case head.Type == "" && head.Merges != nil:
+	case jm.Type == "BPE":
+	case jm.Type == "" && !isNull(jm.Merges):
 		// Older files omit the type; HF then recognises BPE by its fields.
-	case head.Type == "":
+	case jm.Type == "":
 		return nil, nil, p.errorf("model: no \"type\" and no \"merges\"; only BPE models are supported")
 	default:
-		return nil, nil, p.errorf("model type %q is not supported (only BPE)", head.Type)
+		return nil, nil, p.errorf("model type %q is not supported (only BPE)", jm.Type)
 	}
-	var jm jsonBPE
-	if err := json.Unmarshal(raw, &jm); err != nil {
-		return nil, nil, p.errorf("model: invalid JSON: %v", err)
-	}
-	if jm.Vocab == nil {
+	if isNull(jm.Vocab) {
 		return nil, nil, p.errorf("model: missing vocab")
 	}
-	if jm.Merges == nil {
+	if isNull(jm.Merges) {
 		return nil, nil, p.errorf("model: missing merges")
 	}
 	if jm.Dropout != nil && *jm.Dropout != 0 {
 		return nil, nil, p.errorf("model: BPE dropout %v is not supported (encoding would be random)", *jm.Dropout)
 	}
-	vocab := make(map[string]int, len(jm.Vocab))
-	for tok, id := range jm.Vocab {
+	// Unmarshal fills an existing map; sizing it up front saves rehashing
+	// (the count of `":` is at least the number of entries).
+	vocab := make(map[string]int, bytes.Count(jm.Vocab, []byte(`":`)))
+	if err := json.Unmarshal(jm.Vocab, &vocab); err != nil {
+		return nil, nil, p.errorf("model.vocab: want {token: id}: %v", err)
+	}
+	for tok, id := range vocab {
 		if id < 0 || id > 1<<40 {
 			return nil, nil, p.errorf("model.vocab: token %q has invalid id %d", tok, id)
 		}
-		vocab[tok] = int(id)
 	}
-	merges := make([][2]string, len(jm.Merges))
-	for k, raw := range jm.Merges {
-		var pair []string
-		var line string
-		if err := json.Unmarshal(raw, &line); err == nil {
-			// Legacy form "a b": exactly one space (HF splits on ' ').
-			pair = strings.Split(line, " ")
-		} else if err := json.Unmarshal(raw, &pair); err != nil {
-			return nil, nil, p.errorf("model.merges[%d]: want \"a b\" or [\"a\", \"b\"]: %v", k, err)
-		}
-		if len(pair) != 2 {
-			return nil, nil, p.errorf("model.merges[%d]: want two tokens, got %d", k, len(pair))
-		}
-		merges[k] = [2]string{pair[0], pair[1]}
-	}
-	// HF skips "#version" lines of legacy merges files.
-	kept := merges[:0]
-	for k, mg := range merges {
-		if strings.HasPrefix(string(jm.Merges[k]), `"#version`) {
-			continue
-		}
-		kept = append(kept, mg)
+	merges, err := p.merges(jm.Merges)
+	if err != nil {
+		return nil, nil, err
 	}
 	str := func(s *string) string {
 		if s == nil {
@@ -299,7 +272,7 @@ func (p *parser) model(raw json.RawMessage) (*bpeModel, map[string]int, error) {
 		}
 		return *s
 	}
-	m, err := newBPEModel(vocab, kept, str(jm.UnkToken), str(jm.ContinuingSubwordPrefix), str(jm.EndOfWordSuffix))
+	m, err := newBPEModel(vocab, merges, str(jm.UnkToken), str(jm.ContinuingSubwordPrefix), str(jm.EndOfWordSuffix))
 	if err != nil {
 		return nil, nil, p.errorf("%v", err)
 	}
@@ -308,6 +281,39 @@ func (p *parser) model(raw json.RawMessage) (*bpeModel, map[string]int, error) {
 	m.byteFallback = flag(jm.ByteFallback)
 	m.ignoreMerges = flag(jm.IgnoreMerges)
 	return m, vocab, nil
+}
+
+// merges parses model.merges, given as [["a", "b"], ...] (current files)
+// or ["a b", ...] (older files, where HF splits on ' ', needs exactly two
+// parts and skips "#version" lines).
+func (p *parser) merges(raw json.RawMessage) ([][2]string, error) {
+	var pairs [][]string
+	if err := json.Unmarshal(raw, &pairs); err == nil {
+		out := make([][2]string, len(pairs))
+		for k, pr := range pairs {
+			if len(pr) != 2 {
+				return nil, p.errorf("model.merges[%d]: want two tokens, got %d", k, len(pr))
+			}
+			out[k] = [2]string{pr[0], pr[1]}
+		}
+		return out, nil
+	}
+	var lines []string
+	if err := json.Unmarshal(raw, &lines); err != nil {
+		return nil, p.errorf("model.merges: want [[\"a\", \"b\"], ...] or [\"a b\", ...]: %v", err)
+	}
+	out := make([][2]string, 0, len(lines))
+	for k, line := range lines {
+		if strings.HasPrefix(line, "#version") {
+			continue
+		}
+		a, b, ok := strings.Cut(line, " ")
+		if !ok || strings.Contains(b, " ") {
+			return nil, p.errorf("model.merges[%d] %q: want two tokens separated by one space", k, line)
+		}
+		out = append(out, [2]string{a, b})
+	}
+	return out, nil
 }
 
 // pattern parses a Split/Replace pattern. Regexes that are one of the known
@@ -344,7 +350,7 @@ func (p *parser) oneRune(s *string, def rune, where string) (rune, error) {
 		return def, nil
 	}
 	r, w := utf8.DecodeRuneInString(*s)
-	if w == 0 || w != len(*s) || r == utf8.RuneError {
+	if w != len(*s) || (r == utf8.RuneError && w == 1) || w == 0 {
 		return 0, p.errorf("%s: want a single character, got %q", where, *s)
 	}
 	return r, nil

@@ -23,14 +23,13 @@ import (
 
 // Tokenizer is a loaded tokenizer.json. It is safe for concurrent use.
 type Tokenizer struct {
-	path string
 	// idToToken[id] is the token string of id (added token content first,
 	// then the model vocabulary); known[id] tells whether id exists.
 	idToToken []string
 	known     []bool
 	// special[id]: id's string is the content of a special added token.
-	special   []bool
-	tokenToID map[string]int
+	special  []bool
+	addedIDs map[string]int // added token content -> id
 
 	rawAdded   *addedMatcher // added tokens matched in the raw text
 	normAdded  *addedMatcher // added tokens matched in the normalized text
@@ -65,7 +64,10 @@ func (t *Tokenizer) VocabSize() int { return len(t.idToToken) }
 // TokenID returns the id of a token string (an added token's content or a
 // model vocabulary entry).
 func (t *Tokenizer) TokenID(token string) (int, bool) {
-	id, ok := t.tokenToID[token]
+	if id, ok := t.addedIDs[token]; ok {
+		return id, true
+	}
+	id, ok := t.model.vocab[token]
 	return id, ok
 }
 

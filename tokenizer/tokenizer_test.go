@@ -150,10 +150,12 @@ func TestParseErrors(t *testing.T) {
 		{`{"model": {"type": "BPE", "vocab": {"a": 0}, "merges": ["a b"]}}`, `"b" is not in model.vocab`},
 		{`{"model": {"type": "BPE", "vocab": {"a": 0, "b": 1}, "merges": [["a", "b"]]}}`, `merged token "ab" is not in model.vocab`},
 		{`{"model": {"type": "BPE", "vocab": {"a": 0}, "merges": ["a b c"]}}`, "want two tokens"},
-		{`{"model": {"type": "BPE", "vocab": {"a": 0}, "merges": [5]}}`, "model.merges[0]"},
+		{`{"model": {"type": "BPE", "vocab": {"a": 0}, "merges": [5]}}`, "model.merges"},
 		{`{"model": {"type": "BPE", "vocab": {"a": -1}, "merges": []}}`, "invalid id"},
 		{`{"model": {"type": "BPE", "vocab": {"a": 100000000}, "merges": []}}`, "far beyond"},
-		{`{"model": {"type": "BPE", "vocab": {"a": 1.5}, "merges": []}}`, "invalid JSON"},
+		{`{"model": {"type": "BPE", "vocab": {"a": 1.5}, "merges": []}}`, "model.vocab"},
+		{`{"model": {"type": "BPE", "vocab": {"a": 0}, "merges": [["a"]]}}`, "want two tokens"},
+		{`{"model": {"type": "BPE", "vocab": {"a": 0}, "merges": ["a  b"]}}`, "one space"},
 		{bpe(`, "dropout": 0.1`), "dropout"},
 		{bpe(`, "unk_token": "<unk>"`), `unk_token "<unk>" is not in model.vocab`},
 		{`{"added_tokens": [{"content": "x"}], ` + bpe("")[1:], "needs \"id\""},
@@ -220,5 +222,47 @@ func TestNoDecoder(t *testing.T) {
 	}
 	if got := tok.Encode("ab", false); !slices.Equal(got, []int{0, 1}) {
 		t.Errorf("Encode = %v", got)
+	}
+}
+
+func TestMetaspaceOptions(t *testing.T) {
+	set := func(scheme string, split bool) func(m map[string]any) {
+		return func(m map[string]any) {
+			pt := m["pre_tokenizer"].(map[string]any)
+			pt["prepend_scheme"] = scheme
+			pt["split"] = split
+			dec := m["decoder"].(map[string]any)["decoders"].([]any)[1].(map[string]any)
+			dec["prepend_scheme"] = scheme
+		}
+	}
+	always := loadFixture(t, "metaspace_tiny", set("always", true))
+	checkEncode(t, always, false, []encodeCase{{"<s>ab", []string{"<s>", "▁ab"}}})
+	never := loadFixture(t, "metaspace_tiny", set("never", true))
+	checkEncode(t, never, false, []encodeCase{{"ab ab", []string{"ab", "▁ab"}}})
+	if got := never.Decode(ids(t, never, "▁ab"), false); got != " ab" {
+		t.Errorf("never: Decode = %q, want %q", got, " ab")
+	}
+	// Split before every "▁" or not: "▁ ▁" can only merge without the split.
+	split := loadFixture(t, "metaspace_tiny", set("first", true))
+	checkEncode(t, split, false, []encodeCase{{"a  b", []string{"▁a", "▁", "▁", "b"}}})
+	whole := loadFixture(t, "metaspace_tiny", set("first", false))
+	checkEncode(t, whole, false, []encodeCase{{"a  b", []string{"▁a", "▁▁", "b"}}})
+}
+
+func TestSplitBehaviors(t *testing.T) {
+	const text = "a--b-"
+	spans := literalPattern{"-"}.findMatches(text, nil)
+	cases := map[splitBehavior][]string{
+		behaviorRemoved:            {"a", "b"},
+		behaviorIsolated:           {"a", "-", "-", "b", "-"},
+		behaviorMergedWithPrevious: {"a-", "-", "b-"},
+		behaviorMergedWithNext:     {"a", "-", "-b", "-"},
+		behaviorContiguous:         {"a", "--", "b", "-"},
+	}
+	for b, want := range cases {
+		got := pieces(text, applyBehavior(slices.Clone(spans), b))
+		if !slices.Equal(got, want) {
+			t.Errorf("behavior %d: got %q, want %q", b, got, want)
+		}
 	}
 }

@@ -74,8 +74,12 @@ func roundTo(x []float32, dt dtype) []float32 {
 		case bf16:
 			out[i] = math.Float32frombits(uint32(toBF16Rounded([]float32{v})[0]) << 16)
 		case f16:
-			// Keep 10 mantissa bits of a value well inside half's normal range.
-			out[i] = math.Float32frombits(math.Float32bits(v) &^ 0x1fff)
+			// Keep 10 mantissa bits; values below half's normal range become 0.
+			if math.Abs(float64(v)) < 1.0/(1<<14) {
+				out[i] = 0
+			} else {
+				out[i] = math.Float32frombits(math.Float32bits(v) &^ 0x1fff)
+			}
 		default:
 			out[i] = v
 		}

@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# Runs lukv's GPU checks on the GPU machine, from the repository root, with the binaries
+# that scripts/build-cuda.sh built elsewhere in gpubin/:
+#   1. builds the kernels (scripts/build-kernels.sh, nvcc);
+#   2. runs gpubin/cuda.test -test.v (conformance suite, dtype and attention cases against
+#      the CPU backend, memory release, out-of-memory, golden models);
+#   3. runs the benchmarks (decode/prefill matmul, decode attention at 32k);
+#   4. runs compute-sanitizer's memcheck over the small tests, where the tool works;
+#   5. if gpubin/lukv-run is there, generates with --device cuda and --device cpu.
+# Everything goes to $OUT/gpu-test.log (OUT defaults to ./out); a pass/fail table is
+# printed last. Exit status: non-zero when the kernels do not build or a test fails.
+set -uo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+out=${OUT:-$root/out}
+mkdir -p "$out"
+log=$out/gpu-test.log
+: >"$log"
+rows=()  # "name|status|detail"
+note() { echo "$*" | tee -a "$log"; }
+
+note "== gpu-test $(date -u +%FT%TZ)"
+nvidia-smi --query-gpu=name,driver_version,memory.total,compute_cap --format=csv,noheader 2>&1 | tee -a "$log"
+
+note "== build kernels"
+if bash scripts/build-kernels.sh >>"$log" 2>&1; then
+	rows+=("build-kernels|PASS|$(ls kernels/build/*.cubin kernels/build/*.ptx 2>/dev/null | wc -l) modules")
+	grep "registers," "$log" | tail -n 40
+else
+	rows+=("build-kernels|FAIL|see $log")
+	tail -n 40 "$log"
+	printf '%-40s %s\n' "build-kernels" "FAIL"
+	exit 1
+fi
+export LUKV_KERNELS=$root/kernels/build
+
+if [[ ! -x gpubin/cuda.test ]]; then
+	note "gpubin/cuda.test missing: run scripts/build-cuda.sh where Go is and carry gpubin/"
+	exit 1
+fi
+
+note "== tests"
+testlog=$out/cuda-test.log
+(cd runtime/cuda && timeout 250 ../../gpubin/cuda.test -test.v -test.count=1 -test.timeout=240s) >"$testlog" 2>&1
+test_rc=$?
+cat "$testlog" >>"$log"
+# One row per top-level test and per subtest.
+while IFS= read -r line; do
+	name=$(sed -E 's/^ *--- (PASS|FAIL|SKIP): ([^ ]+) .*/\2/' <<<"$line")
+	status=$(sed -E 's/^ *--- (PASS|FAIL|SKIP): .*/\1/' <<<"$line")
+	secs=$(sed -E 's/.*\(([0-9.]+s)\).*/\1/' <<<"$line")
+	rows+=("$name|$status|$secs")
+done < <(grep -E '^ *--- (PASS|FAIL|SKIP): ' "$testlog")
+if [[ $test_rc != 0 ]]; then
+	rows+=("cuda.test exit|FAIL|status $test_rc")
+	grep -E -B2 -A12 '^(panic|fatal error)|--- FAIL|_test.go:[0-9]+:' "$testlog" | head -n 80
+fi
+
+note "== benchmarks"
+(cd runtime/cuda && timeout 90 ../../gpubin/cuda.test -test.run '^$' -test.bench . -test.benchtime 20x) 2>&1 | tee -a "$log" | grep -E '^Benchmark|FAIL|panic' || rows+=("benchmarks|FAIL|no output")
+
+note "== compute-sanitizer memcheck (small tests)"
+if command -v compute-sanitizer >/dev/null; then
+	(cd runtime/cuda && timeout 150 compute-sanitizer --tool memcheck --error-exitcode 99 \
+		../../gpubin/cuda.test -test.run 'TestConformance|TestMatMulDTypes|TestEmbedDTypes|TestAttentionAgainstCPU/small' -test.count=1) >"$out/memcheck.log" 2>&1
+	mc=$?
+	cat "$out/memcheck.log" >>"$log"
+	case $mc in
+	0) rows+=("memcheck|PASS|$(grep -m1 'ERROR SUMMARY' "$out/memcheck.log")") ;;
+	99) rows+=("memcheck|FAIL|$(grep -m1 'ERROR SUMMARY' "$out/memcheck.log")"); grep -m5 -A6 'Invalid\|Error' "$out/memcheck.log" ;;
+	*) rows+=("memcheck|INFO|did not run cleanly (status $mc), see memcheck.log") ;;
+	esac
+else
+	rows+=("memcheck|INFO|compute-sanitizer not found")
+fi
+
+if [[ -x gpubin/lukv-run ]]; then
+	note "== lukv-run generate (embedded default model)"
+	args=(generate --max-new-tokens 24 --prompt "The old lighthouse keeper" --json)
+	gpu_out=$(timeout 45 gpubin/lukv-run "${args[@]}" --device cuda 2>>"$log")
+	g=$?
+	cpu_out=$(timeout 45 gpubin/lukv-run "${args[@]}" --device cpu 2>>"$log")
+	echo "cuda: $gpu_out" >>"$log"
+	echo "cpu:  $cpu_out" >>"$log"
+	if [[ $g != 0 ]]; then
+		rows+=("lukv-run --device cuda|FAIL|status $g")
+	else
+		toks() { sed -E 's/.*"tokens":(\[[^]]*\]).*/\1/' <<<"$1"; }
+		rate=$(sed -E 's/.*"decode_tokens_per_sec":([0-9.]+).*/\1/' <<<"$gpu_out")
+		if [[ -n "$gpu_out" && "$(toks "$gpu_out")" == "$(toks "$cpu_out")" ]]; then
+			rows+=("lukv-run --device cuda|PASS|same tokens as --device cpu; decode $rate tok/s")
+		else
+			rows+=("lukv-run --device cuda|INFO|ran; tokens differ from cpu (see log)")
+		fi
+	fi
+fi
+
+echo
+printf '%-52s %-5s %s\n' TEST RESULT DETAIL | tee -a "$log"
+fails=0
+for r in "${rows[@]}"; do
+	IFS='|' read -r name status detail <<<"$r"
+	printf '%-52s %-5s %s\n' "$name" "$status" "$detail" | tee -a "$log"
+	[[ $status == FAIL ]] && fails=$((fails + 1))
+done
+echo "$(grep -c '|PASS|' <<<"$(printf '%s\n' "${rows[@]}")") passed, $fails failed" | tee -a "$log"
+[[ $fails == 0 ]]
