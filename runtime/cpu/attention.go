@@ -57,11 +57,8 @@ func attendRow(out []float32, q blas32.Vector, keys, vals, scores []float32, d i
 		out[x] = 0
 	}
 	inv := float32(1 / sum)
+	acc := blas32.Vector{N: d, Inc: 1, Data: out}
 	for j, p := range scores {
-		w := p * inv
-		vr := vals[j*d : (j+1)*d]
-		for x, vv := range vr {
-			out[x] += w * vv
-		}
+		blas32.Axpy(p*inv, blas32.Vector{N: d, Inc: 1, Data: vals[j*d : (j+1)*d]}, acc)
 	}
 }
