@@ -52,6 +52,9 @@ type Result struct {
 	KVBytesPrefill int64 `json:"kv_bytes_prefill"`
 	// KVBytesCompressed is its memory right after AfterPrefill ran (eviction).
 	KVBytesCompressed int64 `json:"kv_bytes_compressed"`
+	// KVLivePrefill and KVLiveCompressed count only the tokens held (no reserved room).
+	KVLivePrefill    int64 `json:"kv_live_bytes_prefill"`
+	KVLiveCompressed int64 `json:"kv_live_bytes_compressed"`
 	KVBytes           int64 `json:"kv_bytes"`
 	// CompressTime is the time AfterPrefill took (scoring, allocation, compaction).
 	CompressTime time.Duration `json:"compress_ns"`
@@ -102,7 +105,7 @@ func (g *Generator) Generate(prompt []int, opt Options) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	res.KVBytesPrefill = cache.Bytes()
+	res.KVBytesPrefill, res.KVLivePrefill = cache.Bytes(), cache.LiveBytes()
 	if opt.AfterPrefill != nil {
 		t := time.Now()
 		if err := opt.AfterPrefill(cache, first); err != nil {
@@ -110,7 +113,7 @@ func (g *Generator) Generate(prompt []int, opt Options) (*Result, error) {
 		}
 		res.CompressTime = time.Since(t)
 	}
-	res.KVBytesCompressed = cache.Bytes()
+	res.KVBytesCompressed, res.KVLiveCompressed = cache.Bytes(), cache.LiveBytes()
 	if first < len(prompt) {
 		if logits, err = g.Model.Forward(prompt[first:], first, cache, true); err != nil {
 			return nil, err

@@ -5,6 +5,7 @@ package report
 import (
 	"fmt"
 	"image/color"
+	"math"
 	"os"
 
 	"gonum.org/v1/plot"
@@ -55,6 +56,8 @@ func HeatMaps(path, title string, panels []HeatPanel) error {
 		hm := plotter.NewHeatMap(grid{rows: p.Layers, cols: p.Cols, v: p.Values}, pal)
 		hm.Min, hm.Max = 0, 1
 		pl.Add(hm)
+		pl.X.Tick.Marker = intTicks{}
+		pl.Y.Tick.Marker = intTicks{}
 		pl.BackgroundColor = color.White
 		row[i] = pl
 	}
@@ -83,4 +86,19 @@ func HeatMaps(path, title string, panels []HeatPanel) error {
 		return err
 	}
 	return f.Close()
+}
+
+// intTicks labels every integer (layers and heads are whole numbers).
+type intTicks struct{}
+
+func (intTicks) Ticks(min, max float64) []plot.Tick {
+	var t []plot.Tick
+	step := 1
+	if max-min > 16 {
+		step = int((max - min) / 8)
+	}
+	for v := int(math.Ceil(min)); float64(v) <= max; v += step {
+		t = append(t, plot.Tick{Value: float64(v), Label: fmt.Sprint(v)})
+	}
+	return t
 }

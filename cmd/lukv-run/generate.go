@@ -162,8 +162,9 @@ func runGenerate(args []string, stdout, stderr io.Writer) error {
 	fmt.Fprintln(stdout)
 	kv := humanBytes(res.KVBytes)
 	if method != nil {
-		kv = fmt.Sprintf("%s -> %s (%.1f%% fewer bytes after %s eviction at %s, %.1f ms)", humanBytes(res.KVBytesPrefill), humanBytes(res.KVBytesCompressed),
-			100*(1-float64(res.KVBytesCompressed)/float64(res.KVBytesPrefill)), methodName(method, *ev.at), *ev.at, float64(res.CompressTime.Microseconds())/1000)
+		kv = fmt.Sprintf("%s -> %s (%.1f%% fewer bytes, %.1f%% fewer tokens held, after %s eviction at %s, %.1f ms)", humanBytes(res.KVBytesPrefill), humanBytes(res.KVBytesCompressed),
+			100*(1-float64(res.KVBytesCompressed)/float64(res.KVBytesPrefill)), 100*(1-float64(res.KVLiveCompressed)/float64(res.KVLivePrefill)),
+			methodName(method, *ev.at), *ev.at, float64(res.CompressTime.Microseconds())/1000)
 	}
 	fmt.Fprintf(stderr, "[lukv] prompt %d tokens | prefill %.3f s (%.1f tok/s) | decode %d tokens, %.1f tok/s | KV cache %s | stop: %s\n",
 		res.PromptTokens, res.PrefillTime.Seconds(), res.PrefillTokensPerSec(), len(res.Tokens), res.DecodeTokensPerSec(),
