@@ -55,7 +55,7 @@ type Result struct {
 	// KVLivePrefill and KVLiveCompressed count only the tokens held (no reserved room).
 	KVLivePrefill    int64 `json:"kv_live_bytes_prefill"`
 	KVLiveCompressed int64 `json:"kv_live_bytes_compressed"`
-	KVBytes           int64 `json:"kv_bytes"`
+	KVBytes          int64 `json:"kv_bytes"`
 	// CompressTime is the time AfterPrefill took (scoring, allocation, compaction).
 	CompressTime time.Duration `json:"compress_ns"`
 }

@@ -63,7 +63,6 @@ func equal(a, b []int) bool {
 	return true
 }
 
-
 // TestStopStreamHoldsBackAndCuts: text that could start a stop string is held back, and
 // the output ends before the stop string.
 func TestStopStreamHoldsBackAndCuts(t *testing.T) {
