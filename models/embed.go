@@ -13,13 +13,13 @@ import (
 	"path/filepath"
 )
 
-// DefaultName is the embedded default model's folder name.
-//
-// Until lukv's own trained model lands this is a tiny random-weight Llama-3-style
-// checkpoint (the one the golden tests use): it runs end to end but writes gibberish.
-const DefaultName = "random-tiny-llama3"
+// DefaultName is the embedded default model's folder name: lukv-tiny, lukv's own small
+// Llama model trained for long-context retrieval (models/lukv-tiny/README.md).
+const DefaultName = "lukv-tiny"
 
-//go:embed random-tiny-llama3
+// Only what a checkpoint needs is embedded (not the training logs or curves).
+//
+//go:embed lukv-tiny/config.json lukv-tiny/generation_config.json lukv-tiny/model.safetensors lukv-tiny/tokenizer.json
 var files embed.FS
 
 // DefaultDir unpacks the embedded default model (once; later calls reuse the folder) and

@@ -15,6 +15,7 @@ Logits are computed in float64 on the CPU from the stored (rounded) weights, so 
 the exact function of the checkpoint, up to float64 rounding.
 
 Usage: python3 scripts/make_goldens.py [OUTDIR]
+       python3 scripts/make_goldens.py --checkpoint MODEL_DIR OUTDIR   (goldens of an existing checkpoint)
 """
 import json
 import os
@@ -24,7 +25,7 @@ import torch
 from safetensors.torch import save_file
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
-OUT = sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.environ.get("OUT", "out"), "goldens")
+OUT = sys.argv[1] if len(sys.argv) == 2 else os.path.join(os.environ.get("OUT", "out"), "goldens")
 
 GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 LLAMA3_PATTERN = r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
@@ -253,7 +254,44 @@ def make_model(arch, tok_name, toks, outdir, seed):
     return min(margins)
 
 
+def golden_for_checkpoint(mdir, outdir):
+    """Goldens for an existing checkpoint (lukv's own default model): logits of a needle
+    prompt at a few positions and a greedy continuation, computed in float64 on the CPU."""
+    import transformers as tf
+    tok = Tokenizer.from_file(os.path.join(mdir, "tokenizer.json"))
+    ref = tf.AutoModelForCausalLM.from_pretrained(mdir, dtype=torch.float64, attn_implementation="eager").eval()
+    hay = "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again. "
+    prompt = ("Some special magic numbers are hidden within the following text. Make sure to memorize it. "
+              "I will quiz you about the numbers afterwards.\n" + hay * 6 +
+              "One of the special magic numbers for amber-falcon is: 3141592. " + hay * 6 +
+              "\nWhat are all the special magic numbers for amber-falcon mentioned in the provided text?"
+              " The special magic numbers for amber-falcon mentioned in the provided text are")
+    ids = tok.encode(prompt, add_special_tokens=True).ids
+    with torch.no_grad():
+        logits = ref(torch.tensor([ids])).logits[0]
+        seq, margins = list(ids), []
+        for _ in range(12):
+            last = ref(torch.tensor([seq])).logits[0, -1]
+            top = torch.topk(last, 2)
+            margins.append(float(top.values[0] - top.values[1]))
+            seq.append(int(top.indices[0]))
+    T = len(ids)
+    keep = sorted(set(list(range(0, T, 16)) + [T - 1]))
+    os.makedirs(outdir, exist_ok=True)
+    save_file({"logits": logits[keep].to(torch.float32).contiguous()}, os.path.join(outdir, "golden.safetensors"),
+              metadata={"positions": json.dumps(keep)})
+    golden = {"checkpoint": os.path.basename(os.path.normpath(mdir)), "prompt": prompt, "prompt_ids": ids,
+              "greedy_ids": seq[T:], "greedy_text": tok.decode(seq[T:]), "greedy_min_margin": min(margins),
+              "logit_positions": keep, "transformers_version": tf.__version__, "torch_version": torch.__version__}
+    with open(os.path.join(outdir, "golden.json"), "w") as f:
+        json.dump(golden, f, indent=1)
+    print(f"golden for {mdir}: {T} prompt tokens, greedy {golden['greedy_text']!r}, min margin {min(margins):.4f}")
+
+
 def main():
+    if len(sys.argv) > 2 and sys.argv[1] == "--checkpoint":
+        golden_for_checkpoint(sys.argv[2], sys.argv[3])
+        return
     toks = write_tokenizer_goldens(os.path.join(OUT, "tokenizers"))
     for arch, tok_name in [("llama3", "bytelevel_llama3"), ("qwen2", "bytelevel_qwen2"),
                            ("qwen3", "bytelevel_qwen2"), ("mistral", "sp_bytefallback")]:

@@ -72,6 +72,7 @@ func equalInts(a, b []int) bool {
 
 func TestGenerateErrors(t *testing.T) {
 	long := strings.Repeat("lighthouse keeper ", 400)
+	tiny := filepath.Join("..", "..", "tests", "testdata", "models", "llama3") // 256-token context
 	notDir := filepath.Join(t.TempDir(), "file")
 	os.WriteFile(notDir, []byte("x"), 0o644)
 	cases := []struct {
@@ -81,7 +82,7 @@ func TestGenerateErrors(t *testing.T) {
 		{[]string{"generate"}, "no prompt"},
 		{[]string{"generate", "--prompt", "x", "--device", "cuda"}, "without GPU support"},
 		{[]string{"generate", "--prompt", "x", "--device", "tpu"}, "want cpu or cuda"},
-		{[]string{"generate", "--prompt", long}, "context too long"},
+		{[]string{"generate", "--prompt", long, "--model", tiny}, "context too long"},
 		{[]string{"generate", "--prompt", "x", "--model", "/nonexistent/model"}, "no such file"},
 		{[]string{"generate", "--prompt", "x", "--model", notDir}, "not a folder"},
 		{[]string{"generate", "--prompt", "x", "--model", t.TempDir()}, "config.json"},
