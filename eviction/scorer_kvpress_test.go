@@ -9,9 +9,11 @@ import (
 // TestScorersMatchKvpressFormulas compares every scorer with scores that
 // scripts/score_goldens.py computed in PyTorch, following kvpress's formulas, on the GPU
 // machine (2026-11-28, torch 2.11) for dumped random views: a multi-head prefill view and a
-// decode-shaped view (16 recent queries over 200 keys at positions 1000+).
+// decode-shaped view (16 recent queries over 200 keys at positions 1000+), and layer 3 of
+// the default model lukv-tiny after a 256-token prefill of its calibration context
+// (dumped by scripts/dumpview).
 func TestScorersMatchKvpressFormulas(t *testing.T) {
-	for _, name := range []string{"mha", "decode"} {
+	for _, name := range []string{"mha", "decode", "lukvtiny_l3"} {
 		view, err := ReadLayerView(filepath.Join("testdata", "kvpress_gold", name+".safetensors"))
 		if err != nil {
 			t.Fatal(err)

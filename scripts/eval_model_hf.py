@@ -115,7 +115,25 @@ def main():
     hay = tasks.Haystack(devil, count_batch)
     count = lambda s: len(raw.encode(s).ids)  # noqa: E731
     res = {"model": a.model, "seed": a.seed, "n": a.n, "load": info, "tasks": {}, "examples": []}
-    lengths = [int(x) for x in a.lengths.split(",")]
+    lengths = [int(x) for x in a.lengths.split(",") if x]
+
+    def save():  # after every step, so a time limit loses only what was not measured yet
+        niah = [t for t in res["tasks"] if t in tasks.NIAH_TASKS]
+        done = lambda t, L: str(L) in res["tasks"][t]  # noqa: E731
+        res["retrieval_mean"] = {str(L): round(sum(res["tasks"][t][str(L)]["accuracy"] for t in niah if done(t, L))
+                                               / max(1, sum(done(t, L) for t in niah)), 2) for L in lengths}
+        res["eval_s"] = round(time.time() - t0, 1)
+        if a.out:
+            with open(a.out, "w") as f:
+                json.dump(res, f, indent=1)
+
+    # Perplexity first: it is cheap, and the bar needs it.
+    res["perplexity"] = {
+        "heldout_prose": perplexity(model, raw, rd("heldout_prose.txt"), 4096, a.ppl_chunks),
+        "devil_reserved": perplexity(model, raw, devil, 4096, a.ppl_chunks),
+    }
+    log("perplexity:", res["perplexity"])
+    save()
     for L in lengths:
         for task in a.tasks.split(","):
             fam = tasks.task_family(task)
@@ -137,21 +155,11 @@ def main():
             res["examples"].append({"task": task, "length": L, "gold": samples[0].gold, "pred": preds[0]})
             log(f"L={L} {task}: {acc:.1f}% (prompt tokens max {max(map(len, pids))}, "
                 f"{time.time() - t1:.1f}s) e.g. gold={samples[0].gold} pred={preds[0][:80]!r}")
-    niah = [t for t in res["tasks"] if t in tasks.NIAH_TASKS]
-    res["retrieval_mean"] = {str(L): round(sum(res["tasks"][t][str(L)]["accuracy"] for t in niah) / max(1, len(niah)), 2)
-                             for L in lengths}
-    res["all_mean"] = {str(L): round(sum(v[str(L)]["accuracy"] for v in res["tasks"].values()) / len(res["tasks"]), 2)
-                       for L in lengths}
-    res["perplexity"] = {
-        "heldout_prose": perplexity(model, raw, rd("heldout_prose.txt"), 4096, a.ppl_chunks),
-        "devil_reserved": perplexity(model, raw, devil, 4096, a.ppl_chunks),
-    }
-    res["eval_s"] = round(time.time() - t0, 1)
+            save()
+    res["all_mean"] = {str(L): round(sum(v[str(L)]["accuracy"] for v in res["tasks"].values() if str(L) in v)
+                                     / max(1, sum(str(L) in v for v in res["tasks"].values())), 2) for L in lengths}
+    save()
     log("retrieval mean (niah tasks):", res["retrieval_mean"], "all tasks:", res["all_mean"])
-    log("perplexity:", res["perplexity"])
-    if a.out:
-        with open(a.out, "w") as f:
-            json.dump(res, f, indent=1)
 
 
 if __name__ == "__main__":

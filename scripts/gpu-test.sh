@@ -85,8 +85,9 @@ if [[ -x gpubin/lukv-run ]]; then
 	if [[ $g != 0 ]]; then
 		rows+=("lukv-run --device cuda|FAIL|status $g")
 	else
-		toks() { sed -E 's/.*"tokens":(\[[^]]*\]).*/\1/' <<<"$1"; }
-		rate=$(sed -E 's/.*"decode_tokens_per_sec":([0-9.]+).*/\1/' <<<"$gpu_out")
+		# --json output is indented: join it to one line before picking the token list.
+		toks() { tr -d ' \n' <<<"$1" | sed -E 's/.*"tokens":(\[[^]]*\]).*/\1/'; }
+		rate=$(tr -d ' \n' <<<"$gpu_out" | sed -E 's/.*"decode_tokens_per_sec":([0-9.]+).*/\1/')
 		if [[ -n "$gpu_out" && "$(toks "$gpu_out")" == "$(toks "$cpu_out")" ]]; then
 			rows+=("lukv-run --device cuda|PASS|same tokens as --device cpu; decode $rate tok/s")
 		else

@@ -16,7 +16,7 @@ tokenizer.json, tokenizer_config.json, loss.csv (one row per logged step), train
 
 Usage (see scripts/default-model.sh):
   python3 scripts/train_model.py --data data/corpus --tokenizer DIR/tokenizer.json --out DIR \
-      --time-budget 420 [--phases 2048:64:0.45,4096:32:0.2,16384:8:0.35] [--seed 1234]
+      --time-budget 360 [--phases 2048:64:0.45,4096:32:0.2,16384:8:0.35] [--seed 1234]
 """
 import argparse
 import csv
@@ -178,7 +178,7 @@ def main():
     ap.add_argument("--phases", default="2048:64:0.45,4096:32:0.2,16384:8:0.35",
                     help="T:batch:fraction of the time budget, in order")
     ap.add_argument("--phase-steps", default="", help="T:batch:steps,...: fixed steps instead of time")
-    ap.add_argument("--time-budget", type=float, default=420.0, help="seconds of training")
+    ap.add_argument("--time-budget", type=float, default=360.0, help="seconds of training")
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--min-lr-frac", type=float, default=0.1)
     ap.add_argument("--warmup", type=float, default=0.03, help="fraction of the run")
@@ -301,8 +301,9 @@ def main():
     model.generation_config.eos_token_id = 1
     model.generation_config.pad_token_id = 1
     model.save_pretrained(args.out, safe_serialization=True)
-    shutil.copy(args.tokenizer, os.path.join(args.out, "tokenizer.json")) \
-        if os.path.abspath(args.tokenizer) != os.path.abspath(os.path.join(args.out, "tokenizer.json")) else None
+    tok_dst = os.path.join(args.out, "tokenizer.json")
+    if os.path.abspath(args.tokenizer) != os.path.abspath(tok_dst):
+        shutil.copy(args.tokenizer, tok_dst)
     hf_tok = PreTrainedTokenizerFast(tokenizer_file=os.path.join(args.out, "tokenizer.json"),
                                      bos_token="<|begin_of_text|>", eos_token="<|end_of_text|>")
     hf_tok.model_max_length = args.max_pos

@@ -101,3 +101,37 @@ func TestGoldenLogitsAndGreedy(t *testing.T) {
 		})
 	}
 }
+
+// TestDefaultModelGolden pins the embedded default model, lukv-tiny, against transformers:
+// logits of a needle prompt (float64 in transformers) and its greedy continuation.
+func TestDefaultModelGolden(t *testing.T) {
+	g, want, vocab := readGolden(t, filepath.Join("testdata", "lukv-tiny"))
+	dir := filepath.Join("..", "models", "lukv-tiny")
+	m, err := model.Load(dir, cpu.New())
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := tokenizer.Load(filepath.Join(dir, "tokenizer.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ids := tok.Encode(g.Prompt, true); !slices.Equal(ids, g.PromptIDs) {
+		t.Fatalf("prompt tokens differ from transformers'")
+	}
+	got, err := m.Forward(g.PromptIDs, 0, m.NewCache(len(g.PromptIDs)), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for r, pos := range g.LogitPositions {
+		if e := maxRelErr(got[pos*vocab:(pos+1)*vocab], want[r*vocab:(r+1)*vocab]); e > 1e-4 {
+			t.Errorf("position %d: max relative error %.2e > 1e-4", pos, e)
+		}
+	}
+	res, err := (&generate.Generator{Model: m, Tokenizer: tok}).Generate(g.PromptIDs, generate.Options{MaxNewTokens: len(g.GreedyIDs), IgnoreEOS: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(res.Tokens, g.GreedyIDs) {
+		t.Errorf("greedy continuation differs from transformers'\n got %v\nwant %v", res.Tokens, g.GreedyIDs)
+	}
+}
