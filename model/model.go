@@ -147,7 +147,18 @@ func (m *Model) NewCache(reserve int) lrt.KVCache {
 // Forward runs tokens ids, at positions pos0 .. pos0+n-1, through the model: their keys
 // and values are appended to cache, and the logits come back for every row ([n*V]) or,
 // with lastOnly, for the last row ([V]).
-func (m *Model) Forward(ids []int, pos0 int, cache lrt.KVCache, lastOnly bool) ([]float32, error) {
+func (m *Model) Forward(ids []int, pos0 int, cache lrt.KVCache, lastOnly bool) (logits []float32, err error) {
+	// Backend methods without an error result (Alloc, the ops) panic with an error wrapping
+	// runtime.ErrOutOfMemory when the device is full; turn that into an error here.
+	defer func() {
+		if r := recover(); r != nil {
+			if e, ok := r.(error); ok && errors.Is(e, lrt.ErrOutOfMemory) {
+				logits, err = nil, fmt.Errorf("model: forward of %d tokens at position %d: %w", len(ids), pos0, e)
+				return
+			}
+			panic(r)
+		}
+	}()
 	c, b := m.Config, m.Backend
 	n := len(ids)
 	if n == 0 {
@@ -232,10 +243,10 @@ func (m *Model) Forward(ids []int, pos0 int, cache lrt.KVCache, lastOnly bool) (
 		last, rows = b.RowView(x, n-1), 1
 	}
 	normed := b.Alloc(rows, H)
-	logits := b.Alloc(rows, c.VocabSize)
+	out := b.Alloc(rows, c.VocabSize)
 	defer b.Free(normed)
-	defer b.Free(logits)
+	defer b.Free(out)
 	b.RMSNorm(normed, last, m.Norm, eps)
-	b.MatMul(logits, normed, m.LMHead)
-	return b.Read(logits), nil
+	b.MatMul(out, normed, m.LMHead)
+	return b.Read(out), nil
 }
