@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Profiles lukv-tiny with every scorer and writes its LU-KV budget curves to
 # models/lukv-tiny/curves/<scorer>.npy (+ .npy.json sidecar, .png heat map, .log).
-# CPU only; about 2-3 minutes per scorer on 2 cores.
+# CPU only; about a minute per scorer on 2 quiet cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=models/lukv-tiny/curves
