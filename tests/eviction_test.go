@@ -15,7 +15,12 @@ import (
 
 func loadTiny(t *testing.T, arch string) (*model.Model, *tokenizer.Tokenizer) {
 	t.Helper()
-	dir := filepath.Join("testdata", "models", arch)
+	return loadDir(t, filepath.Join("testdata", "models", arch))
+}
+
+// loadDir loads a checkpoint folder and its tokenizer on the CPU backend.
+func loadDir(t *testing.T, dir string) (*model.Model, *tokenizer.Tokenizer) {
+	t.Helper()
 	m, err := model.Load(dir, cpu.New())
 	if err != nil {
 		t.Fatal(err)

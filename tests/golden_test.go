@@ -106,15 +106,7 @@ func TestGoldenLogitsAndGreedy(t *testing.T) {
 // logits of a needle prompt (float64 in transformers) and its greedy continuation.
 func TestDefaultModelGolden(t *testing.T) {
 	g, want, vocab := readGolden(t, filepath.Join("testdata", "lukv-tiny"))
-	dir := filepath.Join("..", "models", "lukv-tiny")
-	m, err := model.Load(dir, cpu.New())
-	if err != nil {
-		t.Fatal(err)
-	}
-	tok, err := tokenizer.Load(filepath.Join(dir, "tokenizer.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	m, tok := loadDir(t, filepath.Join("..", "models", "lukv-tiny"))
 	if ids := tok.Encode(g.Prompt, true); !slices.Equal(ids, g.PromptIDs) {
 		t.Fatalf("prompt tokens differ from transformers'")
 	}

@@ -7,11 +7,8 @@ import (
 
 	"github.com/lukv/lukv/eviction"
 	"github.com/lukv/lukv/generate"
-	"github.com/lukv/lukv/model"
 	"github.com/lukv/lukv/models"
 	lrt "github.com/lukv/lukv/runtime"
-	"github.com/lukv/lukv/runtime/cpu"
-	"github.com/lukv/lukv/tokenizer"
 )
 
 // TestNeedleWithLUKV: the embedded default model answers a needle question with its
@@ -22,14 +19,7 @@ func TestNeedleWithLUKV(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, err := model.Load(dir, cpu.New())
-	if err != nil {
-		t.Fatal(err)
-	}
-	tok, err := tokenizer.Load(filepath.Join(dir, "tokenizer.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	m, tok := loadDir(t, dir)
 	curve, err := eviction.ReadNPY(filepath.Join("..", "models", models.DefaultName, "curves", "expected-attention.npy"))
 	if err != nil {
 		t.Fatal(err)

@@ -58,17 +58,26 @@ func modelDir(flagValue string) (string, error) {
 	return flagValue, nil
 }
 
-// loadModel loads the model and its tokenizer from dir onto backend b.
-func loadModel(dir string, b lrt.Backend) (*model.Model, *tokenizer.Tokenizer, error) {
+// openModel resolves --model, makes the --device backend and loads the model and its
+// tokenizer onto it. It returns the model's folder too.
+func openModel(modelFlag, device string, threads int) (string, *model.Model, *tokenizer.Tokenizer, error) {
+	b, err := backendFor(device, threads)
+	if err != nil {
+		return "", nil, nil, err
+	}
+	dir, err := modelDir(modelFlag)
+	if err != nil {
+		return "", nil, nil, err
+	}
 	m, err := model.Load(dir, b)
 	if err != nil {
-		return nil, nil, err
+		return "", nil, nil, err
 	}
 	tok, err := tokenizer.Load(filepath.Join(dir, "tokenizer.json"))
 	if err != nil {
-		return nil, nil, err
+		return "", nil, nil, err
 	}
-	return m, tok, nil
+	return dir, m, tok, nil
 }
 
 // generateOutput is the --json output of generate.
@@ -120,15 +129,7 @@ func runGenerate(args []string, stdout, stderr io.Writer) error {
 	if *maxNew < 0 {
 		return fmt.Errorf("--max-new-tokens %d: must be >= 0", *maxNew)
 	}
-	b, err := backendFor(*device, *threads)
-	if err != nil {
-		return err
-	}
-	dir, err := modelDir(*modelFlag)
-	if err != nil {
-		return err
-	}
-	m, tok, err := loadModel(dir, b)
+	dir, m, tok, err := openModel(*modelFlag, *device, *threads)
 	if err != nil {
 		return err
 	}
@@ -156,7 +157,7 @@ func runGenerate(args []string, stdout, stderr io.Writer) error {
 	if *jsonOut {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
-		return enc.Encode(generateOutput{Model: dir, Device: b.Name(), Prompt: text, Method: methodName(method, *ev.at), Result: res,
+		return enc.Encode(generateOutput{Model: dir, Device: m.Backend.Name(), Prompt: text, Method: methodName(method, *ev.at), Result: res,
 			PrefillTokensPerSec: res.PrefillTokensPerSec(), DecodeTokensPerSec: res.DecodeTokensPerSec()})
 	}
 	fmt.Fprintln(stdout)

@@ -52,15 +52,7 @@ func runProfile(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("--scorer: %w", err)
 	}
-	b, err := backendFor(*device, *threads)
-	if err != nil {
-		return err
-	}
-	dir, err := modelDir(*modelFlag)
-	if err != nil {
-		return err
-	}
-	m, tok, err := loadModel(dir, b)
+	dir, m, tok, err := openModel(*modelFlag, *device, *threads)
 	if err != nil {
 		return err
 	}
