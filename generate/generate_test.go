@@ -1,6 +1,7 @@
 package generate
 
 import (
+	"slices"
 	"strings"
 	"testing"
 )
@@ -19,10 +20,10 @@ func TestSamplerGreedyAndSeeded(t *testing.T) {
 		return ids
 	}
 	a, b, c := draw(7), draw(7), draw(8)
-	if !equal(a, b) {
+	if !slices.Equal(a, b) {
 		t.Errorf("same seed, different draws: %v vs %v", a, b)
 	}
-	if equal(a, c) {
+	if slices.Equal(a, c) {
 		t.Errorf("different seeds gave identical draws")
 	}
 	seen := map[int]bool{}
@@ -51,17 +52,6 @@ func TestSamplerTopP(t *testing.T) {
 	}
 }
 
-func equal(a, b []int) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
-}
 
 // TestStopStreamHoldsBackAndCuts: text that could start a stop string is held back, and
 // the output ends before the stop string.

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -53,22 +54,11 @@ func TestGenerateJSON(t *testing.T) {
 	out2, _, _ := runCLI(t, "generate", "--prompt", "Hello", "--max-new-tokens", "5", "--json", "--temperature", "0.8", "--seed", "7")
 	var res2 struct{ Tokens []int }
 	json.Unmarshal([]byte(out2), &res2)
-	if !equalInts(res.Tokens, res2.Tokens) {
+	if !slices.Equal(res.Tokens, res2.Tokens) {
 		t.Errorf("seeded sampling not reproducible: %v vs %v", res.Tokens, res2.Tokens)
 	}
 }
 
-func equalInts(a, b []int) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
-}
 
 func TestGenerateErrors(t *testing.T) {
 	long := strings.Repeat("lighthouse keeper ", 400)
