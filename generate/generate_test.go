@@ -52,7 +52,6 @@ func TestSamplerTopP(t *testing.T) {
 	}
 }
 
-
 // TestStopStreamHoldsBackAndCuts: text that could start a stop string is held back, and
 // the output ends before the stop string.
 func TestStopStreamHoldsBackAndCuts(t *testing.T) {

@@ -59,7 +59,6 @@ func TestGenerateJSON(t *testing.T) {
 	}
 }
 
-
 func TestGenerateErrors(t *testing.T) {
 	long := strings.Repeat("lighthouse keeper ", 400)
 	tiny := filepath.Join("..", "..", "tests", "testdata", "models", "llama3") // 256-token context
