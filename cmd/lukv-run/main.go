@@ -21,6 +21,7 @@ func commands() []command {
 	return []command{
 		{"generate", "generate text from a prompt (optionally with KV-cache eviction)", runGenerate},
 		{"profile", "profile a model offline to make its LU-KV budget curve", runProfile},
+		{"eval", "evaluate methods on a RULER-style suite (lukv-run eval ruler --help)", runEval},
 		{"version", "print lukv's version", func(_ []string, stdout, _ io.Writer) error {
 			fmt.Fprintln(stdout, "lukv", version)
 			return nil

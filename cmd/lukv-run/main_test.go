@@ -95,3 +95,37 @@ func TestHelp(t *testing.T) {
 		t.Errorf("generate --help: %v %q", err, stderr)
 	}
 }
+
+// TestEvalSmoke runs a CI-sized RULER evaluation twice: the second run resumes (no cell
+// is redone) and the report lists every method.
+func TestEvalSmoke(t *testing.T) {
+	out := t.TempDir()
+	args := []string{"eval", "ruler", "--tasks", "niah_single_1", "--lengths", "640", "--samples", "2",
+		"--methods", "full,keydiff,lukv", "--compression", "0.5", "--out", out,
+		"--haystack", filepath.Join("..", "..", "eval", "testdata", "haystack.txt"),
+		"--words", filepath.Join("..", "..", "eval", "testdata", "words.txt"),
+		"--curve", filepath.Join("..", "..", "models", "lukv-tiny", "curves", "expected-attention.npy")}
+	table, _, err := runCLI(t, args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"| full | 0% | 100.0 |", "| keydiff | 50% |", "| lukv | 50% |"} {
+		if !strings.Contains(table, want) {
+			t.Errorf("report lacks %q:\n%s", want, table)
+		}
+	}
+	data, err := os.ReadFile(filepath.Join(out, "results.jsonl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(string(data), "\n"); n != 6 {
+		t.Errorf("results.jsonl has %d cells, want 6", n)
+	}
+	if _, _, err := runCLI(t, args...); err != nil {
+		t.Fatal(err)
+	}
+	again, _ := os.ReadFile(filepath.Join(out, "results.jsonl"))
+	if len(again) != len(data) {
+		t.Errorf("resumed run redid cells: %d -> %d bytes", len(data), len(again))
+	}
+}

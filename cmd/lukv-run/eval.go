@@ -1,0 +1,211 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/schollz/progressbar/v3"
+
+	"github.com/lukv/lukv/eval"
+	"github.com/lukv/lukv/eviction"
+	"github.com/lukv/lukv/models"
+)
+
+// evalMethod maps a --methods name to a scorer and allocator. Allocator-named methods
+// (pyramidkv, adakv, lukv) score with ExpectedAttention, LU-KV's default scorer.
+func evalMethod(name string, curve *eviction.BudgetCurve) (eval.MethodSpec, error) {
+	alloc, scorer := "uniform", name
+	switch name {
+	case "full":
+		return eval.MethodSpec{Name: "full"}, nil
+	case "pyramidkv":
+		alloc, scorer = "pyramid", "expected-attention"
+	case "adakv":
+		alloc, scorer = "adakv", "expected-attention"
+	case "lukv":
+		alloc, scorer = "lukv", "expected-attention"
+	}
+	s, err := eviction.NewScorer(scorer)
+	if err != nil {
+		return eval.MethodSpec{}, fmt.Errorf("--methods %s: %w", name, err)
+	}
+	a, err := eviction.NewAllocator(alloc, curve)
+	if err != nil {
+		return eval.MethodSpec{}, fmt.Errorf("--methods %s: %w", name, err)
+	}
+	return eval.MethodSpec{Name: name, Scorer: s, Allocator: a}, nil
+}
+
+func splitList[T any](flagName, v string, parse func(string) (T, error)) ([]T, error) {
+	var out []T
+	for _, f := range strings.Split(v, ",") {
+		if f = strings.TrimSpace(f); f == "" {
+			continue
+		}
+		x, err := parse(f)
+		if err != nil {
+			return nil, fmt.Errorf("--%s %q: %w", flagName, f, err)
+		}
+		out = append(out, x)
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("--%s: empty list", flagName)
+	}
+	return out, nil
+}
+
+func runEval(args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 || args[0] != "ruler" {
+		fmt.Fprintln(stderr, "Usage: lukv-run eval ruler [flags]   (LongBench is not implemented yet)")
+		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help") {
+			return nil
+		}
+		return errors.New("eval: want the suite name 'ruler'")
+	}
+	fs := flag.NewFlagSet("eval ruler", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	modelFlag := fs.String("model", "", "Hugging Face checkpoint folder; empty: the embedded default model")
+	methodsFlag := fs.String("methods", "full,snapkv,expected-attention,keydiff,pyramidkv,adakv,lukv", "methods: full, a scorer name (uniform budgets), pyramidkv, adakv or lukv")
+	curveFlag := fs.String("curve", "", "LU-KV curve for lukv (default: the default model's expected-attention curve)")
+	ratios := fs.String("compression", "0.5,0.8,0.9", "compression ratios")
+	lengths := fs.String("lengths", "4096", "sample lengths in tokens")
+	tasksFlag := fs.String("tasks", strings.Join(eval.Tasks(), ","), "tasks")
+	samples := fs.Int("samples", 10, "samples per task and length")
+	haystack := fs.String("haystack", "data/corpus/eval_haystack_devil.txt", "essay haystack text, one paragraph per line (lukv-tiny's reserved evaluation prose)")
+	wordsFlag := fs.String("words", "data/corpus/words_eval_noun.txt", "key and word vocabulary, one per line (lukv-tiny's evaluation split)")
+	seed := fs.Uint64("seed", 42, "generator seed")
+	out := fs.String("out", "eval-out", "output folder: results.jsonl (resumable), report.md, report.json")
+	device := fs.String("device", "cpu", "cpu or cuda")
+	threads := fs.Int("threads", 0, "CPU threads (0: all cores)")
+	if err := fs.Parse(args[1:]); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return errUsage
+	}
+	ratioList, err := splitList("compression", *ratios, func(s string) (float64, error) { return strconv.ParseFloat(s, 64) })
+	if err != nil {
+		return err
+	}
+	lengthList, err := splitList("lengths", *lengths, strconv.Atoi)
+	if err != nil {
+		return err
+	}
+	taskList, err := splitList("tasks", *tasksFlag, func(s string) (string, error) { return s, nil })
+	if err != nil {
+		return err
+	}
+	hay, err := eval.ReadLines(*haystack)
+	if err != nil {
+		return fmt.Errorf("--haystack: %w", err)
+	}
+	words, err := eval.ReadLines(*wordsFlag)
+	if err != nil {
+		return fmt.Errorf("--words: %w", err)
+	}
+	_, m, tok, err := openModel(*modelFlag, *device, *threads)
+	if err != nil {
+		return err
+	}
+	curvePath := *curveFlag
+	if curvePath == "" && *modelFlag == "" {
+		curvePath = filepath.Join("models", models.DefaultName, "curves", "expected-attention.npy")
+	}
+	var curve *eviction.BudgetCurve
+	if curvePath != "" && strings.Contains(*methodsFlag, "lukv") {
+		if curve, err = eviction.ReadNPY(curvePath); err != nil {
+			return fmt.Errorf("lukv curve: %w", err)
+		}
+	}
+	methods, err := splitList("methods", *methodsFlag, func(s string) (eval.MethodSpec, error) { return evalMethod(s, curve) })
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(*out, 0o755); err != nil {
+		return err
+	}
+	jsonl := filepath.Join(*out, "results.jsonl")
+	cells, err := eval.LoadCells(jsonl)
+	if err != nil {
+		return err
+	}
+	done := map[string]bool{}
+	for _, c := range cells {
+		done[c.Key()] = true
+	}
+	f, err := os.OpenFile(jsonl, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+
+	gen := &eval.Generator{Tokenizer: tok, Haystack: hay, Words: words, Seed: *seed}
+	runner := &eval.Runner{Model: m, Tokenizer: tok, Sink: 4, Window: 1}
+	perSample := 0
+	for _, meth := range methods {
+		if meth.Scorer == nil {
+			perSample++
+		} else {
+			perSample += len(ratioList)
+		}
+	}
+	total := len(taskList) * len(lengthList) * *samples * perSample
+	bar := progressbar.NewOptions(total, progressbar.OptionSetWriter(stderr), progressbar.OptionSetDescription("eval ruler"),
+		progressbar.OptionShowCount(), progressbar.OptionSetPredictTime(true), progressbar.OptionOnCompletion(func() { fmt.Fprintln(stderr) }))
+	enc := json.NewEncoder(f)
+	for _, task := range taskList {
+		for _, length := range lengthList {
+			for i := 0; i < *samples; i++ {
+				s, err := gen.Make(task, length, i)
+				if err != nil {
+					return err
+				}
+				for _, meth := range methods {
+					rs := ratioList
+					if meth.Scorer == nil {
+						rs = []float64{0}
+					}
+					for _, ratio := range rs {
+						key := eval.Cell{Task: task, Length: length, Index: i, Method: meth.Name, Ratio: ratio}.Key()
+						if done[key] {
+							bar.Add(1)
+							continue
+						}
+						c, err := runner.RunCell(s, i, meth, ratio)
+						if err != nil {
+							return fmt.Errorf("%s: %w", key, err)
+						}
+						c.Length = length
+						cells = append(cells, c)
+						if err := enc.Encode(c); err != nil {
+							return err
+						}
+						bar.Add(1)
+					}
+				}
+			}
+		}
+	}
+	rep, err := os.Create(filepath.Join(*out, "report.md"))
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(rep, "# RULER-style evaluation\n\nModel %s, %d samples per task and length, lengths %s, command: `lukv-run eval %s`\n\n", m.Config.Arch, *samples, *lengths, strings.Join(args, " "))
+	eval.WriteTable(rep, cells)
+	if err := rep.Close(); err != nil {
+		return err
+	}
+	eval.WriteTable(stdout, cells)
+	js, err := json.MarshalIndent(cells, "", " ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(*out, "report.json"), js, 0o644)
+}

@@ -1,0 +1,175 @@
+package eval
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strings"
+
+	"github.com/lukv/lukv/eviction"
+	"github.com/lukv/lukv/generate"
+	"github.com/lukv/lukv/model"
+	lrt "github.com/lukv/lukv/runtime"
+	"github.com/lukv/lukv/tokenizer"
+)
+
+// MethodSpec is one evaluated method: full cache (Scorer nil) or a scorer with an
+// allocator, applied after the context and before the question (query-agnostic, as
+// kvpress and LU-KV evaluate).
+type MethodSpec struct {
+	Name      string
+	Scorer    eviction.Scorer
+	Allocator eviction.Allocator
+}
+
+// Cell is one (task, length, sample, method, ratio) result.
+type Cell struct {
+	Task         string  `json:"task"`
+	Length       int     `json:"length"`
+	Index        int     `json:"index"`
+	Method       string  `json:"method"`
+	Ratio        float64 `json:"ratio"`
+	Score        float64 `json:"score"` // RULER's metric, 0..1
+	Pred         string  `json:"pred"`
+	PromptTokens int     `json:"prompt_tokens"`
+	KVLiveBefore int64   `json:"kv_live_bytes_before"`
+	KVLiveAfter  int64   `json:"kv_live_bytes_after"`
+}
+
+// Key identifies a cell for resuming.
+func (c Cell) Key() string {
+	return fmt.Sprintf("%s|%d|%d|%s|%.4f", c.Task, c.Length, c.Index, c.Method, c.Ratio)
+}
+
+// Runner evaluates methods on generated samples with one model.
+type Runner struct {
+	Model        *model.Model
+	Tokenizer    *tokenizer.Tokenizer
+	Sink, Window int
+}
+
+// RunCell prefills the sample's context, compresses it with the method (unless full),
+// feeds the question, generates greedily and scores the answer.
+//
+// Every cell prefills anew: reusing one prefill across methods needs a cache copy the
+// runtime does not offer yet.
+func (r *Runner) RunCell(s Sample, index int, m MethodSpec, ratio float64) (Cell, error) {
+	ctx := r.Tokenizer.Encode(s.Context, true)
+	prompt := append(append([]int(nil), ctx...), r.Tokenizer.Encode(s.Question, false)...)
+	opt := generate.Options{MaxNewTokens: s.MaxNewTokens}
+	cell := Cell{Task: s.Task, Length: len(prompt) + s.MaxNewTokens, Index: index, Method: m.Name, Ratio: ratio, PromptTokens: len(prompt)}
+	if m.Scorer != nil {
+		method := eviction.Method{Scorer: m.Scorer, Allocator: m.Allocator, Ratio: ratio, Sink: r.Sink, Window: r.Window}
+		collector := eviction.NewCollector(r.Model, m.Scorer)
+		opt.ContextTokens, opt.Observer = len(ctx), collector
+		opt.AfterPrefill = func(cache lrt.KVCache, _ int) error {
+			return method.Compress(cache, collector.Scores, len(prompt)-len(ctx)+s.MaxNewTokens)
+		}
+	} else {
+		cell.Ratio = 0
+	}
+	res, err := (&generate.Generator{Model: r.Model, Tokenizer: r.Tokenizer}).Generate(prompt, opt)
+	if err != nil {
+		return cell, err
+	}
+	cell.Pred = res.Text
+	cell.Score = Score(s.Task, res.Text, s.Gold)
+	cell.KVLiveBefore, cell.KVLiveAfter = res.KVLivePrefill, res.KVLiveCompressed
+	return cell, nil
+}
+
+// LoadCells reads a results .jsonl (missing file: none), for resuming.
+func LoadCells(path string) ([]Cell, error) {
+	f, err := os.Open(path)
+	if os.IsNotExist(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var cells []Cell
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 1<<20), 1<<24)
+	for line := 1; sc.Scan(); line++ {
+		if strings.TrimSpace(sc.Text()) == "" {
+			continue
+		}
+		var c Cell
+		if err := json.Unmarshal(sc.Bytes(), &c); err != nil {
+			return nil, fmt.Errorf("%s:%d: %w (delete the line to redo that cell)", path, line, err)
+		}
+		cells = append(cells, c)
+	}
+	return cells, sc.Err()
+}
+
+// WriteTable writes a Markdown table: one row per (method, ratio), one column per task,
+// plus the mean and the mean as a share of the full cache's.
+func WriteTable(w io.Writer, cells []Cell) {
+	type row struct {
+		method string
+		ratio  float64
+	}
+	sum := map[row]map[string][2]float64{}
+	taskSet := map[string]bool{}
+	for _, c := range cells {
+		r := row{c.Method, c.Ratio}
+		if sum[r] == nil {
+			sum[r] = map[string][2]float64{}
+		}
+		v := sum[r][c.Task]
+		sum[r][c.Task] = [2]float64{v[0] + c.Score, v[1] + 1}
+		taskSet[c.Task] = true
+	}
+	var tasks []string
+	for t := range taskSet {
+		tasks = append(tasks, t)
+	}
+	sort.Strings(tasks)
+	var rows []row
+	for r := range sum {
+		rows = append(rows, r)
+	}
+	sort.Slice(rows, func(i, j int) bool {
+		if (rows[i].method == "full") != (rows[j].method == "full") {
+			return rows[i].method == "full"
+		}
+		if rows[i].ratio != rows[j].ratio {
+			return rows[i].ratio < rows[j].ratio
+		}
+		return rows[i].method < rows[j].method
+	})
+	mean := func(r row) float64 {
+		var s float64
+		for _, t := range tasks {
+			v := sum[r][t]
+			if v[1] > 0 {
+				s += 100 * v[0] / v[1]
+			}
+		}
+		return s / float64(len(tasks))
+	}
+	full := mean(row{"full", 0})
+	fmt.Fprintf(w, "| method | compression | %s | mean | %% of full |\n|---|---|%s---|---|\n", strings.Join(tasks, " | "), strings.Repeat("---|", len(tasks)))
+	for _, r := range rows {
+		fmt.Fprintf(w, "| %s | %.0f%% |", r.method, 100*r.ratio)
+		for _, t := range tasks {
+			v := sum[r][t]
+			if v[1] == 0 {
+				fmt.Fprint(w, " - |")
+				continue
+			}
+			fmt.Fprintf(w, " %.1f |", 100*v[0]/v[1])
+		}
+		m := mean(r)
+		share := "-"
+		if _, ok := sum[row{"full", 0}]; ok && full > 0 {
+			share = fmt.Sprintf("%.1f%%", 100*m/full)
+		}
+		fmt.Fprintf(w, " %.1f | %s |\n", m, share)
+	}
+}
