@@ -4,63 +4,32 @@
 package tests
 
 import (
-	"encoding/json"
-	"math"
-	"os"
 	"path/filepath"
 	"slices"
 	"testing"
 
 	"github.com/lukv/lukv/generate"
-	"github.com/lukv/lukv/loader"
 	"github.com/lukv/lukv/model"
+	"github.com/lukv/lukv/runtime/backendtest"
 	"github.com/lukv/lukv/runtime/cpu"
+	"github.com/lukv/lukv/tests/golden"
 	"github.com/lukv/lukv/tokenizer"
 )
 
-// golden is models/<arch>/golden.json.
-type golden struct {
-	Arch           string `json:"arch"`
-	Prompt         string `json:"prompt"`
-	PromptIDs      []int  `json:"prompt_ids"`
-	GreedyIDs      []int  `json:"greedy_ids"`
-	LogitPositions []int  `json:"logit_positions"`
-}
-
 var archs = []string{"llama3", "qwen2", "qwen3", "mistral"}
 
-func readGolden(t *testing.T, dir string) (golden, []float32, int) {
+// readGolden reads a checkpoint's goldens or fails the test.
+func readGolden(t *testing.T, dir string) (*golden.Golden, []float32, int) {
 	t.Helper()
-	data, err := os.ReadFile(filepath.Join(dir, "golden.json"))
+	g, logits, vocab, err := golden.Read(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var g golden
-	if err := json.Unmarshal(data, &g); err != nil {
-		t.Fatal(err)
-	}
-	f, err := loader.OpenSafetensors(filepath.Join(dir, "golden.safetensors"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	info, _ := f.Info("logits")
-	logits, err := f.Float32("logits")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return g, logits, info.Shape[1]
+	return g, logits, vocab
 }
 
-// maxRelErr is max|got-want| / max|want|.
-func maxRelErr(got, want []float32) float64 {
-	var diff, scale float64
-	for i := range want {
-		diff = max(diff, math.Abs(float64(got[i]-want[i])))
-		scale = max(scale, math.Abs(float64(want[i])))
-	}
-	return diff / scale
-}
+// maxRelErr is max|got-want| / max|want|, as the conformance suite measures it.
+func maxRelErr(got, want []float32) float64 { return backendtest.RelErr(got, want) }
 
 func TestGoldenLogitsAndGreedy(t *testing.T) {
 	for _, arch := range archs {

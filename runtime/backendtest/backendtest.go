@@ -32,7 +32,8 @@ func randn(r *rand.Rand, n int) []float32 {
 	return x
 }
 
-func upload(t *testing.T, b lrt.Backend, data []float32, rows, cols int) lrt.Tensor {
+// Upload makes a weight tensor of a copy of data on b, failing the test on error.
+func Upload(t *testing.T, b lrt.Backend, data []float32, rows, cols int) lrt.Tensor {
 	t.Helper()
 	w, err := b.Weight(append([]float32(nil), data...), rows, cols)
 	if err != nil {
@@ -54,7 +55,8 @@ func RelErr(got, want []float32) float64 {
 	return diff / scale
 }
 
-func check(t *testing.T, what string, got, want []float32, tol float64) {
+// Check fails the test when got has a NaN or Inf, or a relative error above tol.
+func Check(t *testing.T, what string, got, want []float32, tol float64) {
 	t.Helper()
 	if len(got) != len(want) {
 		t.Fatalf("%s: %d values, want %d", what, len(got), len(want))
@@ -85,8 +87,8 @@ func testMatMul(t *testing.T, b lrt.Backend, tol float64) {
 			}
 		}
 		res := b.Alloc(n, out)
-		b.MatMul(res, upload(t, b, x, n, in), upload(t, b, w, out, in))
-		check(t, fmt.Sprintf("MatMul %v", s), b.Read(res), want, tol)
+		b.MatMul(res, Upload(t, b, x, n, in), Upload(t, b, w, out, in))
+		Check(t, fmt.Sprintf("MatMul %v", s), b.Read(res), want, tol)
 	}
 }
 
@@ -114,12 +116,12 @@ func testNorms(t *testing.T, b lrt.Backend, tol float64) {
 			wantHead = append(wantHead, refRMS(x[i*dim+h*hd:i*dim+(h+1)*hd], hw, 1e-5)...)
 		}
 	}
-	xt := upload(t, b, x, n, dim)
+	xt := Upload(t, b, x, n, dim)
 	out := b.Alloc(n, dim)
-	b.RMSNorm(out, xt, upload(t, b, w, 1, dim), 1e-5)
-	check(t, "RMSNorm", b.Read(out), want, tol)
-	b.HeadRMSNorm(xt, upload(t, b, hw, 1, hd), hd, 1e-5)
-	check(t, "HeadRMSNorm", b.Read(xt), wantHead, tol)
+	b.RMSNorm(out, xt, Upload(t, b, w, 1, dim), 1e-5)
+	Check(t, "RMSNorm", b.Read(out), want, tol)
+	b.HeadRMSNorm(xt, Upload(t, b, hw, 1, hd), hd, 1e-5)
+	Check(t, "HeadRMSNorm", b.Read(xt), wantHead, tol)
 }
 
 func testElementwise(t *testing.T, b lrt.Backend, tol float64) {
@@ -130,28 +132,28 @@ func testElementwise(t *testing.T, b lrt.Backend, tol float64) {
 	for i := range want {
 		want[i] = x[i] + y[i] + bias[i%dim]
 	}
-	xt := upload(t, b, x, n, dim)
-	b.Add(xt, upload(t, b, y, n, dim))
-	b.AddBias(xt, upload(t, b, bias, 1, dim))
-	check(t, "Add+AddBias", b.Read(xt), want, tol)
+	xt := Upload(t, b, x, n, dim)
+	b.Add(xt, Upload(t, b, y, n, dim))
+	b.AddBias(xt, Upload(t, b, bias, 1, dim))
+	Check(t, "Add+AddBias", b.Read(xt), want, tol)
 
 	for i := range want {
 		g := float64(x[i])
 		want[i] = float32(g / (1 + math.Exp(-g)) * float64(y[i]))
 	}
 	out := b.Alloc(n, dim)
-	b.SwiGLU(out, upload(t, b, x, n, dim), upload(t, b, y, n, dim))
-	check(t, "SwiGLU", b.Read(out), want, tol)
+	b.SwiGLU(out, Upload(t, b, x, n, dim), Upload(t, b, y, n, dim))
+	Check(t, "SwiGLU", b.Read(out), want, tol)
 
 	table := randn(r, 10*dim)
 	ids := []int{3, 0, 9, 3}
 	emb := b.Alloc(len(ids), dim)
-	b.Embed(emb, upload(t, b, table, 10, dim), ids)
+	b.Embed(emb, Upload(t, b, table, 10, dim), ids)
 	var wantEmb []float32
 	for _, id := range ids {
 		wantEmb = append(wantEmb, table[id*dim:(id+1)*dim]...)
 	}
-	check(t, "Embed", b.Read(emb), wantEmb, 0)
+	Check(t, "Embed", b.Read(emb), wantEmb, 0)
 }
 
 func testRoPE(t *testing.T, b lrt.Backend, tol float64) {
@@ -176,9 +178,9 @@ func testRoPE(t *testing.T, b lrt.Backend, tol float64) {
 			}
 		}
 	}
-	xt := upload(t, b, x, len(positions), heads*hd)
+	xt := Upload(t, b, x, len(positions), heads*hd)
 	b.RoPE(xt, hd, positions, rope)
-	check(t, "RoPE", b.Read(xt), want, tol)
+	Check(t, "RoPE", b.Read(xt), want, tol)
 }
 
 // refAttention is causal GQA attention of q over keys/values per KV head, where query
@@ -239,12 +241,12 @@ func testAttention(t *testing.T, b lrt.Backend, tol float64) {
 			func(_, i int) int { return i + 1 }, scale)
 		cache := b.NewKVCache(2, kvHeads, hd, 8)
 		out := b.Alloc(n, heads*hd)
-		b.Attention(out, upload(t, b, q, n, heads*hd), upload(t, b, k, n, kvHeads*hd), upload(t, b, v, n, kvHeads*hd), cache, 1, float32(scale))
-		check(t, fmt.Sprintf("Attention %v", s), b.Read(out), want, tol)
+		b.Attention(out, Upload(t, b, q, n, heads*hd), Upload(t, b, k, n, kvHeads*hd), Upload(t, b, v, n, kvHeads*hd), cache, 1, float32(scale))
+		Check(t, fmt.Sprintf("Attention %v", s), b.Read(out), want, tol)
 		if cache.Len(1, 0) != n || cache.Len(0, 0) != 0 {
 			t.Errorf("cache lengths after prefill: layer1 %d, layer0 %d; want %d, 0", cache.Len(1, 0), cache.Len(0, 0), n)
 		}
-		check(t, "cached keys", cache.Keys(1, kvHeads-1), split(k, n, kvHeads, hd)[kvHeads-1], 0)
+		Check(t, "cached keys", cache.Keys(1, kvHeads-1), split(k, n, kvHeads, hd)[kvHeads-1], 0)
 	}
 }
 
@@ -256,20 +258,20 @@ func testAttentionIncremental(t *testing.T, b lrt.Backend, tol float64) {
 	q, k, v := randn(r, n*heads*hd), randn(r, n*kvHeads*hd), randn(r, n*kvHeads*hd)
 	scale := float32(1 / math.Sqrt(float64(hd)))
 	whole := b.Alloc(n, heads*hd)
-	b.Attention(whole, upload(t, b, q, n, heads*hd), upload(t, b, k, n, kvHeads*hd), upload(t, b, v, n, kvHeads*hd), b.NewKVCache(1, kvHeads, hd, n), 0, scale)
+	b.Attention(whole, Upload(t, b, q, n, heads*hd), Upload(t, b, k, n, kvHeads*hd), Upload(t, b, v, n, kvHeads*hd), b.NewKVCache(1, kvHeads, hd, n), 0, scale)
 	cache := b.NewKVCache(1, kvHeads, hd, 4)
 	var got []float32
 	for lo := 0; lo < n; {
 		hi := min(n, lo+1+lo%7)
 		m := hi - lo
 		out := b.Alloc(m, heads*hd)
-		b.Attention(out, upload(t, b, q[lo*heads*hd:hi*heads*hd], m, heads*hd),
-			upload(t, b, k[lo*kvHeads*hd:hi*kvHeads*hd], m, kvHeads*hd),
-			upload(t, b, v[lo*kvHeads*hd:hi*kvHeads*hd], m, kvHeads*hd), cache, 0, scale)
+		b.Attention(out, Upload(t, b, q[lo*heads*hd:hi*heads*hd], m, heads*hd),
+			Upload(t, b, k[lo*kvHeads*hd:hi*kvHeads*hd], m, kvHeads*hd),
+			Upload(t, b, v[lo*kvHeads*hd:hi*kvHeads*hd], m, kvHeads*hd), cache, 0, scale)
 		got = append(got, b.Read(out)...)
 		lo = hi
 	}
-	check(t, "chunked attention", got, b.Read(whole), tol)
+	Check(t, "chunked attention", got, b.Read(whole), tol)
 
 	// Rewind to 30 tokens and feed the last 20 again: same outputs as the first time.
 	if err := cache.Truncate(30); err != nil {
@@ -279,9 +281,9 @@ func testAttentionIncremental(t *testing.T, b lrt.Backend, tol float64) {
 		t.Fatalf("after Truncate(30) head holds %d", cache.Len(0, 1))
 	}
 	again := b.Alloc(n-30, heads*hd)
-	b.Attention(again, upload(t, b, q[30*heads*hd:], n-30, heads*hd), upload(t, b, k[30*kvHeads*hd:], n-30, kvHeads*hd),
-		upload(t, b, v[30*kvHeads*hd:], n-30, kvHeads*hd), cache, 0, scale)
-	check(t, "attention after truncate", b.Read(again), b.Read(whole)[30*heads*hd:], tol)
+	b.Attention(again, Upload(t, b, q[30*heads*hd:], n-30, heads*hd), Upload(t, b, k[30*kvHeads*hd:], n-30, kvHeads*hd),
+		Upload(t, b, v[30*kvHeads*hd:], n-30, kvHeads*hd), cache, 0, scale)
+	Check(t, "attention after truncate", b.Read(again), b.Read(whole)[30*heads*hd:], tol)
 	if err := cache.Truncate(n + 1); err == nil {
 		t.Error("Truncate past the length: no error")
 	}
@@ -295,7 +297,7 @@ func testCompact(t *testing.T, b lrt.Backend, tol float64) {
 	q, k, v := randn(r, n*heads*hd), randn(r, n*kvHeads*hd), randn(r, n*kvHeads*hd)
 	scale := float32(1 / math.Sqrt(float64(hd)))
 	cache := b.NewKVCache(1, kvHeads, hd, n)
-	b.Attention(b.Alloc(n, heads*hd), upload(t, b, q, n, heads*hd), upload(t, b, k, n, kvHeads*hd), upload(t, b, v, n, kvHeads*hd), cache, 0, scale)
+	b.Attention(b.Alloc(n, heads*hd), Upload(t, b, q, n, heads*hd), Upload(t, b, k, n, kvHeads*hd), Upload(t, b, v, n, kvHeads*hd), cache, 0, scale)
 	before := cache.Bytes()
 	keep := [][]int{{0, 1, 2, 10, 40, 63}, {5, 6, 7, 8, 9, 20, 21, 22, 30, 31, 50, 60, 61}}
 	if err := cache.Compact(0, keep, 3); err != nil {
@@ -318,8 +320,8 @@ func testCompact(t *testing.T, b lrt.Backend, tol float64) {
 		if cache.Len(0, h) != len(keep[h]) {
 			t.Fatalf("head %d holds %d tokens, want %d", h, cache.Len(0, h), len(keep[h]))
 		}
-		check(t, "kept keys", cache.Keys(0, h), kept(ks[h], keep[h]), 0)
-		check(t, "kept values", cache.Values(0, h), kept(vs[h], keep[h]), 0)
+		Check(t, "kept keys", cache.Keys(0, h), kept(ks[h], keep[h]), 0)
+		Check(t, "kept values", cache.Values(0, h), kept(vs[h], keep[h]), 0)
 	}
 	// Decode 5 more tokens one at a time (the 3-token reserve overflows and grows).
 	m := 5
@@ -327,8 +329,8 @@ func testCompact(t *testing.T, b lrt.Backend, tol float64) {
 	var got []float32
 	for i := 0; i < m; i++ {
 		out := b.Alloc(1, heads*hd)
-		b.Attention(out, upload(t, b, q2[i*heads*hd:(i+1)*heads*hd], 1, heads*hd), upload(t, b, k2[i*kvHeads*hd:(i+1)*kvHeads*hd], 1, kvHeads*hd),
-			upload(t, b, v2[i*kvHeads*hd:(i+1)*kvHeads*hd], 1, kvHeads*hd), cache, 0, scale)
+		b.Attention(out, Upload(t, b, q2[i*heads*hd:(i+1)*heads*hd], 1, heads*hd), Upload(t, b, k2[i*kvHeads*hd:(i+1)*kvHeads*hd], 1, kvHeads*hd),
+			Upload(t, b, v2[i*kvHeads*hd:(i+1)*kvHeads*hd], 1, kvHeads*hd), cache, 0, scale)
 		got = append(got, b.Read(out)...)
 	}
 	k2s, v2s := split(k2, m, kvHeads, hd), split(v2, m, kvHeads, hd)
@@ -338,7 +340,7 @@ func testCompact(t *testing.T, b lrt.Backend, tol float64) {
 		allV[h] = append(kept(vs[h], keep[h]), v2s[h]...)
 	}
 	want := refAttention(q2, m, heads, hd, allK, allV, func(kvh, i int) int { return len(keep[kvh]) + i + 1 }, float64(scale))
-	check(t, "attention after compaction", got, want, tol)
+	Check(t, "attention after compaction", got, want, tol)
 	if err := cache.Compact(0, [][]int{{3, 1}, {0}}, 0); err == nil {
 		t.Error("compaction with descending indices: no error")
 	}

@@ -3,12 +3,10 @@
 package cuda
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
 	"math/rand/v2"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -17,11 +15,12 @@ import (
 
 	"gorgonia.org/cu"
 
-	"github.com/lukv/lukv/loader"
+	"github.com/lukv/lukv/generate"
 	"github.com/lukv/lukv/model"
 	lrt "github.com/lukv/lukv/runtime"
 	"github.com/lukv/lukv/runtime/backendtest"
 	"github.com/lukv/lukv/runtime/cpu"
+	"github.com/lukv/lukv/tests/golden"
 )
 
 // f32Tol is the tolerance (max|got-want| / max|want|) for results the GPU computes in
@@ -87,32 +86,6 @@ func roundTo(x []float32, dt dtype) []float32 {
 	return out
 }
 
-func relErr(got, want []float32) float64 { return backendtest.RelErr(got, want) }
-
-func checkClose(t *testing.T, what string, got, want []float32, tol float64) {
-	t.Helper()
-	if len(got) != len(want) {
-		t.Fatalf("%s: %d values, want %d", what, len(got), len(want))
-	}
-	for i, v := range got {
-		if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
-			t.Fatalf("%s: value %d is %v", what, i, v)
-		}
-	}
-	if e := relErr(got, want); e > tol {
-		t.Errorf("%s: relative error %.3g > %.3g", what, e, tol)
-	}
-}
-
-func upload(t *testing.T, b lrt.Backend, data []float32, rows, cols int) lrt.Tensor {
-	t.Helper()
-	w, err := b.Weight(append([]float32(nil), data...), rows, cols)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return w
-}
-
 // TestHalfConversions: every finite half converts to float32 and back to the same bits;
 // values between halves are refused; bf16 rounding is to nearest even.
 func TestHalfConversions(t *testing.T) {
@@ -155,23 +128,23 @@ func TestWeightStorage(t *testing.T) {
 		{x, 64, 48, "float32"},
 		{roundTo(x[:48], bf16), 1, 48, "float32"},
 	} {
-		w := upload(t, b, c.data, c.rows, c.cols)
+		w := backendtest.Upload(t, b, c.data, c.rows, c.cols)
 		if got := w.(*Tensor).DType(); got != c.want {
 			t.Errorf("[%d, %d] stored as %s, want %s", c.rows, c.cols, got, c.want)
 		}
-		checkClose(t, "read back "+c.want, b.Read(w), c.data, 0)
+		backendtest.Check(t, "read back "+c.want, b.Read(w), c.data, 0)
 	}
 	b16, err := New(Options{Weights: WeightsBF16, Sync: true})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer b16.Close()
-	w := upload(t, b16, x, 64, 48)
+	w := backendtest.Upload(t, b16, x, 64, 48)
 	if got := w.(*Tensor).DType(); got != "bfloat16" {
 		t.Errorf("WeightsBF16 stored float32 data as %s", got)
 	}
-	checkClose(t, "WeightsBF16 read back", b16.Read(w), roundTo(x, bf16), 0)
-	if e := relErr(b16.Read(w), x); e == 0 || e > 1.0/128 {
+	backendtest.Check(t, "WeightsBF16 read back", b16.Read(w), roundTo(x, bf16), 0)
+	if e := backendtest.RelErr(b16.Read(w), x); e == 0 || e > 1.0/128 {
 		t.Errorf("WeightsBF16 rounding error %.3g, want in (0, 1/128]", e)
 	}
 }
@@ -206,22 +179,22 @@ func TestMatMulDTypes(t *testing.T) {
 			if dt != f32 {
 				w = roundTo(w, dt)
 			}
-			wt := upload(t, b, w, out, in)
+			wt := backendtest.Upload(t, b, w, out, in)
 			if got := wt.(*Tensor).dt; got != dt {
 				t.Fatalf("weights stored as %v, want %v", got, dt)
 			}
 			res := b.Alloc(n, out)
-			b.MatMul(res, upload(t, b, x, n, in), wt)
-			checkClose(t, fmt.Sprintf("MatMul %v %v", dt, s), b.Read(res), refMatMul(x, w, n, in, out), f32Tol)
+			b.MatMul(res, backendtest.Upload(t, b, x, n, in), wt)
+			backendtest.Check(t, fmt.Sprintf("MatMul %v %v", dt, s), b.Read(res), refMatMul(x, w, n, in, out), f32Tol)
 		}
 	}
 	// A row view as x (the forward pass's last-row LM head).
 	x := randn(r, 4*64)
 	w := roundTo(randn(r, 96*64), bf16)
-	xt := upload(t, b, x, 4, 64)
+	xt := backendtest.Upload(t, b, x, 4, 64)
 	res := b.Alloc(1, 96)
-	b.MatMul(res, b.RowView(xt, 3), upload(t, b, w, 96, 64))
-	checkClose(t, "MatMul of a row view", b.Read(res), refMatMul(x[3*64:], w, 1, 64, 96), f32Tol)
+	b.MatMul(res, b.RowView(xt, 3), backendtest.Upload(t, b, w, 96, 64))
+	backendtest.Check(t, "MatMul of a row view", b.Read(res), refMatMul(x[3*64:], w, 1, 64, 96), f32Tol)
 }
 
 // TestMatMulBF16Policy: with WeightsBF16 random float32 weights are rounded, and the
@@ -238,8 +211,8 @@ func TestMatMulBF16Policy(t *testing.T) {
 		in, out := 256, 300
 		x, w := randn(r, n*in), randn(r, out*in)
 		res := b.Alloc(n, out)
-		b.MatMul(res, upload(t, b, x, n, in), upload(t, b, w, out, in))
-		checkClose(t, fmt.Sprintf("bf16 MatMul n=%d", n), b.Read(res), refMatMul(x, w, n, in, out), 2e-2)
+		b.MatMul(res, backendtest.Upload(t, b, x, n, in), backendtest.Upload(t, b, w, out, in))
+		backendtest.Check(t, fmt.Sprintf("bf16 MatMul n=%d", n), b.Read(res), refMatMul(x, w, n, in, out), 2e-2)
 	}
 }
 
@@ -251,14 +224,14 @@ func TestEmbedDTypes(t *testing.T) {
 	ids := []int{49, 0, 7, 7, 23}
 	for _, dt := range []dtype{bf16, f16} {
 		table := roundTo(randn(r, rows*dim), dt)
-		tt := upload(t, b, table, rows, dim)
+		tt := backendtest.Upload(t, b, table, rows, dim)
 		out := b.Alloc(len(ids), dim)
 		b.Embed(out, tt, ids)
 		var want []float32
 		for _, id := range ids {
 			want = append(want, table[id*dim:(id+1)*dim]...)
 		}
-		checkClose(t, "Embed "+dt.String(), b.Read(out), want, 0)
+		backendtest.Check(t, "Embed "+dt.String(), b.Read(out), want, 0)
 	}
 }
 
@@ -301,11 +274,11 @@ func TestAttentionAgainstCPU(t *testing.T) {
 				for bi, be := range []lrt.Backend{b, ref} {
 					cache := []lrt.KVCache{gc, cc}[bi]
 					out := be.Alloc(n, c.heads*c.hd)
-					be.Attention(out, upload(t, be, q, n, c.heads*c.hd), upload(t, be, k, n, c.kvHeads*c.hd),
-						upload(t, be, v, n, c.kvHeads*c.hd), cache, 0, scale)
+					be.Attention(out, backendtest.Upload(t, be, q, n, c.heads*c.hd), backendtest.Upload(t, be, k, n, c.kvHeads*c.hd),
+						backendtest.Upload(t, be, v, n, c.kvHeads*c.hd), cache, 0, scale)
 					outs[bi] = be.Read(out)
 				}
-				checkClose(t, what, outs[0], outs[1], f32Tol)
+				backendtest.Check(t, what, outs[0], outs[1], f32Tol)
 			}
 			for i, n := range c.prefill {
 				step(n, fmt.Sprintf("prefill chunk %d (%d tokens)", i, n))
@@ -337,8 +310,8 @@ func TestAttentionAgainstCPU(t *testing.T) {
 				if gc.Len(0, h) != cc.Len(0, h) {
 					t.Fatalf("head %d holds %d tokens, cpu %d", h, gc.Len(0, h), cc.Len(0, h))
 				}
-				checkClose(t, fmt.Sprintf("keys of head %d", h), gc.Keys(0, h), cc.Keys(0, h), 0)
-				checkClose(t, fmt.Sprintf("values of head %d", h), gc.Values(0, h), cc.Values(0, h), 0)
+				backendtest.Check(t, fmt.Sprintf("keys of head %d", h), gc.Keys(0, h), cc.Keys(0, h), 0)
+				backendtest.Check(t, fmt.Sprintf("values of head %d", h), gc.Values(0, h), cc.Values(0, h), 0)
 			}
 		})
 	}
@@ -393,8 +366,8 @@ func TestCompactFreesDeviceMemory(t *testing.T) {
 	heads := kvHeads
 	for l := 0; l < layers; l++ {
 		out := b.Alloc(fill, heads*hd)
-		b.Attention(out, upload(t, b, randn(r, fill*heads*hd), fill, heads*hd), upload(t, b, randn(r, fill*kvHeads*hd), fill, kvHeads*hd),
-			upload(t, b, randn(r, fill*kvHeads*hd), fill, kvHeads*hd), cache, l, 0.1)
+		b.Attention(out, backendtest.Upload(t, b, randn(r, fill*heads*hd), fill, heads*hd), backendtest.Upload(t, b, randn(r, fill*kvHeads*hd), fill, kvHeads*hd),
+			backendtest.Upload(t, b, randn(r, fill*kvHeads*hd), fill, kvHeads*hd), cache, l, 0.1)
 		b.Free(out)
 	}
 	keys := cache.Keys(2, 5)
@@ -450,7 +423,7 @@ func TestOutOfMemory(t *testing.T) {
 	r := rand.New(rand.NewPCG(6, 6))
 	cache := b.NewKVCache(1, 1, 128, 8)
 	q, k := randn(r, 4*128), randn(r, 4*128)
-	b.Attention(b.Alloc(4, 128), upload(t, b, q, 4, 128), upload(t, b, k, 4, 128), upload(t, b, k, 4, 128), cache, 0, 0.1)
+	b.Attention(b.Alloc(4, 128), backendtest.Upload(t, b, q, 4, 128), backendtest.Upload(t, b, k, 4, 128), backendtest.Upload(t, b, k, 4, 128), cache, 0, 0.1)
 	before := cache.Keys(0, 0)
 	err := cache.Compact(0, [][]int{{1, 3}}, 1<<30) // 2^30 rows x 512 B = 512 GiB
 	if !errors.Is(err, lrt.ErrOutOfMemory) {
@@ -459,25 +432,7 @@ func TestOutOfMemory(t *testing.T) {
 	if cache.Len(0, 0) != 4 {
 		t.Errorf("failed compaction changed the length to %d", cache.Len(0, 0))
 	}
-	checkClose(t, "keys after a failed compaction", cache.Keys(0, 0), before, 0)
-}
-
-// golden is tests/testdata/models/<arch>/golden.json.
-type golden struct {
-	PromptIDs      []int  `json:"prompt_ids"`
-	GreedyIDs      []int  `json:"greedy_ids"`
-	LogitPositions []int  `json:"logit_positions"`
-	StoredDType    string `json:"stored_dtype"`
-}
-
-func argmax(x []float32) int {
-	best := 0
-	for i, v := range x {
-		if v > x[best] {
-			best = i
-		}
-	}
-	return best
+	backendtest.Check(t, "keys after a failed compaction", cache.Keys(0, 0), before, 0)
 }
 
 // TestGoldenModels loads each tiny checkpoint on the GPU and checks, against
@@ -489,25 +444,10 @@ func TestGoldenModels(t *testing.T) {
 	for _, arch := range []string{"llama3", "mistral", "qwen2", "qwen3"} {
 		t.Run(arch, func(t *testing.T) {
 			dir := filepath.Join("..", "..", "tests", "testdata", "models", arch)
-			data, err := os.ReadFile(filepath.Join(dir, "golden.json"))
+			g, want, vocab, err := golden.Read(dir)
 			if err != nil {
 				t.Fatal(err)
 			}
-			var g golden
-			if err := json.Unmarshal(data, &g); err != nil {
-				t.Fatal(err)
-			}
-			f, err := loader.OpenSafetensors(filepath.Join(dir, "golden.safetensors"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			info, _ := f.Info("logits")
-			want, err := f.Float32("logits")
-			f.Close()
-			if err != nil {
-				t.Fatal(err)
-			}
-			vocab := info.Shape[1]
 
 			gm, err := model.Load(dir, b)
 			if err != nil {
@@ -531,13 +471,13 @@ func TestGoldenModels(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			checkClose(t, "prompt logits vs CPU", got, ref, f32Tol)
+			backendtest.Check(t, "prompt logits vs CPU", got, ref, f32Tol)
 			for r, pos := range g.LogitPositions {
-				checkClose(t, fmt.Sprintf("logits at %d vs transformers", pos), got[pos*vocab:(pos+1)*vocab], want[r*vocab:(r+1)*vocab], f32Tol)
+				backendtest.Check(t, fmt.Sprintf("logits at %d vs transformers", pos), got[pos*vocab:(pos+1)*vocab], want[r*vocab:(r+1)*vocab], f32Tol)
 			}
 
 			n := len(g.PromptIDs)
-			next := argmax(got[(n-1)*vocab : n*vocab])
+			next := generate.Argmax(got[(n-1)*vocab : n*vocab])
 			var gen []int
 			for len(gen) < len(g.GreedyIDs) {
 				gen = append(gen, next)
@@ -548,7 +488,7 @@ func TestGoldenModels(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				next = argmax(logits)
+				next = generate.Argmax(logits)
 			}
 			if fmt.Sprint(gen) != fmt.Sprint(g.GreedyIDs) {
 				t.Errorf("greedy continuation differs from transformers'\n got %v\nwant %v", gen, g.GreedyIDs)
