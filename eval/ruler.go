@@ -35,6 +35,8 @@ type Sample struct {
 	Question     string
 	Gold         []string
 	MaxNewTokens int
+	// AllClasses is the label set of a LongBench classification task (else nil).
+	AllClasses []string
 }
 
 // niahSpec describes a NIAH variant (tasks.py NIAH_TASKS): haystack kind, key kind, value

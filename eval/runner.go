@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"reflect"
 	"sort"
 	"strings"
 
@@ -52,19 +53,19 @@ type Runner struct {
 }
 
 // RunCell prefills the sample's context, compresses it with the method (unless full),
-// feeds the question, generates greedily and scores the answer.
-//
-// Every cell prefills anew: reusing one prefill across methods needs a cache copy the
-// runtime does not offer yet.
+// feeds the question, generates greedily and scores the answer. It is the plain,
+// one-cell reference of RunSample, which shares one prefill among many cells.
 func (r *Runner) RunCell(s Sample, index int, m MethodSpec, ratio float64) (Cell, error) {
 	ctx := r.Tokenizer.Encode(s.Context, true)
 	prompt := append(append([]int(nil), ctx...), r.Tokenizer.Encode(s.Question, false)...)
-	opt := generate.Options{MaxNewTokens: s.MaxNewTokens}
+	// The context is prefilled apart from the question for every method, the full cache
+	// too, so KV sizes count the context alone.
+	opt := generate.Options{MaxNewTokens: s.MaxNewTokens, ContextTokens: len(ctx)}
 	cell := Cell{Task: s.Task, Length: len(prompt) + s.MaxNewTokens, Index: index, Method: m.Name, Ratio: ratio, PromptTokens: len(prompt)}
 	if m.Scorer != nil {
 		method := eviction.Method{Scorer: m.Scorer, Allocator: m.Allocator, Ratio: ratio, Sink: r.Sink, Window: r.Window}
 		collector := eviction.NewCollector(r.Model, m.Scorer)
-		opt.ContextTokens, opt.Observer = len(ctx), collector
+		opt.Observer = collector
 		opt.AfterPrefill = func(cache lrt.KVCache, _ int) error {
 			return method.Compress(cache, collector.Scores, len(prompt)-len(ctx)+s.MaxNewTokens)
 		}
@@ -79,6 +80,117 @@ func (r *Runner) RunCell(s Sample, index int, m MethodSpec, ratio float64) (Cell
 	cell.Score = Score(s.Task, res.Text, s.Gold)
 	cell.KVLiveBefore, cell.KVLiveAfter = res.KVLivePrefill, res.KVLiveCompressed
 	return cell, nil
+}
+
+// Job is one (method, ratio) cell of a sample to run; Ratio is ignored for the full cache.
+type Job struct {
+	Method MethodSpec
+	Ratio  float64
+}
+
+// RunSample runs every job on one sample from a single prefill of its context: the
+// context is prefilled once while every distinct scorer scores it (query-agnostic: the
+// question is not in the cache yet), then each job clones that cache, compresses the
+// clone with its scorer's scores, its allocator and ratio, feeds the question and
+// generates. The cells equal RunCell's (the tests check it); only the repeated prefills
+// are saved. emit receives each cell as it is done.
+func (r *Runner) RunSample(s Sample, index int, jobs []Job, emit func(Cell) error) error {
+	if len(jobs) == 0 {
+		return nil
+	}
+	ctx := r.Tokenizer.Encode(s.Context, true)
+	question := r.Tokenizer.Encode(s.Question, false)
+	prompt := append(append([]int(nil), ctx...), question...)
+	if len(question) == 0 {
+		return fmt.Errorf("eval: %s sample %d has an empty question", s.Task, index)
+	}
+	if len(prompt)+s.MaxNewTokens > r.Model.Config.MaxPositionEmbeddings {
+		return fmt.Errorf("%w: %s sample %d needs %d tokens (prompt %d + %d to generate), the model's context is %d",
+			model.ErrContextTooLong, s.Task, index, len(prompt)+s.MaxNewTokens, len(prompt), s.MaxNewTokens, r.Model.Config.MaxPositionEmbeddings)
+	}
+	obs := &multiScorer{model: r.Model}
+	scorerOf := make([]int, len(jobs))
+	for i, j := range jobs {
+		scorerOf[i] = -1
+		if j.Method.Scorer != nil {
+			scorerOf[i] = obs.add(j.Method.Scorer)
+		}
+	}
+	reserve := len(question) + s.MaxNewTokens
+	base := r.Model.NewCache(len(ctx))
+	defer release(base)
+	r.Model.Observer = obs
+	_, err := r.Model.Forward(ctx, 0, base, true)
+	r.Model.Observer = nil
+	if err != nil {
+		return err
+	}
+	gen := &generate.Generator{Model: r.Model, Tokenizer: r.Tokenizer}
+	for i, j := range jobs {
+		cell := Cell{Task: s.Task, Length: len(prompt) + s.MaxNewTokens, Index: index, Method: j.Method.Name, Ratio: j.Ratio, PromptTokens: len(prompt)}
+		cache, err := base.Clone(reserve)
+		if err != nil {
+			return err
+		}
+		cell.KVLiveBefore = cache.LiveBytes()
+		if j.Method.Scorer == nil {
+			cell.Ratio = 0
+		} else {
+			method := eviction.Method{Scorer: j.Method.Scorer, Allocator: j.Method.Allocator, Ratio: j.Ratio, Sink: r.Sink, Window: r.Window}
+			if err := method.Compress(cache, obs.scores[scorerOf[i]], reserve); err != nil {
+				release(cache)
+				return fmt.Errorf("%s at %.2f: %w", j.Method.Name, j.Ratio, err)
+			}
+		}
+		cell.KVLiveAfter = cache.LiveBytes()
+		res, err := gen.Generate(prompt, generate.Options{MaxNewTokens: s.MaxNewTokens, Cache: cache, Cached: len(ctx)})
+		release(cache)
+		if err != nil {
+			return err
+		}
+		cell.Pred = res.Text
+		cell.Score = Score(s.Task, res.Text, s.Gold)
+		if err := emit(cell); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// release frees a cache's device memory now where the backend can (the CUDA cache);
+// elsewhere the garbage collector does it.
+func release(c lrt.KVCache) {
+	if r, ok := c.(interface{ Release() }); ok {
+		r.Release()
+	}
+}
+
+// multiScorer is a model.Observer that builds each layer's view once and scores it with
+// several scorers.
+type multiScorer struct {
+	model   *model.Model
+	scorers []eviction.Scorer
+	scores  [][][][]float32 // [scorer][layer][Nkv][T]
+}
+
+// add registers a scorer (once per distinct scorer: same name and configuration) and
+// returns its index.
+func (m *multiScorer) add(s eviction.Scorer) int {
+	for i, have := range m.scorers {
+		if have.Name() == s.Name() && reflect.DeepEqual(have, s) {
+			return i
+		}
+	}
+	m.scorers = append(m.scorers, s)
+	m.scores = append(m.scores, make([][][]float32, m.model.Config.NumLayers))
+	return len(m.scorers) - 1
+}
+
+func (m *multiScorer) ObserveLayer(layer int, positions []int, x, q, k, v lrt.Tensor) {
+	view := (&eviction.Collector{Model: m.model}).View(layer, positions, x, q, k, v)
+	for i, s := range m.scorers {
+		m.scores[i][layer] = s.Score(view)
+	}
 }
 
 // LoadCells reads a results .jsonl (missing file: none), for resuming.

@@ -72,3 +72,73 @@ func TestRunnerSmoke(t *testing.T) {
 		}
 	}
 }
+
+// TestRunSampleMatchesRunCell: sharing one prefill among methods gives exactly the cells
+// of the one-prefill-per-cell reference path, for the full cache and three scorer /
+// allocator pairs at two ratios.
+func TestRunSampleMatchesRunCell(t *testing.T) {
+	dir, err := models.DefaultDir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := model.Load(dir, cpu.New())
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := tokenizer.Load(filepath.Join(dir, "tokenizer.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	hay, _ := ReadLines(filepath.Join("testdata", "haystack.txt"))
+	words, _ := ReadLines(filepath.Join("testdata", "words.txt"))
+	g := &Generator{Tokenizer: tok, Haystack: hay, Words: words, Seed: 11}
+	r := &Runner{Model: m, Tokenizer: tok, Sink: 4, Window: 1}
+	scorer := func(name string) eviction.Scorer {
+		s, err := eviction.NewScorer(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	methods := []MethodSpec{
+		{Name: "full"},
+		{Name: "snapkv", Scorer: scorer("snapkv"), Allocator: eviction.UniformAllocator{}},
+		{Name: "adakv", Scorer: scorer("expected-attention"), Allocator: eviction.AdaKVAllocator{Safeguard: 0.2}},
+		{Name: "keydiff-pyramid", Scorer: scorer("keydiff"), Allocator: eviction.PyramidAllocator{Window: 64, Beta: 20}},
+	}
+	var jobs []Job
+	for _, meth := range methods {
+		if meth.Scorer == nil {
+			jobs = append(jobs, Job{Method: meth})
+			continue
+		}
+		for _, ratio := range []float64{0.5, 0.8} {
+			jobs = append(jobs, Job{Method: meth, Ratio: ratio})
+		}
+	}
+	s, err := g.Make("niah_multikey_1", 700, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var shared []Cell
+	if err := r.RunSample(s, 3, jobs, func(c Cell) error { shared = append(shared, c); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if len(shared) != len(jobs) {
+		t.Fatalf("RunSample emitted %d cells for %d jobs", len(shared), len(jobs))
+	}
+	distinct := map[int64]bool{}
+	for i, j := range jobs {
+		want, err := r.RunCell(s, 3, j.Method, j.Ratio)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if shared[i] != want {
+			t.Errorf("job %d (%s at %.1f): shared prefill gave %+v, own prefill %+v", i, j.Method.Name, j.Ratio, shared[i], want)
+		}
+		distinct[want.KVLiveAfter] = true
+	}
+	if len(distinct) < 3 {
+		t.Errorf("only %d distinct cache sizes over the jobs: the ratios did not apply", len(distinct))
+	}
+}

@@ -37,6 +37,11 @@ type Options struct {
 	// AfterStep, when set, runs after each decode step with the cache and the number of
 	// tokens generated so far (decode-time eviction).
 	AfterStep func(cache lrt.KVCache, generated int) error
+	// Cache, when set, already holds the first Cached tokens of the prompt (a clone of an
+	// earlier prefill, possibly compressed): only the rest is prefilled, into Cache. The
+	// evaluation runner prefills a context once and reuses it for every method this way.
+	Cache  lrt.KVCache
+	Cached int
 }
 
 // Result is what a generation produced and what it cost.
@@ -90,7 +95,6 @@ func (g *Generator) Generate(prompt []int, opt Options) (*Result, error) {
 		return nil, fmt.Errorf("%w: the prompt has %d tokens, the model's context is %d", model.ErrContextTooLong, len(prompt), cfg.MaxPositionEmbeddings)
 	}
 	res := &Result{PromptTokens: len(prompt)}
-	cache := g.Model.NewCache(min(len(prompt)+opt.MaxNewTokens, cfg.MaxPositionEmbeddings))
 	sampler := NewSampler(opt.Temperature, opt.TopP, opt.Seed)
 	stream := newStopStream(g.Tokenizer.NewStreamDecoder(true), opt.StopStrings, opt.OnText)
 
@@ -99,11 +103,25 @@ func (g *Generator) Generate(prompt []int, opt Options) (*Result, error) {
 	if opt.ContextTokens > 0 && opt.ContextTokens < len(prompt) {
 		first = opt.ContextTokens
 	}
-	g.Model.Observer = opt.Observer
-	logits, err := g.Model.Forward(prompt[:first], 0, cache, true)
-	g.Model.Observer = nil
-	if err != nil {
-		return nil, err
+	var cache lrt.KVCache
+	var logits []float32
+	var err error
+	if opt.Cache != nil {
+		if opt.Cached <= 0 || opt.Cached >= len(prompt) {
+			return nil, fmt.Errorf("generate: %d cached tokens for a %d-token prompt: want at least one token cached and one to prefill", opt.Cached, len(prompt))
+		}
+		if opt.ContextTokens > 0 || opt.Observer != nil {
+			return nil, fmt.Errorf("generate: Cache cannot be combined with ContextTokens or Observer (the cached part was prefilled elsewhere)")
+		}
+		cache, first = opt.Cache, opt.Cached
+	} else {
+		cache = g.Model.NewCache(min(len(prompt)+opt.MaxNewTokens, cfg.MaxPositionEmbeddings))
+		g.Model.Observer = opt.Observer
+		logits, err = g.Model.Forward(prompt[:first], 0, cache, true)
+		g.Model.Observer = nil
+		if err != nil {
+			return nil, err
+		}
 	}
 	res.KVBytesPrefill, res.KVLivePrefill = cache.Bytes(), cache.LiveBytes()
 	if opt.AfterPrefill != nil {

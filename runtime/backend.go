@@ -82,6 +82,9 @@ type KVCache interface {
 	// Truncate drops every head's entries past the first n (n <= each head's length),
 	// keeping the memory: the profiler rewinds to the context this way between questions.
 	Truncate(n int) error
+	// Clone returns an independent copy holding the same entries, with room for reserve
+	// more tokens per head: one prefill can serve several eviction methods.
+	Clone(reserve int) (KVCache, error)
 	// Reset empties the cache.
 	Reset()
 }

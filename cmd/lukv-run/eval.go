@@ -163,32 +163,36 @@ func runEval(args []string, stdout, stderr io.Writer) error {
 	for _, task := range taskList {
 		for _, length := range lengthList {
 			for i := 0; i < *samples; i++ {
-				s, err := gen.Make(task, length, i)
-				if err != nil {
-					return err
-				}
+				var jobs []eval.Job
 				for _, meth := range methods {
 					rs := ratioList
 					if meth.Scorer == nil {
 						rs = []float64{0}
 					}
 					for _, ratio := range rs {
-						key := eval.Cell{Task: task, Length: length, Index: i, Method: meth.Name, Ratio: ratio}.Key()
-						if done[key] {
+						if done[eval.Cell{Task: task, Length: length, Index: i, Method: meth.Name, Ratio: ratio}.Key()] {
 							bar.Add(1)
 							continue
 						}
-						c, err := runner.RunCell(s, i, meth, ratio)
-						if err != nil {
-							return fmt.Errorf("%s: %w", key, err)
-						}
-						c.Length = length
-						cells = append(cells, c)
-						if err := enc.Encode(c); err != nil {
-							return err
-						}
-						bar.Add(1)
+						jobs = append(jobs, eval.Job{Method: meth, Ratio: ratio})
 					}
+				}
+				if len(jobs) == 0 {
+					continue
+				}
+				s, err := gen.Make(task, length, i)
+				if err != nil {
+					return err
+				}
+				// One prefill of the context serves every job of the sample.
+				err = runner.RunSample(s, i, jobs, func(c eval.Cell) error {
+					c.Length = length
+					cells = append(cells, c)
+					bar.Add(1)
+					return enc.Encode(c)
+				})
+				if err != nil {
+					return fmt.Errorf("%s length %d sample %d: %w", task, length, i, err)
 				}
 			}
 		}

@@ -22,6 +22,7 @@ func Run(t *testing.T, b lrt.Backend, tol float64) {
 	t.Run("Attention", func(t *testing.T) { testAttention(t, b, tol) })
 	t.Run("AttentionIncremental", func(t *testing.T) { testAttentionIncremental(t, b, tol) })
 	t.Run("Compact", func(t *testing.T) { testCompact(t, b, tol) })
+	t.Run("Clone", func(t *testing.T) { testClone(t, b) })
 }
 
 func randn(r *rand.Rand, n int) []float32 {
@@ -346,5 +347,63 @@ func testCompact(t *testing.T, b lrt.Backend, tol float64) {
 	}
 	if err := cache.Compact(0, [][]int{{0}}, 0); err == nil {
 		t.Error("compaction with too few keep lists: no error")
+	}
+}
+
+// testClone checks that a clone holds the same entries as its source, per head lengths
+// included, and that changing either leaves the other as it was.
+func testClone(t *testing.T, b lrt.Backend) {
+	r := rand.New(rand.NewPCG(15, 16))
+	n, heads, kvHeads, hd := 40, 4, 2, 8
+	scale := float32(1 / math.Sqrt(float64(hd)))
+	cache := b.NewKVCache(2, kvHeads, hd, n)
+	for layer := 0; layer < 2; layer++ {
+		q, k, v := randn(r, n*heads*hd), randn(r, n*kvHeads*hd), randn(r, n*kvHeads*hd)
+		b.Attention(b.Alloc(n, heads*hd), Upload(t, b, q, n, heads*hd), Upload(t, b, k, n, kvHeads*hd), Upload(t, b, v, n, kvHeads*hd), cache, layer, scale)
+	}
+	if err := cache.Compact(1, [][]int{{0, 5, 39}, {1, 2, 3, 4, 30}}, 0); err != nil {
+		t.Fatal(err)
+	}
+	snapshot := func(c lrt.KVCache) [][]float32 {
+		var s [][]float32
+		for layer := 0; layer < 2; layer++ {
+			for h := 0; h < kvHeads; h++ {
+				s = append(s, c.Keys(layer, h), c.Values(layer, h))
+			}
+		}
+		return s
+	}
+	orig := snapshot(cache)
+	clone, err := cache.Clone(3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if clone.LiveBytes() != cache.LiveBytes() {
+		t.Errorf("clone live bytes %d, source %d", clone.LiveBytes(), cache.LiveBytes())
+	}
+	if want := cache.LiveBytes() + int64(2*kvHeads*3*hd*2*4); clone.Bytes() != want {
+		t.Errorf("clone bytes %d, want %d (live + reserve of 3 per head)", clone.Bytes(), want)
+	}
+	for i, s := range snapshot(clone) {
+		Check(t, fmt.Sprintf("clone entry %d", i), s, orig[i], 0)
+	}
+	// Change the clone: compact layer 0 and append to layer 1. The source must not move.
+	if err := clone.Compact(0, [][]int{{7}, {8, 9}}, 0); err != nil {
+		t.Fatal(err)
+	}
+	q, k, v := randn(r, heads*hd), randn(r, kvHeads*hd), randn(r, kvHeads*hd)
+	b.Attention(b.Alloc(1, heads*hd), Upload(t, b, q, 1, heads*hd), Upload(t, b, k, 1, kvHeads*hd), Upload(t, b, v, 1, kvHeads*hd), clone, 1, scale)
+	if clone.Len(0, 1) != 2 || clone.Len(1, 0) != 4 {
+		t.Errorf("clone lengths after changes: layer 0 head 1 %d (want 2), layer 1 head 0 %d (want 4)", clone.Len(0, 1), clone.Len(1, 0))
+	}
+	for i, s := range snapshot(cache) {
+		Check(t, fmt.Sprintf("source entry %d after changing the clone", i), s, orig[i], 0)
+	}
+	// And the other way round: resetting the source leaves the clone's entries.
+	cloneKeys := clone.Keys(1, 1)
+	cache.Reset()
+	Check(t, "clone keys after resetting the source", clone.Keys(1, 1), cloneKeys, 0)
+	if _, err := cache.Clone(-1); err == nil {
+		t.Error("clone with a negative reserve: no error")
 	}
 }

@@ -181,6 +181,25 @@ func (c *KVCache) Compact(layer int, keep [][]int, reserve int) error {
 	return nil
 }
 
+// Clone returns a copy of the cache, every head holding the same entries with room for
+// reserve more.
+func (c *KVCache) Clone(reserve int) (lrt.KVCache, error) {
+	if reserve < 0 {
+		return nil, fmt.Errorf("kv cache: clone with negative reserve %d", reserve)
+	}
+	n := &KVCache{layers: c.layers, kvHeads: c.kvHeads, headDim: c.headDim, reserve: c.reserve, l: make([]layerCache, c.layers)}
+	for li := range c.l {
+		n.l[li] = c.l[li]
+		caps := make([]int, c.kvHeads)
+		for h, ln := range c.l[li].len {
+			caps[h] = ln + reserve
+		}
+		lens := c.l[li].len
+		n.relayout(li, caps, func(h int) []int { return iota(lens[h]) })
+	}
+	return n, nil
+}
+
 func iota(n int) []int {
 	s := make([]int, n)
 	for i := range s {

@@ -63,6 +63,11 @@ type Options struct {
 	// (0: 1 GiB). The KV cache never uses the pool: compaction returns its memory to
 	// the driver.
 	PoolBytes int64
+	// TensorCores runs the compute-bound prefill ops (matmuls over more than a few rows,
+	// attention over many queries) on bf16 tensor cores with float32 accumulation. The
+	// inputs are rounded to bf16 (about 3 significant digits), so parity tests against
+	// the float32 CPU reference leave it off; generation and benchmarks turn it on.
+	TensorCores bool
 }
 
 // Backend runs the forward pass on one GPU. Its methods may be called from any

@@ -159,44 +159,9 @@ func (c *KVCache) reset() error {
 // len(pick(h)) entries. The new buffers are allocated before anything changes, so on
 // error the cache is as it was.
 func (c *KVCache) relayout(layer int, caps []int, pick func(h int) []int) error {
-	d := c.headDim
-	old := c.l[layer]
-	nl := layerCache{off: make([]int, c.kvHeads), len: make([]int, c.kvHeads), cap: append([]int(nil), caps...)}
-	for h, cp := range caps {
-		nl.off[h] = nl.rows
-		nl.rows += cp
-	}
-	if nl.rows > math.MaxInt32 {
-		return fmt.Errorf("cuda: kv cache layer %d: %d rows per layer do not fit 32-bit row indices", layer, nl.rows)
-	}
-	bytes := int64(nl.rows) * int64(d) * 4
-	what := fmt.Sprintf("kv cache layer %d (%d rows of %d)", layer, nl.rows, d)
-	nk, err := allocDevice(bytes, what)
+	nk, nv, nl, err := c.gather(c, layer, caps, pick)
 	if err != nil {
 		return err
-	}
-	nv, err := allocDevice(bytes, what)
-	if err != nil {
-		freeDevice(nk)
-		return err
-	}
-	var pairs []int32 // (destination row, source row)
-	for h := 0; h < c.kvHeads; h++ {
-		rows := pick(h)
-		for i, src := range rows {
-			pairs = append(pairs, int32(nl.off[h]+i), int32(old.off[h]+src))
-		}
-		nl.len[h] = len(rows)
-	}
-	if len(pairs) > 0 {
-		if err := c.b.pairs.uploadInt32(pairs, "kv cache relayout"); err != nil {
-			freeDevice(nk)
-			freeDevice(nv)
-			return err
-		}
-		n := int64(len(pairs) / 2)
-		c.b.launch(c.b.k.kvGather, gridFor(n*int64(d), c.b.sms), dim3{256, 1, 1}, 0,
-			nk, nv, c.buf.k[layer], c.buf.v[layer], c.b.pairs.ptr, n, int32(d))
 	}
 	// cuMemFree waits for the gather that reads the old buffers.
 	freeDevice(c.buf.k[layer])
@@ -204,6 +169,84 @@ func (c *KVCache) relayout(layer int, caps []int, pick func(h int) []int) error 
 	c.buf.k[layer], c.buf.v[layer] = nk, nv
 	c.l[layer] = nl
 	return c.uploadMeta(layer)
+}
+
+// gather allocates new key and value buffers for layer with capacities caps and copies
+// into them, for head h, the rows pick(h) of src's layer (src may be c itself). It
+// changes neither cache.
+func (c *KVCache) gather(src *KVCache, layer int, caps []int, pick func(h int) []int) (nk, nv cu.DevicePtr, nl layerCache, err error) {
+	d := c.headDim
+	old := src.l[layer]
+	nl = layerCache{off: make([]int, c.kvHeads), len: make([]int, c.kvHeads), cap: append([]int(nil), caps...)}
+	for h, cp := range caps {
+		nl.off[h] = nl.rows
+		nl.rows += cp
+	}
+	if nl.rows > math.MaxInt32 {
+		return 0, 0, nl, fmt.Errorf("cuda: kv cache layer %d: %d rows per layer do not fit 32-bit row indices", layer, nl.rows)
+	}
+	bytes := int64(nl.rows) * int64(d) * 4
+	what := fmt.Sprintf("kv cache layer %d (%d rows of %d)", layer, nl.rows, d)
+	if nk, err = allocDevice(bytes, what); err != nil {
+		return 0, 0, nl, err
+	}
+	if nv, err = allocDevice(bytes, what); err != nil {
+		freeDevice(nk)
+		return 0, 0, nl, err
+	}
+	var pairs []int32 // (destination row, source row)
+	for h := 0; h < c.kvHeads; h++ {
+		rows := pick(h)
+		for i, r := range rows {
+			pairs = append(pairs, int32(nl.off[h]+i), int32(old.off[h]+r))
+		}
+		nl.len[h] = len(rows)
+	}
+	if len(pairs) > 0 {
+		if err = c.b.pairs.uploadInt32(pairs, "kv cache relayout"); err != nil {
+			freeDevice(nk)
+			freeDevice(nv)
+			return 0, 0, nl, err
+		}
+		n := int64(len(pairs) / 2)
+		c.b.launch(c.b.k.kvGather, gridFor(n*int64(d), c.b.sms), dim3{256, 1, 1}, 0,
+			nk, nv, src.buf.k[layer], src.buf.v[layer], c.b.pairs.ptr, n, int32(d))
+	}
+	return nk, nv, nl, nil
+}
+
+// Clone returns a copy of the cache in new device memory, every head holding the same
+// entries with room for reserve more.
+func (c *KVCache) Clone(reserve int) (lrt.KVCache, error) {
+	if reserve < 0 {
+		return nil, fmt.Errorf("kv cache: clone with negative reserve %d", reserve)
+	}
+	defer c.b.enter()()
+	n := &KVCache{b: c.b, layers: c.layers, kvHeads: c.kvHeads, headDim: c.headDim, reserve: c.reserve}
+	n.buf = &kvBuffers{k: make([]cu.DevicePtr, c.layers), v: make([]cu.DevicePtr, c.layers), meta: make([]cu.DevicePtr, c.layers)}
+	n.cleanup = runtime.AddCleanup(n, c.b.pool.freeKV, n.buf)
+	n.l = make([]layerCache, c.layers)
+	for li := range c.l {
+		meta, err := allocDevice(int64(2*c.kvHeads)*4, "KV cache head table")
+		if err != nil {
+			return nil, err
+		}
+		n.buf.meta[li] = meta
+		caps := make([]int, c.kvHeads)
+		for h, ln := range c.l[li].len {
+			caps[h] = ln + reserve
+		}
+		lens := c.l[li].len
+		nk, nv, nl, err := n.gather(c, li, caps, func(h int) []int { return seq(lens[h]) })
+		if err != nil {
+			return nil, err
+		}
+		n.buf.k[li], n.buf.v[li], n.l[li] = nk, nv, nl
+		if err := n.uploadMeta(li); err != nil {
+			return nil, err
+		}
+	}
+	return n, nil
 }
 
 // uploadMeta copies layer's off and len to the device.
