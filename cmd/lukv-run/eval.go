@@ -18,23 +18,33 @@ import (
 	"github.com/lukv/lukv/models"
 )
 
-// evalMethod maps a --methods name to a scorer and allocator. Allocator-named methods
-// (pyramidkv, adakv, lukv) score with ExpectedAttention, LU-KV's default scorer.
-func evalMethod(name string, curve *eviction.BudgetCurve) (eval.MethodSpec, error) {
-	alloc, scorer := "uniform", name
-	switch name {
-	case "full":
+// evalMethod maps a --methods name to a scorer and allocator: full; a scorer name
+// (uniform budgets); pyramidkv, adakv or lukv (that allocator with ExpectedAttention,
+// LU-KV's default scorer); or allocator:scorer (e.g. lukv:keydiff) for any other pair.
+// lukv reads curves[scorer], the budget curve profiled with the same scorer.
+func evalMethod(name string, curves func(scorer string) (*eviction.BudgetCurve, error)) (eval.MethodSpec, error) {
+	if name == "full" {
 		return eval.MethodSpec{Name: "full"}, nil
-	case "pyramidkv":
-		alloc, scorer = "pyramid", "expected-attention"
-	case "adakv":
-		alloc, scorer = "adakv", "expected-attention"
-	case "lukv":
-		alloc, scorer = "lukv", "expected-attention"
+	}
+	allocNames := map[string]string{"pyramidkv": "pyramid", "adakv": "adakv", "lukv": "lukv"}
+	alloc, scorer := "uniform", name
+	if a, sc, ok := strings.Cut(name, ":"); ok {
+		if allocNames[a] == "" {
+			return eval.MethodSpec{}, fmt.Errorf("--methods %s: unknown allocator %q (want pyramidkv, adakv or lukv before the colon)", name, a)
+		}
+		alloc, scorer = allocNames[a], sc
+	} else if a := allocNames[name]; a != "" {
+		alloc, scorer = a, "expected-attention"
 	}
 	s, err := eviction.NewScorer(scorer)
 	if err != nil {
 		return eval.MethodSpec{}, fmt.Errorf("--methods %s: %w", name, err)
+	}
+	var curve *eviction.BudgetCurve
+	if alloc == "lukv" {
+		if curve, err = curves(scorer); err != nil {
+			return eval.MethodSpec{}, fmt.Errorf("--methods %s: %w", name, err)
+		}
 	}
 	a, err := eviction.NewAllocator(alloc, curve)
 	if err != nil {
@@ -72,8 +82,8 @@ func runEval(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("eval ruler", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	modelFlag := fs.String("model", "", "Hugging Face checkpoint folder; empty: the embedded default model")
-	methodsFlag := fs.String("methods", "full,snapkv,expected-attention,keydiff,pyramidkv,adakv,lukv", "methods: full, a scorer name (uniform budgets), pyramidkv, adakv or lukv")
-	curveFlag := fs.String("curve", "", "LU-KV curve for lukv (default: the default model's expected-attention curve)")
+	methodsFlag := fs.String("methods", "full,snapkv,expected-attention,keydiff,pyramidkv,adakv,lukv", "methods: full, a scorer name (uniform budgets), pyramidkv, adakv or lukv (with expected-attention scores), or allocator:scorer such as lukv:keydiff")
+	curveFlag := fs.String("curve", "", "LU-KV curve for lukv methods (default: the default model's curve for the method's scorer, models/lukv-tiny/curves/<scorer>.npy)")
 	ratios := fs.String("compression", "0.5,0.8,0.9", "compression ratios")
 	lengths := fs.String("lengths", "4096", "sample lengths in tokens")
 	tasksFlag := fs.String("tasks", strings.Join(eval.Tasks(), ","), "tasks")
@@ -114,17 +124,26 @@ func runEval(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	curvePath := *curveFlag
-	if curvePath == "" && *modelFlag == "" {
-		curvePath = filepath.Join("models", models.DefaultName, "curves", "expected-attention.npy")
-	}
-	var curve *eviction.BudgetCurve
-	if curvePath != "" && strings.Contains(*methodsFlag, "lukv") {
-		if curve, err = eviction.ReadNPY(curvePath); err != nil {
-			return fmt.Errorf("lukv curve: %w", err)
+	// LU-KV curves: --curve for every lukv method, else the default model's curve
+	// profiled with the method's scorer.
+	curves := func(scorer string) (*eviction.BudgetCurve, error) {
+		path := *curveFlag
+		if path == "" {
+			if *modelFlag != "" {
+				return nil, fmt.Errorf("lukv needs --curve FILE.npy for a --model other than the default (make one with lukv-run profile)")
+			}
+			var err error
+			if path, err = models.DefaultCurve(scorer); err != nil {
+				return nil, err
+			}
 		}
+		c, err := eviction.ReadNPY(path)
+		if err != nil {
+			return nil, fmt.Errorf("lukv curve: %w", err)
+		}
+		return c, nil
 	}
-	methods, err := splitList("methods", *methodsFlag, func(s string) (eval.MethodSpec, error) { return evalMethod(s, curve) })
+	methods, err := splitList("methods", *methodsFlag, func(s string) (eval.MethodSpec, error) { return evalMethod(s, curves) })
 	if err != nil {
 		return err
 	}

@@ -8,6 +8,7 @@ import (
 	"github.com/lukv/lukv/eviction"
 	"github.com/lukv/lukv/generate"
 	"github.com/lukv/lukv/model"
+	"github.com/lukv/lukv/models"
 	lrt "github.com/lukv/lukv/runtime"
 )
 
@@ -28,7 +29,7 @@ func addEvictFlags(fs *flag.FlagSet) *evictFlags {
 	return &evictFlags{
 		method:      fs.String("method", "full", "eviction scorer: full (no eviction), "+strings.Join(eviction.ScorerNames(), ", ")),
 		allocator:   fs.String("allocator", "uniform", "how the budget is split across heads: "+strings.Join(eviction.AllocatorNames(), ", ")),
-		curve:       fs.String("curve", "", "LU-KV budget curve (.npy, from 'lukv-run profile' or kvpress) for --allocator lukv"),
+		curve:       fs.String("curve", "", "LU-KV budget curve (.npy, from 'lukv-run profile' or kvpress) for --allocator lukv (default model: its own curve for the --method scorer)"),
 		compression: fs.Float64("compression", 0.5, "fraction of the KV cache to evict (0 <= c < 1)"),
 		at:          fs.String("compress-at", "context", "when to evict: context (after the context, before --question), question (after context and question), decode (after the prompt, then every --every steps)"),
 		sink:        fs.Int("sink", 4, "first tokens every head always keeps"),
@@ -38,8 +39,10 @@ func addEvictFlags(fs *flag.FlagSet) *evictFlags {
 	}
 }
 
-// method builds the eviction method the flags describe; nil for --method full.
-func (f *evictFlags) build(m *model.Model) (*eviction.Method, error) {
+// method builds the eviction method the flags describe; nil for --method full. With the
+// embedded default model (defaultModel) and no --curve, --allocator lukv uses that
+// model's curve profiled with the --method scorer.
+func (f *evictFlags) build(m *model.Model, defaultModel bool) (*eviction.Method, error) {
 	if *f.method == "full" {
 		return nil, nil
 	}
@@ -48,6 +51,11 @@ func (f *evictFlags) build(m *model.Model) (*eviction.Method, error) {
 		return nil, fmt.Errorf("--method: %w", err)
 	}
 	var curve *eviction.BudgetCurve
+	if *f.curve == "" && *f.allocator == "lukv" && defaultModel {
+		if *f.curve, err = models.DefaultCurve(*f.method); err != nil {
+			return nil, fmt.Errorf("--allocator lukv: %w", err)
+		}
+	}
 	if *f.curve != "" {
 		if curve, err = eviction.ReadNPY(*f.curve); err != nil {
 			return nil, fmt.Errorf("--curve: %w", err)

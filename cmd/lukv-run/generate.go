@@ -133,7 +133,7 @@ func runGenerate(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	method, err := ev.build(m)
+	method, err := ev.build(m, *modelFlag == "")
 	if err != nil {
 		return err
 	}
