@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Runs the RULER-style evaluation of issue #5 on the embedded default model with the
+# CUDA build (gpubin/lukv-run from scripts/build-cuda.sh), one process per shard so the
+# GPU and the host's cores stay busy, each shard resumable in its own folder.
+#
+#   OUT=dir                 where the shard folders go (default ./out)
+#   LENGTHS="4096 8192 16384"
+#   SAMPLES=50              samples per task and length (one sample = 2 points)
+#   METHODS=...             --methods list (default below)
+#   SECONDS_BUDGET=420      every shard stops after this long; rerun to resume
+#   DEVICE=cuda
+#
+# The shards' results.jsonl are merged afterwards with
+#   cat OUT/eval-*/results.jsonl > merged/results.jsonl
+#   lukv-run eval ruler --out merged <same flags>   (every cell done: writes the report)
+set -uo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+out=${OUT:-$root/out}
+lengths=${LENGTHS:-"4096 8192 16384"}
+samples=${SAMPLES:-50}
+methods=${METHODS:-full,snapkv,expected-attention,keydiff,pyramidkv,adakv,lukv,lukv:keydiff,adakv:keydiff}
+budget=${SECONDS_BUDGET:-420}
+device=${DEVICE:-cuda}
+bin=${LUKV_RUN:-gpubin/lukv-run}
+tasks_a=niah_single_1,niah_single_2,niah_single_3,niah_multikey_1,niah_multikey_2,niah_multikey_3
+tasks_b=niah_multivalue,niah_multiquery,vt,cwe,fwe
+mkdir -p "$out"
+pids=()
+for len in $lengths; do
+	for shard in a b; do
+		tasks=$tasks_a
+		[[ $shard == b ]] && tasks=$tasks_b
+		dir=$out/eval-$len$shard
+		mkdir -p "$dir"
+		timeout "$budget" "$bin" eval ruler --device "$device" --lengths "$len" --samples "$samples" \
+			--methods "$methods" --compression 0.5,0.8,0.9 --tasks "$tasks" --out "$dir" \
+			>"$dir/stdout.txt" 2>"$dir/stderr.txt" &
+		pids+=($!)
+	done
+done
+for p in "${pids[@]}"; do wait "$p"; done
+for d in "$out"/eval-*; do
+	echo "$d: $(wc -l <"$d/results.jsonl" 2>/dev/null || echo 0) cells"
+done
