@@ -9,6 +9,8 @@ import (
 	"reflect"
 	"sort"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/lukv/lukv/eviction"
 	"github.com/lukv/lukv/generate"
@@ -50,6 +52,30 @@ type Runner struct {
 	Model        *model.Model
 	Tokenizer    *tokenizer.Tokenizer
 	Sink, Window int
+	// Time accumulates where RunSample spends its time.
+	Time Timing
+}
+
+// Timing is the wall time RunSample spent per phase, summed over samples.
+type Timing struct {
+	Prefill  time.Duration // context prefills, scoring excluded
+	Score    time.Duration // building layer views and scoring them
+	Clone    time.Duration // copying the prefilled cache for each job
+	Compress time.Duration // allocation and compaction
+	Generate time.Duration // question prefill and decoding
+	Samples  int
+	Cells    int
+}
+
+func (t Timing) String() string {
+	per := func(d time.Duration, n int) string {
+		if n == 0 {
+			return "-"
+		}
+		return (d / time.Duration(n)).Round(time.Millisecond).String()
+	}
+	return fmt.Sprintf("%d samples, %d cells; per sample: prefill %s, scoring %s; per cell: clone %s, compress %s, generate %s",
+		t.Samples, t.Cells, per(t.Prefill, t.Samples), per(t.Score, t.Samples), per(t.Clone, t.Cells), per(t.Compress, t.Cells), per(t.Generate, t.Cells))
 }
 
 // RunCell prefills the sample's context, compresses it with the method (unless full),
@@ -120,18 +146,25 @@ func (r *Runner) RunSample(s Sample, index int, jobs []Job, emit func(Cell) erro
 	base := r.Model.NewCache(len(ctx))
 	defer release(base)
 	r.Model.Observer = obs
+	start := time.Now()
 	_, err := r.Model.Forward(ctx, 0, base, true)
 	r.Model.Observer = nil
 	if err != nil {
 		return err
 	}
+	r.Time.Prefill += time.Since(start) - obs.elapsed
+	r.Time.Score += obs.elapsed
+	r.Time.Samples++
 	gen := &generate.Generator{Model: r.Model, Tokenizer: r.Tokenizer}
 	for i, j := range jobs {
 		cell := Cell{Task: s.Task, Length: len(prompt) + s.MaxNewTokens, Index: index, Method: j.Method.Name, Ratio: j.Ratio, PromptTokens: len(prompt)}
+		t0 := time.Now()
 		cache, err := base.Clone(reserve)
 		if err != nil {
 			return err
 		}
+		t1 := time.Now()
+		r.Time.Clone += t1.Sub(t0)
 		cell.KVLiveBefore = cache.LiveBytes()
 		if j.Method.Scorer == nil {
 			cell.Ratio = 0
@@ -143,8 +176,12 @@ func (r *Runner) RunSample(s Sample, index int, jobs []Job, emit func(Cell) erro
 			}
 		}
 		cell.KVLiveAfter = cache.LiveBytes()
+		t2 := time.Now()
+		r.Time.Compress += t2.Sub(t1)
 		res, err := gen.Generate(prompt, generate.Options{MaxNewTokens: s.MaxNewTokens, Cache: cache, Cached: len(ctx)})
 		release(cache)
+		r.Time.Generate += time.Since(t2)
+		r.Time.Cells++
 		if err != nil {
 			return err
 		}
@@ -166,11 +203,12 @@ func release(c lrt.KVCache) {
 }
 
 // multiScorer is a model.Observer that builds each layer's view once and scores it with
-// several scorers.
+// several scorers, concurrently (each scorer is single-threaded).
 type multiScorer struct {
 	model   *model.Model
 	scorers []eviction.Scorer
 	scores  [][][][]float32 // [scorer][layer][Nkv][T]
+	elapsed time.Duration   // time spent in ObserveLayer
 }
 
 // add registers a scorer (once per distinct scorer: same name and configuration) and
@@ -187,10 +225,18 @@ func (m *multiScorer) add(s eviction.Scorer) int {
 }
 
 func (m *multiScorer) ObserveLayer(layer int, positions []int, x, q, k, v lrt.Tensor) {
+	start := time.Now()
 	view := (&eviction.Collector{Model: m.model}).View(layer, positions, x, q, k, v)
+	var wg sync.WaitGroup
 	for i, s := range m.scorers {
-		m.scores[i][layer] = s.Score(view)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			m.scores[i][layer] = s.Score(view)
+		}()
 	}
+	wg.Wait()
+	m.elapsed += time.Since(start)
 }
 
 // LoadCells reads a results .jsonl (missing file: none), for resuming.

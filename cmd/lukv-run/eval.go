@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 
@@ -94,6 +95,7 @@ func runEval(args []string, stdout, stderr io.Writer) error {
 	out := fs.String("out", "eval-out", "output folder: results.jsonl (resumable), report.md, report.json")
 	device := fs.String("device", "cpu", "cpu or cuda")
 	threads := fs.Int("threads", 0, "CPU threads (0: all cores)")
+	cpuProfile := fs.String("cpuprofile", "", "write a Go CPU profile of the run to this file")
 	if err := fs.Parse(args[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
@@ -123,6 +125,17 @@ func runEval(args []string, stdout, stderr io.Writer) error {
 	_, m, tok, err := openModel(*modelFlag, *device, *threads)
 	if err != nil {
 		return err
+	}
+	if *cpuProfile != "" {
+		pf, err := os.Create(*cpuProfile)
+		if err != nil {
+			return fmt.Errorf("--cpuprofile: %w", err)
+		}
+		defer pf.Close()
+		if err := pprof.StartCPUProfile(pf); err != nil {
+			return fmt.Errorf("--cpuprofile: %w", err)
+		}
+		defer pprof.StopCPUProfile()
 	}
 	// LU-KV curves: --curve for every lukv method, else the default model's curve
 	// profiled with the method's scorer.
@@ -215,6 +228,9 @@ func runEval(args []string, stdout, stderr io.Writer) error {
 				}
 			}
 		}
+	}
+	if runner.Time.Samples > 0 {
+		fmt.Fprintln(stderr, "eval: time:", runner.Time)
 	}
 	rep, err := os.Create(filepath.Join(*out, "report.md"))
 	if err != nil {
