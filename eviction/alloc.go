@@ -1,9 +1,10 @@
 package eviction
 
 import (
+	"cmp"
 	"fmt"
 	"math"
-	"sort"
+	"slices"
 )
 
 // Allocator decides how many tokens every KV head of a layer keeps, and which: given the
@@ -37,21 +38,57 @@ func NewAllocator(name string, curve *BudgetCurve) (Allocator, error) {
 
 // topK returns the indices of the k highest scores, ascending. Ties keep the later token
 // (the more recent one), the same rule the profiler uses when it orders evictions.
+// It selects the k-th best in linear expected time (quickselect) and then keeps every
+// index that ranks at least as high, scanning in index order, so no sort is needed: the
+// evaluation calls it for every head, layer, method and ratio.
 func topK(scores []float32, k int) []int {
 	k = max(0, min(k, len(scores)))
+	if k == 0 {
+		return []int{}
+	}
+	// better reports whether token a ranks above token b: (score descending, index
+	// descending), a total order (NaN ranks lowest, as cmp.Compare orders it).
+	better := func(a, b int) bool {
+		if c := cmp.Compare(scores[a], scores[b]); c != 0 {
+			return c > 0
+		}
+		return a > b
+	}
 	idx := make([]int, len(scores))
 	for i := range idx {
 		idx[i] = i
 	}
-	sort.SliceStable(idx, func(a, b int) bool {
-		sa, sb := scores[idx[a]], scores[idx[b]]
-		if sa != sb {
-			return sa > sb
+	// Quickselect: afterwards idx[k-1] is the k-th best token.
+	lo, hi := 0, len(idx)-1
+	seed := uint32(len(idx))*2654435761 + uint32(k)
+	for lo < hi {
+		seed = seed*1664525 + 1013904223 // a cheap deterministic pivot choice
+		p := lo + int(seed%uint32(hi-lo+1))
+		idx[p], idx[hi] = idx[hi], idx[p]
+		store := lo
+		for i := lo; i < hi; i++ {
+			if better(idx[i], idx[hi]) {
+				idx[i], idx[store] = idx[store], idx[i]
+				store++
+			}
 		}
-		return idx[a] > idx[b]
-	})
-	kept := idx[:k]
-	sort.Ints(kept)
+		idx[store], idx[hi] = idx[hi], idx[store]
+		switch {
+		case store == k-1:
+			lo = hi
+		case store < k-1:
+			lo = store + 1
+		default:
+			hi = store - 1
+		}
+	}
+	kth := idx[k-1]
+	kept := make([]int, 0, k)
+	for i := range scores {
+		if i == kth || better(i, kth) {
+			kept = append(kept, i)
+		}
+	}
 	return kept
 }
 
@@ -163,11 +200,16 @@ func (a AdaKVAllocator) Keep(layer, numLayers int, scores [][]float32, ratio flo
 			}
 		}
 	}
-	sort.SliceStable(rest, func(x, y int) bool {
-		if rest[x].s != rest[y].s {
-			return rest[x].s > rest[y].s
+	// Score descending, later token first, then lower head first (the order a stable
+	// sort of the head-major list gives): a total order, so the fast sort is deterministic.
+	slices.SortFunc(rest, func(x, y cand) int {
+		if c := cmp.Compare(y.s, x.s); c != 0 {
+			return c
 		}
-		return rest[x].tok > rest[y].tok
+		if c := cmp.Compare(y.tok, x.tok); c != 0 {
+			return c
+		}
+		return cmp.Compare(x.head, y.head)
 	})
 	for _, c := range rest[:max(0, min(left, len(rest)))] {
 		chosen[c.head][c.tok] = true

@@ -1,6 +1,7 @@
 package eviction
 
 import (
+	"cmp"
 	"math"
 	"math/rand/v2"
 	"slices"
@@ -132,4 +133,42 @@ func TestAdaKVAllocator(t *testing.T) {
 		t.Errorf("high-scoring head keeps %d, want more than the uniform %d", len(keep[0]), nKept)
 	}
 	checkKeep(t, s, keep)
+}
+
+// TestTopKMatchesSort: the quickselect topK keeps exactly the tokens a full sort by
+// (score descending, index descending) puts first, on random scores with many ties and
+// NaNs, at every k.
+func TestTopKMatchesSort(t *testing.T) {
+	r := rand.New(rand.NewPCG(5, 6))
+	for trial := 0; trial < 200; trial++ {
+		n := 1 + r.IntN(300)
+		s := make([]float32, n)
+		for i := range s {
+			switch r.IntN(10) {
+			case 0:
+				s[i] = float32(math.NaN())
+			case 1, 2, 3:
+				s[i] = float32(r.IntN(3)) // ties
+			default:
+				s[i] = float32(r.NormFloat64())
+			}
+		}
+		order := make([]int, n)
+		for i := range order {
+			order[i] = i
+		}
+		slices.SortStableFunc(order, func(a, b int) int {
+			if c := cmp.Compare(s[b], s[a]); c != 0 {
+				return c
+			}
+			return cmp.Compare(b, a)
+		})
+		for _, k := range []int{0, 1, r.IntN(n + 1), n / 2, n - 1, n, n + 3} {
+			want := slices.Clone(order[:max(0, min(k, n))])
+			slices.Sort(want)
+			if got := topK(s, k); !slices.Equal(got, want) {
+				t.Fatalf("n %d k %d: topK %v, sort gives %v", n, k, got, want)
+			}
+		}
+	}
 }

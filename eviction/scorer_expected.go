@@ -102,7 +102,7 @@ func (s ExpectedAttentionScorer) Score(v *LayerView) [][]float32 {
 
 	out := make([][]float32, nkv)
 	tails := make([][]float32, nkv) // the non-sink part of every head
-	for g := 0; g < nkv; g++ {
+	parallelHeads(nkv, func(g int) {
 		keys := tokenMatrix(v.Keys[g][ns*d:], n, d)
 		mean := make([]float64, n)
 		for hq := 0; hq < group; hq++ {
@@ -140,7 +140,7 @@ func (s ExpectedAttentionScorer) Score(v *LayerView) [][]float32 {
 		out[g] = make([]float32, T)
 		copy(out[g][ns:], toFloat32(mean))
 		tails[g] = out[g][ns:]
-	}
+	})
 	if ns > 0 {
 		top := aboveAll(tails)
 		for g := range out {

@@ -80,7 +80,7 @@ func (s SnapKVScorer) Score(v *LayerView) [][]float32 {
 
 	out := make([][]float32, nkv)
 	tails := make([][]float32, nkv) // the scores before the window
-	for g := 0; g < nkv; g++ {
+	parallelHeads(nkv, func(g int) {
 		keys := tokenMatrix(v.Keys[g], T, d)
 		mean := make([]float64, prefix)
 		for hq := 0; hq < group; hq++ {
@@ -105,7 +105,7 @@ func (s SnapKVScorer) Score(v *LayerView) [][]float32 {
 		out[g] = make([]float32, T)
 		copy(out[g], toFloat32(mean))
 		tails[g] = out[g][:prefix]
-	}
+	})
 	top := aboveAll(tails)
 	for g := range out {
 		for j := prefix; j < T; j++ {

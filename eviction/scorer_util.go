@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"sync"
 
 	"gonum.org/v1/gonum/blas"
 	"gonum.org/v1/gonum/blas/blas64"
@@ -266,4 +267,18 @@ func toFloat32(x []float64) []float32 {
 		out[i] = float32(v)
 	}
 	return out
+}
+
+// parallelHeads runs f(g) for every KV head g < n concurrently and waits: heads are
+// independent, and a scorer's layer at 16k tokens is seconds of float64 work.
+func parallelHeads(n int, f func(g int)) {
+	var wg sync.WaitGroup
+	for g := 0; g < n; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			f(g)
+		}()
+	}
+	wg.Wait()
 }

@@ -3,7 +3,8 @@
 # CUDA build (gpubin/lukv-run from scripts/build-cuda.sh), one process per shard so the
 # GPU and the host's cores stay busy, each shard resumable in its own folder.
 #
-#   OUT=dir                 where the shard folders go (default ./out)
+#   EVAL_DIR=dir            where the shard folders go (default out/eval; resumable)
+#   OUT=dir                 if set, EVAL_DIR is also packed into OUT/eval.tgz at the end
 #   LENGTHS="4096 8192 16384"
 #   SAMPLES=50              samples per task and length (one sample = 2 points)
 #   METHODS=...             --methods list (default below)
@@ -11,35 +12,39 @@
 #   DEVICE=cuda
 #
 # The shards' results.jsonl are merged afterwards with
-#   cat OUT/eval-*/results.jsonl > merged/results.jsonl
+#   cat EVAL_DIR/*/results.jsonl > merged/results.jsonl
 #   lukv-run eval ruler --out merged <same flags>   (every cell done: writes the report)
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
-out=${OUT:-$root/out}
+out=${EVAL_DIR:-$root/out/eval}
 lengths=${LENGTHS:-"4096 8192 16384"}
 samples=${SAMPLES:-50}
 methods=${METHODS:-full,snapkv,expected-attention,keydiff,pyramidkv,adakv,lukv,lukv:keydiff,adakv:keydiff}
 budget=${SECONDS_BUDGET:-420}
 device=${DEVICE:-cuda}
 bin=${LUKV_RUN:-gpubin/lukv-run}
-tasks_a=niah_single_1,niah_single_2,niah_single_3,niah_multikey_1,niah_multikey_2,niah_multikey_3
-tasks_b=niah_multivalue,niah_multiquery,vt,cwe,fwe
+# Four shards per length (the work is mostly host-side scoring: one process per shard
+# spreads it over the cores).
+shards=(niah_single_1,niah_single_2,niah_single_3 niah_multikey_1,niah_multikey_2,niah_multikey_3
+	niah_multivalue,niah_multiquery,vt cwe,fwe)
 mkdir -p "$out"
 pids=()
 for len in $lengths; do
-	for shard in a b; do
-		tasks=$tasks_a
-		[[ $shard == b ]] && tasks=$tasks_b
-		dir=$out/eval-$len$shard
+	for i in "${!shards[@]}"; do
+		tasks=${shards[$i]}
+		dir=$out/$len-$i
 		mkdir -p "$dir"
-		timeout "$budget" "$bin" eval ruler --device "$device" --lengths "$len" --samples "$samples" \
+		timeout -k 40 "$budget" "$bin" eval ruler --device "$device" --lengths "$len" --samples "$samples" \
 			--methods "$methods" --compression 0.5,0.8,0.9 --tasks "$tasks" --out "$dir" \
 			>"$dir/stdout.txt" 2>"$dir/stderr.txt" &
 		pids+=($!)
 	done
 done
 for p in "${pids[@]}"; do wait "$p"; done
-for d in "$out"/eval-*; do
-	echo "$d: $(wc -l <"$d/results.jsonl" 2>/dev/null || echo 0) cells"
+for d in "$out"/*/; do
+	echo "$d: $(wc -l <"$d/results.jsonl" 2>/dev/null || echo 0) cells; $(grep -h 'eval: time' "$d/stderr.txt" | tail -1)"
 done
+if [[ -n "${OUT:-}" ]]; then
+	tar czf "$OUT/eval.tgz" -C "$out" .
+fi

@@ -1,16 +1,19 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"runtime/pprof"
 	"strconv"
 	"strings"
+	"syscall"
 
 	"github.com/schollz/progressbar/v3"
 
@@ -192,9 +195,19 @@ func runEval(args []string, stdout, stderr io.Writer) error {
 	bar := progressbar.NewOptions(total, progressbar.OptionSetWriter(stderr), progressbar.OptionSetDescription("eval ruler"),
 		progressbar.OptionShowCount(), progressbar.OptionSetPredictTime(true), progressbar.OptionOnCompletion(func() { fmt.Fprintln(stderr) }))
 	enc := json.NewEncoder(f)
+	// SIGINT/SIGTERM (Ctrl-C, timeout) finish the sample at hand, then write the report
+	// of what is done; a rerun with the same --out resumes.
+	stop, stopNotify := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stopNotify()
+	interrupted := false
+samples:
 	for _, task := range taskList {
 		for _, length := range lengthList {
 			for i := 0; i < *samples; i++ {
+				if stop.Err() != nil {
+					interrupted = true
+					break samples
+				}
 				var jobs []eval.Job
 				for _, meth := range methods {
 					rs := ratioList
@@ -231,6 +244,9 @@ func runEval(args []string, stdout, stderr io.Writer) error {
 	}
 	if runner.Time.Samples > 0 {
 		fmt.Fprintln(stderr, "eval: time:", runner.Time)
+	}
+	if interrupted {
+		fmt.Fprintf(stderr, "eval: interrupted with %d of %d cells done; run the same command again to resume\n", len(cells), total)
 	}
 	rep, err := os.Create(filepath.Join(*out, "report.md"))
 	if err != nil {
