@@ -130,9 +130,12 @@ func (r *Runner) RunSample(s Sample, index int, jobs []Job, emit func(Cell) erro
 	if len(question) == 0 {
 		return fmt.Errorf("eval: %s sample %d has an empty question", s.Task, index)
 	}
-	if len(prompt)+s.MaxNewTokens > r.Model.Config.MaxPositionEmbeddings {
-		return fmt.Errorf("%w: %s sample %d needs %d tokens (prompt %d + %d to generate), the model's context is %d",
-			model.ErrContextTooLong, s.Task, index, len(prompt)+s.MaxNewTokens, len(prompt), s.MaxNewTokens, r.Model.Config.MaxPositionEmbeddings)
+	// The generator sizes prompt + answer to the length with the whole prompt tokenized
+	// at once; context and question tokenized apart can be a token longer. Generation
+	// stops at the model's context, as it does in RunCell.
+	if len(prompt) >= r.Model.Config.MaxPositionEmbeddings {
+		return fmt.Errorf("%w: %s sample %d has a %d-token prompt, the model's context is %d",
+			model.ErrContextTooLong, s.Task, index, len(prompt), r.Model.Config.MaxPositionEmbeddings)
 	}
 	obs := &multiScorer{model: r.Model}
 	scorerOf := make([]int, len(jobs))

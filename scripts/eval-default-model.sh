@@ -20,31 +20,31 @@ cd "$root"
 out=${EVAL_DIR:-$root/out/eval}
 lengths=${LENGTHS:-"4096 8192 16384"}
 samples=${SAMPLES:-50}
-methods=${METHODS:-full,snapkv,expected-attention,keydiff,pyramidkv,adakv,lukv,lukv:keydiff,adakv:keydiff}
+methods=${METHODS:-full,snapkv,expected-attention,keydiff,pyramidkv,adakv,lukv}
 budget=${SECONDS_BUDGET:-420}
 device=${DEVICE:-cuda}
 bin=${LUKV_RUN:-gpubin/lukv-run}
-# Four shards per length (the work is mostly host-side scoring: one process per shard
-# spreads it over the cores).
-shards=(niah_single_1,niah_single_2,niah_single_3 niah_multikey_1,niah_multikey_2,niah_multikey_3
-	niah_multivalue,niah_multiquery,vt cwe,fwe)
+# One shard (process) per task and length: most of the work is many small GPU launches
+# and host-side scoring, which separate processes overlap.
+tasks=${TASKS:-"niah_single_1 niah_single_2 niah_single_3 niah_multikey_1 niah_multikey_2 niah_multikey_3 niah_multivalue niah_multiquery vt cwe fwe"}
 mkdir -p "$out"
 pids=()
 for len in $lengths; do
-	for i in "${!shards[@]}"; do
-		tasks=${shards[$i]}
-		dir=$out/$len-$i
+	for task in $tasks; do
+		dir=$out/$len-$task
 		mkdir -p "$dir"
 		timeout -k 40 "$budget" "$bin" eval ruler --device "$device" --lengths "$len" --samples "$samples" \
-			--methods "$methods" --compression 0.5,0.8,0.9 --tasks "$tasks" --out "$dir" \
+			--methods "$methods" --compression 0.5,0.8,0.9 --tasks "$task" --out "$dir" \
 			>"$dir/stdout.txt" 2>"$dir/stderr.txt" &
 		pids+=($!)
 	done
 done
 for p in "${pids[@]}"; do wait "$p"; done
 for d in "$out"/*/; do
-	echo "$d: $(wc -l <"$d/results.jsonl" 2>/dev/null || echo 0) cells; $(grep -h 'eval: time' "$d/stderr.txt" | tail -1)"
+	# The progress bar redraws with \r: keep the lines that are not the bar.
+	tr '\r' '\n' <"$d/stderr.txt" | grep -v '^eval ruler\|^ *$' >"$d/log.txt"
+	echo "$d: $(wc -l <"$d/results.jsonl" 2>/dev/null || echo 0) cells; $(grep 'eval: time' "$d/log.txt" | tail -1)"
 done
 if [[ -n "${OUT:-}" ]]; then
-	tar czf "$OUT/eval.tgz" -C "$out" .
+	tar czf "$OUT/eval.tgz" -C "$out" --exclude stderr.txt .
 fi
