@@ -103,7 +103,7 @@ func (r *Runner) RunCell(s Sample, index int, m MethodSpec, ratio float64) (Cell
 		return cell, err
 	}
 	cell.Pred = res.Text
-	cell.Score = Score(s.Task, res.Text, s.Gold)
+	cell.Score = ScoreSample(s, res.Text)
 	cell.KVLiveBefore, cell.KVLiveAfter = res.KVLivePrefill, res.KVLiveCompressed
 	return cell, nil
 }
@@ -189,7 +189,7 @@ func (r *Runner) RunSample(s Sample, index int, jobs []Job, emit func(Cell) erro
 			return err
 		}
 		cell.Pred = res.Text
-		cell.Score = Score(s.Task, res.Text, s.Gold)
+		cell.Score = ScoreSample(s, res.Text)
 		if err := emit(cell); err != nil {
 			return err
 		}
@@ -266,6 +266,29 @@ func LoadCells(path string) ([]Cell, error) {
 		cells = append(cells, c)
 	}
 	return cells, sc.Err()
+}
+
+// WriteTables writes one WriteTable per length (heading "## N tokens") and, when there
+// are several lengths, one over all of them (each task's mean over its samples of every
+// length).
+func WriteTables(w io.Writer, cells []Cell) {
+	byLen := map[int][]Cell{}
+	for _, c := range cells {
+		byLen[c.Length] = append(byLen[c.Length], c)
+	}
+	lengths := make([]int, 0, len(byLen))
+	for l := range byLen {
+		lengths = append(lengths, l)
+	}
+	sort.Ints(lengths)
+	for _, l := range lengths {
+		fmt.Fprintf(w, "\n## %d tokens\n\n", l)
+		WriteTable(w, byLen[l])
+	}
+	if len(lengths) > 1 {
+		fmt.Fprintf(w, "\n## All lengths\n\n")
+		WriteTable(w, cells)
+	}
 }
 
 // WriteTable writes a Markdown table: one row per (method, ratio), one column per task,

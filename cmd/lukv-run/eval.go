@@ -11,6 +11,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime/pprof"
+	"sort"
 	"strconv"
 	"strings"
 	"syscall"
@@ -20,11 +21,13 @@ import (
 	"github.com/lukv/lukv/eval"
 	"github.com/lukv/lukv/eviction"
 	"github.com/lukv/lukv/models"
+	"github.com/lukv/lukv/report"
 )
 
 // evalMethod maps a --methods name to a scorer and allocator: full; a scorer name
-// (uniform budgets); pyramidkv, adakv or lukv (that allocator with ExpectedAttention,
-// LU-KV's default scorer); or allocator:scorer (e.g. lukv:keydiff) for any other pair.
+// (uniform budgets); pyramidkv (SnapKV scores, as kvpress), adakv or lukv (with
+// ExpectedAttention, LU-KV's default scorer); or allocator:scorer (e.g. lukv:keydiff)
+// for any other pair.
 // lukv reads curves[scorer], the budget curve profiled with the same scorer.
 func evalMethod(name string, curves func(scorer string) (*eviction.BudgetCurve, error)) (eval.MethodSpec, error) {
 	if name == "full" {
@@ -38,7 +41,12 @@ func evalMethod(name string, curves func(scorer string) (*eviction.BudgetCurve, 
 		}
 		alloc, scorer = allocNames[a], sc
 	} else if a := allocNames[name]; a != "" {
+		// PyramidKV is SnapKV's scores with pyramid budgets (kvpress's PyramidKVPress
+		// extends SnapKVPress); AdaKV and LU-KV use ExpectedAttention, LU-KV's scorer.
 		alloc, scorer = a, "expected-attention"
+		if name == "pyramidkv" {
+			scorer = "snapkv"
+		}
 	}
 	s, err := eviction.NewScorer(scorer)
 	if err != nil {
@@ -76,6 +84,9 @@ func splitList[T any](flagName, v string, parse func(string) (T, error)) ([]T, e
 }
 
 func runEval(args []string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && args[0] == "report" {
+		return runEvalReport(args[1:], stdout, stderr)
+	}
 	if len(args) == 0 || args[0] != "ruler" {
 		fmt.Fprintln(stderr, "Usage: lukv-run eval ruler [flags]   (LongBench is not implemented yet)")
 		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help") {
@@ -86,7 +97,7 @@ func runEval(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("eval ruler", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	modelFlag := fs.String("model", "", "Hugging Face checkpoint folder; empty: the embedded default model")
-	methodsFlag := fs.String("methods", "full,snapkv,expected-attention,keydiff,pyramidkv,adakv,lukv", "methods: full, a scorer name (uniform budgets), pyramidkv, adakv or lukv (with expected-attention scores), or allocator:scorer such as lukv:keydiff")
+	methodsFlag := fs.String("methods", "full,snapkv,expected-attention,keydiff,pyramidkv,adakv,lukv", "methods: full, a scorer name (uniform budgets), pyramidkv (snapkv scores), adakv or lukv (expected-attention scores), or allocator:scorer such as lukv:keydiff")
 	curveFlag := fs.String("curve", "", "LU-KV curve for lukv methods (default: the default model's curve for the method's scorer, models/lukv-tiny/curves/<scorer>.npy)")
 	ratios := fs.String("compression", "0.5,0.8,0.9", "compression ratios")
 	lengths := fs.String("lengths", "4096", "sample lengths in tokens")
@@ -248,19 +259,119 @@ samples:
 	if interrupted {
 		fmt.Fprintf(stderr, "eval: interrupted with %d of %d cells done; run the same command again to resume\n", len(cells), total)
 	}
-	rep, err := os.Create(filepath.Join(*out, "report.md"))
-	if err != nil {
+	header := fmt.Sprintf("Model %s, %d samples per task and length, lengths %s.\n\nCommand: `lukv-run eval %s`", m.Config.Arch, *samples, *lengths, strings.Join(args, " "))
+	if err := writeEvalReport(*out, cells, header); err != nil {
 		return err
 	}
-	fmt.Fprintf(rep, "# RULER-style evaluation\n\nModel %s, %d samples per task and length, lengths %s, command: `lukv-run eval %s`\n\n", m.Config.Arch, *samples, *lengths, strings.Join(args, " "))
-	eval.WriteTable(rep, cells)
-	if err := rep.Close(); err != nil {
+	eval.WriteTables(stdout, cells)
+	return nil
+}
+
+// writeEvalReport writes dir/report.md (a table per length and one over all lengths,
+// with the plots), dir/report.json (every cell) and the PNG plots: accuracy against
+// compression per method, and a task x method heat map per ratio.
+func writeEvalReport(dir string, cells []eval.Cell, header string) error {
+	if len(cells) == 0 {
+		return fmt.Errorf("eval report: no results in %s", dir)
+	}
+	pts := make([]report.EvalPoint, len(cells))
+	ratioSet := map[float64]bool{}
+	for i, c := range cells {
+		pts[i] = report.EvalPoint{Task: c.Task, Length: c.Length, Method: c.Method, Ratio: c.Ratio, Score: c.Score}
+		if c.Method != "full" {
+			ratioSet[c.Ratio] = true
+		}
+	}
+	var md strings.Builder
+	fmt.Fprintf(&md, "# RULER-style evaluation\n\n%s\n\n", header)
+	if err := report.AccuracyVsCompression(filepath.Join(dir, "accuracy-vs-compression.png"), pts, "Accuracy vs KV-cache compression"); err != nil {
 		return err
 	}
-	eval.WriteTable(stdout, cells)
+	md.WriteString("![accuracy vs compression](accuracy-vs-compression.png)\n\n")
+	ratios := make([]float64, 0, len(ratioSet))
+	for r := range ratioSet {
+		ratios = append(ratios, r)
+	}
+	sort.Float64s(ratios)
+	for _, r := range ratios {
+		name := fmt.Sprintf("per-task-%02.0f.png", 100*r)
+		if err := report.PerTaskBreakdown(filepath.Join(dir, name), pts, r, fmt.Sprintf("Per-task accuracy at %.0f%% compression (mean over lengths)", 100*r)); err != nil {
+			return err
+		}
+		fmt.Fprintf(&md, "![per-task accuracy at %.0f%%](%s)\n\n", 100*r, name)
+	}
+	eval.WriteTables(&md, cells)
+	if err := os.WriteFile(filepath.Join(dir, "report.md"), []byte(md.String()), 0o644); err != nil {
+		return err
+	}
 	js, err := json.MarshalIndent(cells, "", " ")
 	if err != nil {
 		return err
 	}
-	return os.WriteFile(filepath.Join(*out, "report.json"), js, 0o644)
+	return os.WriteFile(filepath.Join(dir, "report.json"), js, 0o644)
+}
+
+// runEvalReport merges the results.jsonl of finished (or sharded) runs and writes the
+// report from them, without loading a model: lukv-run eval report --in A,B --out DIR.
+func runEvalReport(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("eval report", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	in := fs.String("in", "", "comma-separated run folders (each with results.jsonl)")
+	out := fs.String("out", "eval-report", "output folder: results.jsonl (merged), report.md, report.json, PNG plots")
+	title := fs.String("title", "", "text under the report's heading (e.g. model, samples, commands)")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return errUsage
+	}
+	dirs, err := splitList("in", *in, func(s string) (string, error) { return s, nil })
+	if err != nil {
+		return err
+	}
+	seen := map[string]string{}
+	var cells []eval.Cell
+	for _, d := range dirs {
+		path := filepath.Join(d, "results.jsonl")
+		cs, err := eval.LoadCells(path)
+		if err != nil {
+			return err
+		}
+		if cs == nil {
+			return fmt.Errorf("--in %s: no results.jsonl there", d)
+		}
+		for _, c := range cs {
+			if prev, ok := seen[c.Key()]; ok {
+				return fmt.Errorf("cell %s is in both %s and %s", c.Key(), prev, path)
+			}
+			seen[c.Key()] = path
+			cells = append(cells, c)
+		}
+	}
+	if err := os.MkdirAll(*out, 0o755); err != nil {
+		return err
+	}
+	f, err := os.Create(filepath.Join(*out, "results.jsonl"))
+	if err != nil {
+		return err
+	}
+	enc := json.NewEncoder(f)
+	for _, c := range cells {
+		if err := enc.Encode(c); err != nil {
+			f.Close()
+			return err
+		}
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	header := *title
+	if header == "" {
+		header = fmt.Sprintf("Merged from %s.", strings.Join(dirs, ", "))
+	}
+	if err := writeEvalReport(*out, cells, header); err != nil {
+		return err
+	}
+	eval.WriteTables(stdout, cells)
+	return nil
 }
