@@ -83,33 +83,50 @@ func splitList[T any](flagName, v string, parse func(string) (T, error)) ([]T, e
 	return out, nil
 }
 
+// evalItem is one sample of a suite to run: where its cells go and how to make it.
+type evalItem struct {
+	task          string
+	length, index int
+	make          func() (eval.Sample, error)
+}
+
 func runEval(args []string, stdout, stderr io.Writer) error {
-	if len(args) > 0 && args[0] == "report" {
-		return runEvalReport(args[1:], stdout, stderr)
+	suite := ""
+	if len(args) > 0 {
+		suite = args[0]
 	}
-	if len(args) == 0 || args[0] != "ruler" {
-		fmt.Fprintln(stderr, "Usage: lukv-run eval ruler [flags]   (LongBench is not implemented yet)")
-		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help") {
+	switch suite {
+	case "report":
+		return runEvalReport(args[1:], stdout, stderr)
+	case "ruler", "longbench":
+	default:
+		fmt.Fprintln(stderr, "Usage: lukv-run eval ruler|longbench [flags]   (lukv-run eval report --in DIRS --out DIR merges runs)")
+		if suite == "-h" || suite == "--help" {
 			return nil
 		}
-		return errors.New("eval: want the suite name 'ruler'")
+		return errors.New("eval: want the suite name 'ruler' or 'longbench'")
 	}
-	fs := flag.NewFlagSet("eval ruler", flag.ContinueOnError)
+	fs := flag.NewFlagSet("eval "+suite, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	modelFlag := fs.String("model", "", "Hugging Face checkpoint folder; empty: the embedded default model")
 	methodsFlag := fs.String("methods", "full,snapkv,expected-attention,keydiff,pyramidkv,adakv,lukv", "methods: full, a scorer name (uniform budgets), pyramidkv (snapkv scores), adakv or lukv (expected-attention scores), or allocator:scorer such as lukv:keydiff")
-	curveFlag := fs.String("curve", "", "LU-KV curve for lukv methods (default: the default model's curve for the method's scorer, models/lukv-tiny/curves/<scorer>.npy)")
+	curveFlag := fs.String("curve", "", "LU-KV curve for lukv methods (default: the default model's curve for the method's scorer)")
 	ratios := fs.String("compression", "0.5,0.8,0.9", "compression ratios")
-	lengths := fs.String("lengths", "4096", "sample lengths in tokens")
-	tasksFlag := fs.String("tasks", strings.Join(eval.Tasks(), ","), "tasks")
-	samples := fs.Int("samples", 10, "samples per task and length")
-	haystack := fs.String("haystack", "data/corpus/eval_haystack_devil.txt", "essay haystack text, one paragraph per line (lukv-tiny's reserved evaluation prose)")
-	wordsFlag := fs.String("words", "data/corpus/words_eval_noun.txt", "key and word vocabulary, one per line (lukv-tiny's evaluation split)")
-	seed := fs.Uint64("seed", 42, "generator seed")
-	out := fs.String("out", "eval-out", "output folder: results.jsonl (resumable), report.md, report.json")
+	lengths := fs.String("lengths", "4096", "ruler: sample lengths in tokens; longbench: prompt budgets (the context's middle is cut to fit)")
+	samples := fs.Int("samples", 10, "samples per task and length (longbench: the first N of each dataset; 0 = all)")
+	out := fs.String("out", "eval-out", "output folder: results.jsonl (resumable), report.md, report.json, PNG plots")
 	device := fs.String("device", "cpu", "cpu or cuda")
 	threads := fs.Int("threads", 0, "CPU threads (0: all cores)")
 	cpuProfile := fs.String("cpuprofile", "", "write a Go CPU profile of the run to this file")
+	// RULER
+	tasksFlag := fs.String("tasks", strings.Join(eval.Tasks(), ","), "ruler: tasks")
+	haystack := fs.String("haystack", "data/corpus/eval_haystack_devil.txt", "ruler: essay haystack text, one paragraph per line (lukv-tiny's reserved evaluation prose)")
+	wordsFlag := fs.String("words", "data/corpus/words_eval_noun.txt", "ruler: key and word vocabulary, one per line (lukv-tiny's evaluation split)")
+	seed := fs.Uint64("seed", 42, "ruler: generator seed")
+	// LongBench
+	lbData := fs.String("data", "", "longbench: folder of LongBench's <dataset>.jsonl files")
+	lbConfig := fs.String("config", "", "longbench: folder with LongBench's dataset2prompt.json and dataset2maxlen.json (default: DATA/config, else DATA/../config)")
+	lbDatasets := fs.String("datasets", "", "longbench: datasets (default: every one with a jsonl and a prompt); known: "+strings.Join(eval.LongBenchDatasets(), ", "))
 	if err := fs.Parse(args[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
@@ -124,17 +141,23 @@ func runEval(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	taskList, err := splitList("tasks", *tasksFlag, func(s string) (string, error) { return s, nil })
-	if err != nil {
-		return err
+	if *samples < 0 || (suite == "ruler" && *samples == 0) {
+		return fmt.Errorf("--samples %d: want a positive count", *samples)
 	}
-	hay, err := eval.ReadLines(*haystack)
-	if err != nil {
-		return fmt.Errorf("--haystack: %w", err)
-	}
-	words, err := eval.ReadLines(*wordsFlag)
-	if err != nil {
-		return fmt.Errorf("--words: %w", err)
+	var hay, words []string
+	var taskList []string
+	if suite == "ruler" {
+		if taskList, err = splitList("tasks", *tasksFlag, func(s string) (string, error) { return s, nil }); err != nil {
+			return err
+		}
+		if hay, err = eval.ReadLines(*haystack); err != nil {
+			return fmt.Errorf("--haystack: %w", err)
+		}
+		if words, err = eval.ReadLines(*wordsFlag); err != nil {
+			return fmt.Errorf("--words: %w", err)
+		}
+	} else if *lbData == "" {
+		return fmt.Errorf("eval longbench: --data FOLDER (LongBench's jsonl files) is required")
 	}
 	_, m, tok, err := openModel(*modelFlag, *device, *threads)
 	if err != nil {
@@ -168,12 +191,54 @@ func runEval(args []string, stdout, stderr io.Writer) error {
 		if err != nil {
 			return nil, fmt.Errorf("lukv curve: %w", err)
 		}
+		if err := c.CheckFits(m.Config.NumLayers, m.Config.NumKVHeads); err != nil {
+			return nil, fmt.Errorf("lukv curve %s: %w", path, err)
+		}
 		return c, nil
 	}
 	methods, err := splitList("methods", *methodsFlag, func(s string) (eval.MethodSpec, error) { return evalMethod(s, curves) })
 	if err != nil {
 		return err
 	}
+
+	// The samples to run, in order.
+	var items []evalItem
+	if suite == "ruler" {
+		gen := &eval.Generator{Tokenizer: tok, Haystack: hay, Words: words, Seed: *seed}
+		for _, task := range taskList {
+			for _, length := range lengthList {
+				for i := 0; i < *samples; i++ {
+					items = append(items, evalItem{task, length, i, func() (eval.Sample, error) { return gen.Make(task, length, i) }})
+				}
+			}
+		}
+	} else {
+		cfgDir := *lbConfig
+		if cfgDir == "" {
+			cfgDir = filepath.Join(*lbData, "config")
+			if _, err := os.Stat(cfgDir); err != nil {
+				cfgDir = filepath.Join(filepath.Dir(filepath.Clean(*lbData)), "config")
+			}
+		}
+		var ds []string
+		if *lbDatasets != "" {
+			if ds, err = splitList("datasets", *lbDatasets, func(s string) (string, error) { return s, nil }); err != nil {
+				return err
+			}
+		}
+		for _, length := range lengthList {
+			list, err := eval.LoadLongBench(eval.LongBenchOptions{Dir: *lbData, ConfigDir: cfgDir, Datasets: ds, Samples: *samples, MaxTokens: length, Tokenizer: tok})
+			if err != nil {
+				return err
+			}
+			index := map[string]int{}
+			for _, s := range list {
+				items = append(items, evalItem{s.Task, length, index[s.Task], func() (eval.Sample, error) { return s, nil }})
+				index[s.Task]++
+			}
+		}
+	}
+
 	if err := os.MkdirAll(*out, 0o755); err != nil {
 		return err
 	}
@@ -192,7 +257,6 @@ func runEval(args []string, stdout, stderr io.Writer) error {
 	}
 	defer f.Close()
 
-	gen := &eval.Generator{Tokenizer: tok, Haystack: hay, Words: words, Seed: *seed}
 	runner := &eval.Runner{Model: m, Tokenizer: tok, Sink: 4, Window: 1}
 	perSample := 0
 	for _, meth := range methods {
@@ -202,8 +266,8 @@ func runEval(args []string, stdout, stderr io.Writer) error {
 			perSample += len(ratioList)
 		}
 	}
-	total := len(taskList) * len(lengthList) * *samples * perSample
-	bar := progressbar.NewOptions(total, progressbar.OptionSetWriter(stderr), progressbar.OptionSetDescription("eval ruler"),
+	total := len(items) * perSample
+	bar := progressbar.NewOptions(total, progressbar.OptionSetWriter(stderr), progressbar.OptionSetDescription("eval "+suite),
 		progressbar.OptionShowCount(), progressbar.OptionSetPredictTime(true), progressbar.OptionOnCompletion(func() { fmt.Fprintln(stderr) }))
 	enc := json.NewEncoder(f)
 	// SIGINT/SIGTERM (Ctrl-C, timeout) finish the sample at hand, then write the report
@@ -211,46 +275,41 @@ func runEval(args []string, stdout, stderr io.Writer) error {
 	stop, stopNotify := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stopNotify()
 	interrupted := false
-samples:
-	for _, task := range taskList {
-		for _, length := range lengthList {
-			for i := 0; i < *samples; i++ {
-				if stop.Err() != nil {
-					interrupted = true
-					break samples
-				}
-				var jobs []eval.Job
-				for _, meth := range methods {
-					rs := ratioList
-					if meth.Scorer == nil {
-						rs = []float64{0}
-					}
-					for _, ratio := range rs {
-						if done[eval.Cell{Task: task, Length: length, Index: i, Method: meth.Name, Ratio: ratio}.Key()] {
-							bar.Add(1)
-							continue
-						}
-						jobs = append(jobs, eval.Job{Method: meth, Ratio: ratio})
-					}
-				}
-				if len(jobs) == 0 {
+	for _, it := range items {
+		if stop.Err() != nil {
+			interrupted = true
+			break
+		}
+		var jobs []eval.Job
+		for _, meth := range methods {
+			rs := ratioList
+			if meth.Scorer == nil {
+				rs = []float64{0}
+			}
+			for _, ratio := range rs {
+				if done[eval.Cell{Task: it.task, Length: it.length, Index: it.index, Method: meth.Name, Ratio: ratio}.Key()] {
+					bar.Add(1)
 					continue
 				}
-				s, err := gen.Make(task, length, i)
-				if err != nil {
-					return err
-				}
-				// One prefill of the context serves every job of the sample.
-				err = runner.RunSample(s, i, jobs, func(c eval.Cell) error {
-					c.Length = length
-					cells = append(cells, c)
-					bar.Add(1)
-					return enc.Encode(c)
-				})
-				if err != nil {
-					return fmt.Errorf("%s length %d sample %d: %w", task, length, i, err)
-				}
+				jobs = append(jobs, eval.Job{Method: meth, Ratio: ratio})
 			}
+		}
+		if len(jobs) == 0 {
+			continue
+		}
+		s, err := it.make()
+		if err != nil {
+			return err
+		}
+		// One prefill of the context serves every job of the sample.
+		err = runner.RunSample(s, it.index, jobs, func(c eval.Cell) error {
+			c.Length = it.length
+			cells = append(cells, c)
+			bar.Add(1)
+			return enc.Encode(c)
+		})
+		if err != nil {
+			return fmt.Errorf("%s length %d sample %d: %w", it.task, it.length, it.index, err)
 		}
 	}
 	if runner.Time.Samples > 0 {
@@ -258,6 +317,9 @@ samples:
 	}
 	if interrupted {
 		fmt.Fprintf(stderr, "eval: interrupted with %d of %d cells done; run the same command again to resume\n", len(cells), total)
+	}
+	if len(cells) == 0 {
+		return fmt.Errorf("eval %s: no cells to report", suite)
 	}
 	header := fmt.Sprintf("Model %s, %d samples per task and length, lengths %s.\n\nCommand: `lukv-run eval %s`", m.Config.Arch, *samples, *lengths, strings.Join(args, " "))
 	if err := writeEvalReport(*out, cells, header); err != nil {
@@ -283,7 +345,7 @@ func writeEvalReport(dir string, cells []eval.Cell, header string) error {
 		}
 	}
 	var md strings.Builder
-	fmt.Fprintf(&md, "# RULER-style evaluation\n\n%s\n\n", header)
+	fmt.Fprintf(&md, "# Long-context evaluation\n\n%s\n\n", header)
 	if err := report.AccuracyVsCompression(filepath.Join(dir, "accuracy-vs-compression.png"), pts, "Accuracy vs KV-cache compression"); err != nil {
 		return err
 	}

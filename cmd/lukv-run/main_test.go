@@ -129,3 +129,56 @@ func TestEvalSmoke(t *testing.T) {
 		t.Errorf("resumed run redid cells: %d -> %d bytes", len(data), len(again))
 	}
 }
+
+// TestEvalSmokeArtifacts: a RULER run writes the plots and a per-length report, and
+// `eval report` merges two runs into one report without a model.
+func TestEvalSmokeArtifacts(t *testing.T) {
+	a, b, merged := t.TempDir(), t.TempDir(), t.TempDir()
+	common := []string{"eval", "ruler", "--tasks", "niah_single_1", "--samples", "1",
+		"--methods", "full,snapkv", "--compression", "0.5",
+		"--haystack", filepath.Join("..", "..", "eval", "testdata", "haystack.txt"),
+		"--words", filepath.Join("..", "..", "eval", "testdata", "words.txt")}
+	if _, _, err := runCLI(t, append(common, "--lengths", "512", "--out", a)...); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := runCLI(t, append(common, "--lengths", "640", "--out", b)...); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{"accuracy-vs-compression.png", "per-task-50.png", "report.md", "report.json"} {
+		if st, err := os.Stat(filepath.Join(a, f)); err != nil || st.Size() == 0 {
+			t.Errorf("%s: %v", f, err)
+		}
+	}
+	table, _, err := runCLI(t, "eval", "report", "--in", a+","+b, "--out", merged)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"## 512 tokens", "## 640 tokens", "## All lengths"} {
+		if !strings.Contains(table, want) {
+			t.Errorf("merged report lacks %q:\n%s", want, table)
+		}
+	}
+	if _, _, err := runCLI(t, "eval", "report", "--in", a+","+a, "--out", merged); err == nil || !strings.Contains(err.Error(), "in both") {
+		t.Errorf("merging a run with itself: %v, want a duplicate-cell error", err)
+	}
+}
+
+// TestEvalLongBenchSmoke: LongBench-format files (handmade fixtures) run through the
+// same runner and are scored with LongBench's metrics.
+func TestEvalLongBenchSmoke(t *testing.T) {
+	out := t.TempDir()
+	data := filepath.Join("..", "..", "eval", "testdata", "longbench", "data")
+	table, _, err := runCLI(t, "eval", "longbench", "--data", data, "--datasets", "hotpotqa,trec", "--samples", "1",
+		"--lengths", "600", "--methods", "full,keydiff", "--compression", "0.5", "--out", out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"longbench/hotpotqa", "longbench/trec", "| keydiff | 50% |"} {
+		if !strings.Contains(table, want) {
+			t.Errorf("report lacks %q:\n%s", want, table)
+		}
+	}
+	if _, _, err := runCLI(t, "eval", "longbench", "--out", out); err == nil || !strings.Contains(err.Error(), "--data") {
+		t.Errorf("no --data: %v", err)
+	}
+}
