@@ -395,12 +395,12 @@ func runEvalReport(args []string, stdout, stderr io.Writer) error {
 	var cells []eval.Cell
 	for _, d := range dirs {
 		path := filepath.Join(d, "results.jsonl")
+		if _, err := os.Stat(path); err != nil {
+			return fmt.Errorf("--in %s: %w", d, err)
+		}
 		cs, err := eval.LoadCells(path)
 		if err != nil {
 			return err
-		}
-		if cs == nil {
-			return fmt.Errorf("--in %s: no results.jsonl there", d)
 		}
 		for _, c := range cs {
 			if prev, ok := seen[c.Key()]; ok {
