@@ -242,6 +242,11 @@ func runEval(args []string, stdout, stderr io.Writer) error {
 	if err := os.MkdirAll(*out, 0o755); err != nil {
 		return err
 	}
+	unlock, err := lockDir(*out)
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	jsonl := filepath.Join(*out, "results.jsonl")
 	cells, err := eval.LoadCells(jsonl)
 	if err != nil {

@@ -182,3 +182,19 @@ func TestEvalLongBenchSmoke(t *testing.T) {
 		t.Errorf("no --data: %v", err)
 	}
 }
+
+// TestEvalLocksItsFolder: a second evaluation into a folder another one holds is refused.
+func TestEvalLocksItsFolder(t *testing.T) {
+	dir := t.TempDir()
+	unlock, err := lockDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unlock()
+	_, _, err = runCLI(t, "eval", "ruler", "--tasks", "niah_single_1", "--lengths", "512", "--samples", "1", "--methods", "full",
+		"--haystack", filepath.Join("..", "..", "eval", "testdata", "haystack.txt"),
+		"--words", filepath.Join("..", "..", "eval", "testdata", "words.txt"), "--out", dir)
+	if err == nil || !strings.Contains(err.Error(), "another lukv-run eval") {
+		t.Errorf("second writer: %v, want a lock error", err)
+	}
+}
