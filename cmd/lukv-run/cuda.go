@@ -5,16 +5,24 @@ package main
 import (
 	"fmt"
 	"os"
+	"strings"
 
 	lrt "github.com/lukv/lukv/runtime"
 	"github.com/lukv/lukv/runtime/cuda"
 )
 
-// In binaries built with -tags cuda, --device cuda opens GPU 0. LUKV_CUDA_WEIGHTS picks
-// how matrices are stored: "exact" (default: the checkpoint's own bf16/fp16, never
-// rounded), "bf16" (round everything to bfloat16) or "f32". LUKV_KERNELS names the
-// folder of compiled kernels (default: kernels/build next to the binary or above the
-// working directory).
+// In binaries built with -tags cuda, --device cuda opens GPU 0. Environment:
+//
+//   - LUKV_CUDA_WEIGHTS picks how matrices are stored: "exact" (default: the
+//     checkpoint's own bf16/fp16, never rounded), "bf16" (round everything to bfloat16)
+//     or "f32".
+//   - LUKV_CUDA_TENSOR_CORES=1 or 0 turns the bf16 tensor-core matmuls of the prefill
+//     (cuda.Options.TensorCores, through cuBLAS) on or off. Unset: on for generate and
+//     bench, off for eval and profile, whose results then match the float32 CPU path.
+//     When cuBLAS cannot be loaded the tiled float32 kernel runs, with a warning.
+//   - LUKV_CUBLAS names libcublas.so.N or its folder when the usual places lack it.
+//   - LUKV_KERNELS names the folder of compiled kernels (default: kernels/build next to
+//     the binary or above the working directory).
 func init() {
 	newCUDABackend = func() (lrt.Backend, error) {
 		opt := cuda.Options{}
@@ -28,9 +36,17 @@ func init() {
 		default:
 			return nil, fmt.Errorf("LUKV_CUDA_WEIGHTS=%q: want exact, bf16 or f32", w)
 		}
+		tc, err := cudaTensorCores(activeCommand)
+		if err != nil {
+			return nil, err
+		}
+		opt.TensorCores = tc
 		b, err := cuda.New(opt)
 		if err != nil {
 			return nil, err
+		}
+		if p := b.MatMulPath(); tc && strings.Contains(p, "unavailable") {
+			fmt.Fprintln(os.Stderr, "lukv-run: warning: prefill matmuls run on the", p)
 		}
 		return b, nil
 	}

@@ -22,6 +22,7 @@ func commands() []command {
 		{"generate", "generate text from a prompt (optionally with KV-cache eviction)", runGenerate},
 		{"profile", "profile a model offline to make its LU-KV budget curve", runProfile},
 		{"eval", "evaluate methods on a RULER-style suite (lukv-run eval ruler --help)", runEval},
+		{"bench", "measure prefill, decode (full and compressed KV), eviction overhead and memory against the floors", runBench},
 		{"version", "print lukv's version", func(_ []string, stdout, _ io.Writer) error {
 			fmt.Fprintln(stdout, "lukv", version)
 			return nil
@@ -37,6 +38,9 @@ func usage(w io.Writer) {
 	fmt.Fprintf(w, "\nRun 'lukv-run <command> --help' for a command's flags.\n")
 }
 
+// activeCommand is the command being run, e.g. "generate".
+var activeCommand string
+
 // errUsage marks an error already explained by printed usage.
 var errUsage = errors.New("usage")
 
@@ -47,6 +51,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	}
 	for _, c := range commands() {
 		if c.name == args[0] {
+			activeCommand = c.name // backendFor's --device cuda reads it (cudaTensorCores)
 			return c.run(args[1:], stdout, stderr)
 		}
 	}

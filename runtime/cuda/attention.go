@@ -75,7 +75,8 @@ func planAttention(n, heads, kvHeads, hd, maxLen, sms int) attentionPlan {
 // (writes the new rows after each head's current length), attention (reads the old
 // length from the device head table: row i sees len+i+1 entries), attention_combine
 // when split, kv_commit (advances the device lengths). The host lengths advance with
-// them.
+// them. With Options.TensorCores, prefill calls run kv_to_bf16 and the tensor-core
+// kernel (attention_tc.go) in place of attention.
 func (b *Backend) Attention(out, q, k, v lrt.Tensor, cache lrt.KVCache, layer int, scale float32) {
 	defer b.enter()()
 	c, ok := cache.(*KVCache)
@@ -107,26 +108,30 @@ func (b *Backend) Attention(out, q, k, v lrt.Tensor, cache lrt.KVCache, layer in
 	for _, ln := range l.len {
 		maxLen = max(maxLen, ln)
 	}
-	p := planAttention(n, heads, kvh, d, maxLen, b.sms)
-	kern := b.k.attention[[2]int{p.vpw, p.dpl}]
-	partO, partML := om.ptr, om.ptr // unused when not split
-	if p.splits > 1 {
-		slots := int64(p.splits) * int64(n) * int64(heads)
-		if err := b.partO.ensure(slots*int64(d)*4, "attention split-K partial outputs"); err != nil {
-			panic(err)
+	// Prefill with Options.TensorCores: the bf16 tensor-core kernel (attention_tc.go);
+	// otherwise, or when that path does not apply, the float32 kernel.
+	if !b.attentionTC(om, qm, c, layer, n, heads, maxLen, scale) {
+		p := planAttention(n, heads, kvh, d, maxLen, b.sms)
+		kern := b.k.attention[[2]int{p.vpw, p.dpl}]
+		partO, partML := om.ptr, om.ptr // unused when not split
+		if p.splits > 1 {
+			slots := int64(p.splits) * int64(n) * int64(heads)
+			if err := b.partO.ensure(slots*int64(d)*4, "attention split-K partial outputs"); err != nil {
+				panic(err)
+			}
+			if err := b.partML.ensure(slots*2*4, "attention split-K partial sums"); err != nil {
+				panic(err)
+			}
+			partO, partML = b.partO.ptr, b.partML.ptr
 		}
-		if err := b.partML.ensure(slots*2*4, "attention split-K partial sums"); err != nil {
-			panic(err)
+		b.launch(kern, p.grid, dim3{32 * attnWarps, 1, 1}, p.smem,
+			om.ptr, partO, partML, qm.ptr, kc, vc, offp, lenp,
+			int32(n), int32(heads), int32(kvh), int32(d), scale,
+			int32(p.gt), int32(p.br), int32(p.bk), int32(p.chunk), int32(p.splits))
+		if p.splits > 1 {
+			b.launch(b.k.combine, dim3{n * heads, 1, 1}, dim3{d, 1, 1}, 0,
+				om.ptr, partO, partML, int32(n), int32(heads), int32(d), int32(p.splits))
 		}
-		partO, partML = b.partO.ptr, b.partML.ptr
-	}
-	b.launch(kern, p.grid, dim3{32 * attnWarps, 1, 1}, p.smem,
-		om.ptr, partO, partML, qm.ptr, kc, vc, offp, lenp,
-		int32(n), int32(heads), int32(kvh), int32(d), scale,
-		int32(p.gt), int32(p.br), int32(p.bk), int32(p.chunk), int32(p.splits))
-	if p.splits > 1 {
-		b.launch(b.k.combine, dim3{n * heads, 1, 1}, dim3{d, 1, 1}, 0,
-			om.ptr, partO, partML, int32(n), int32(heads), int32(d), int32(p.splits))
 	}
 	b.launch(b.k.kvCommit, dim3{1, 1, 1}, dim3{(kvh + 31) / 32 * 32, 1, 1}, 0, lenp, int32(kvh), int32(n))
 	for h := range l.len {

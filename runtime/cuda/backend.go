@@ -95,6 +95,9 @@ type Backend struct {
 	partO     devBuf // split-K attention partial outputs
 	partML    devBuf // split-K attention partial (max, sum)
 	pairs     devBuf // int32 (dst, src) row pairs for KV relayout
+
+	blas   blasState   // the tensor-core matmul through cuBLAS (cublas.go)
+	attnTC attnTCState // the tensor-core prefill attention (attention_tc.go)
 }
 
 var _ lrt.Backend = (*Backend)(nil)
@@ -191,8 +194,11 @@ func (b *Backend) Synchronize() error {
 func (b *Backend) Close() error {
 	unlock := b.enter()
 	err := cu.Synchronize()
-	for _, d := range []*devBuf{&b.ids, &b.positions, &b.invFreq, &b.partO, &b.partML, &b.pairs} {
+	for _, d := range []*devBuf{&b.ids, &b.positions, &b.invFreq, &b.partO, &b.partML, &b.pairs, &b.attnTC.kv} {
 		d.free()
+	}
+	if e := b.closeBLAS(); e != nil && err == nil {
+		err = e
 	}
 	b.pool.release()
 	for _, m := range b.mods {

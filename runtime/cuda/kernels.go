@@ -25,6 +25,8 @@ var kernelModules = []struct {
 	{"matmul", []string{"matmul_gemv_f32", "matmul_gemv_bf16", "matmul_gemv_f16", "matmul_tiled_f32", "matmul_tiled_bf16", "matmul_tiled_f16"}},
 	{"attention", []string{"attention_v1_d4", "attention_v2_d4", "attention_v4_d4", "attention_v1_d8", "attention_v2_d8", "attention_combine"}},
 	{"kvcache", []string{"kv_append", "kv_commit", "kv_gather"}},
+	{"convert", []string{"f32_to_bf16"}}, // looked up by cublas.go's initBLAS
+	{"attention_tc", attentionTCKernels}, // looked up by attention_tc.go's initAttentionTC
 }
 
 // kernelExts are the file types tried for each module, in order: native code from

@@ -77,7 +77,10 @@ func (b *Backend) HeadRMSNorm(x, w lrt.Tensor, headDim int, eps float32) {
 		xm.ptr, wm.ptr, i32(xm.rows, "rows"), i32(xm.cols, "cols"), i32(headDim, "headDim"), eps)
 }
 
-// MatMul: out = x @ w^T, x [n, in], w [out, in], out [n, out].
+// MatMul: out = x @ w^T, x [n, in], w [out, in], out [n, out]. Up to gemvMaxRows rows
+// (decode) run on the matrix-vector kernel; more rows on the tiled float32 kernel, or,
+// with Options.TensorCores and bf16 weights, on cuBLAS's bf16 tensor-core GEMM (x
+// rounded to bf16, float32 accumulation).
 func (b *Backend) MatMul(out, x, w lrt.Tensor) {
 	defer b.enter()()
 	o, xm, wm := b.f32(out, "MatMul out"), b.f32(x, "MatMul x"), b.tensor(w, "MatMul w")
@@ -96,6 +99,11 @@ func (b *Backend) MatMul(out, x, w lrt.Tensor) {
 	if n <= gemvMaxRows {
 		const warps = 8 // kernels/matmul.cu GEMV_WARPS: one output column per warp
 		b.launch(b.k.gemv[wm.dt], dim3{(nout + warps - 1) / warps, 1, 1}, dim3{32 * warps, 1, 1}, 0, args...)
+		return
+	}
+	// Prefill: bf16 weights on the tensor cores when asked for (cublas.go), else (and when
+	// cuBLAS is unavailable: MatMulPath says why) the float32 tiled kernel.
+	if b.opt.TensorCores && wm.dt == bf16 && b.matmulTensorCores(o, xm, wm) {
 		return
 	}
 	const tile = 64 // kernels/matmul.cu TILE_M, TILE_N
