@@ -68,8 +68,10 @@ const (
 
 // attnTCWarps is the warps per block (16 query rows each) of the tensor-core attention:
 // 4 (64 rows; up to three blocks per multiprocessor) or 8 (128 rows: half the K and V
-// traffic, one block per multiprocessor). BenchmarkPrefillAttentionTC measures both.
-var attnTCWarps = 4
+// traffic, one block per multiprocessor). BenchmarkPrefillAttentionTC measures both: on
+// the H200 8 was 237/269 TFLOP/s at 8k/32k against 236/259 for 4
+// (results/gpu/2026-11-28-h200-run2/bench-kernels.txt).
+var attnTCWarps = 8
 
 // attnTCState is the tensor-core attention's per-backend state.
 type attnTCState struct {
