@@ -148,43 +148,83 @@ func (m *Model) NewCache(reserve int) lrt.KVCache {
 // and values are appended to cache, and the logits come back for every row ([n*V]) or,
 // with lastOnly, for the last row ([V]).
 func (m *Model) Forward(ids []int, pos0 int, cache lrt.KVCache, lastOnly bool) (logits []float32, err error) {
+	return m.forward([]Segment{{IDs: ids, Pos0: pos0, Cache: cache}}, lastOnly)
+}
+
+// Segment is one sequence's part of a batched forward pass: tokens IDs at positions
+// Pos0 .. Pos0+len(IDs)-1, whose keys and values go to Cache.
+type Segment struct {
+	IDs   []int
+	Pos0  int
+	Cache lrt.KVCache
+}
+
+// ForwardBatch runs several sequences in one pass: the matmuls see all their rows at
+// once (the weights are read once per step for the whole batch), each sequence attends
+// over its own cache. It returns the logits of each segment's last token, [len(segs)][V].
+// Observers are not called (they watch single-sequence prefills).
+func (m *Model) ForwardBatch(segs []Segment) ([][]float32, error) {
+	if len(segs) == 0 {
+		return nil, errors.New("model: batched forward of no sequences")
+	}
+	if m.Observer != nil && len(segs) > 1 {
+		return nil, errors.New("model: an Observer watches single-sequence forward passes, not batches")
+	}
+	flat, err := m.forward(segs, true)
+	if err != nil {
+		return nil, err
+	}
+	V := m.Config.VocabSize
+	out := make([][]float32, len(segs))
+	for i := range out {
+		out[i] = flat[i*V : (i+1)*V]
+	}
+	return out, nil
+}
+
+// forward is the forward pass over one or more segments stacked as rows. With lastOnly
+// it returns the logits of each segment's last row ([len(segs)*V]), else of every row.
+func (m *Model) forward(segs []Segment, lastOnly bool) (logits []float32, err error) {
 	// Backend methods without an error result (Alloc, the ops) panic with an error wrapping
 	// runtime.ErrOutOfMemory when the device is full; turn that into an error here.
 	defer func() {
 		if r := recover(); r != nil {
 			if e, ok := r.(error); ok && errors.Is(e, lrt.ErrOutOfMemory) {
-				logits, err = nil, fmt.Errorf("model: forward of %d tokens at position %d: %w", len(ids), pos0, e)
+				logits, err = nil, fmt.Errorf("model: forward of %d sequences at position %d: %w", len(segs), segs[0].Pos0, e)
 				return
 			}
 			panic(r)
 		}
 	}()
 	c, b := m.Config, m.Backend
-	n := len(ids)
-	if n == 0 {
-		return nil, errors.New("model: forward of no tokens")
-	}
-	if pos0+n > c.MaxPositionEmbeddings {
-		return nil, fmt.Errorf("%w: positions up to %d, but the model's context is %d tokens", ErrContextTooLong, pos0+n, c.MaxPositionEmbeddings)
-	}
-	if w := c.SlidingWindow; w != nil && *w > 0 && pos0+n > *w {
-		// Sliding-window attention (Mistral v0.1) is not implemented: past the window
-		// full attention would silently differ from the model's, so refuse.
-		return nil, fmt.Errorf("%w: positions up to %d pass the model's sliding attention window of %d tokens, which lukv does not implement", ErrContextTooLong, pos0+n, *w)
-	}
-	for _, id := range ids {
-		if id < 0 || id >= c.VocabSize {
-			return nil, fmt.Errorf("model: token id %d outside the vocabulary of %d", id, c.VocabSize)
+	var ids, positions, ends []int // ends[s]: the row of segment s's last token
+	for _, sg := range segs {
+		n, pos0 := len(sg.IDs), sg.Pos0
+		if n == 0 {
+			return nil, errors.New("model: forward of no tokens")
 		}
+		if pos0+n > c.MaxPositionEmbeddings {
+			return nil, fmt.Errorf("%w: positions up to %d, but the model's context is %d tokens", ErrContextTooLong, pos0+n, c.MaxPositionEmbeddings)
+		}
+		if w := c.SlidingWindow; w != nil && *w > 0 && pos0+n > *w {
+			// Sliding-window attention (Mistral v0.1) is not implemented: past the window
+			// full attention would silently differ from the model's, so refuse.
+			return nil, fmt.Errorf("%w: positions up to %d pass the model's sliding attention window of %d tokens, which lukv does not implement", ErrContextTooLong, pos0+n, *w)
+		}
+		for i, id := range sg.IDs {
+			if id < 0 || id >= c.VocabSize {
+				return nil, fmt.Errorf("model: token id %d outside the vocabulary of %d", id, c.VocabSize)
+			}
+			ids = append(ids, id)
+			positions = append(positions, pos0+i)
+		}
+		ends = append(ends, len(ids)-1)
 	}
+	n := len(ids)
 	H, D, F := c.HiddenSize, c.HeadDim, c.IntermediateSize
 	nq, nkv := c.NumHeads*D, c.NumKVHeads*D
 	eps := float32(c.RMSNormEps)
 	scale := float32(1 / math.Sqrt(float64(D)))
-	positions := make([]int, n)
-	for i := range positions {
-		positions[i] = pos0 + i
-	}
 
 	// Activations, all [n, *].
 	x := b.Alloc(n, H)    // residual stream
@@ -224,7 +264,17 @@ func (m *Model) Forward(ids []int, pos0 int, cache lrt.KVCache, lastOnly bool) (
 		if m.Observer != nil {
 			m.Observer.ObserveLayer(li, positions, xn, q, k, v)
 		}
-		b.Attention(att, q, k, v, cache, li, scale)
+		if len(segs) == 1 {
+			b.Attention(att, q, k, v, segs[0].Cache, li, scale)
+		} else {
+			// Each sequence attends over its own cache: its rows, through views.
+			r0 := 0
+			for _, sg := range segs {
+				r := len(sg.IDs)
+				b.Attention(b.Rows(att, r0, r), b.Rows(q, r0, r), b.Rows(k, r0, r), b.Rows(v, r0, r), sg.Cache, li, scale)
+				r0 += r
+			}
+		}
 		b.MatMul(proj, att, l.Wo)
 		b.Add(x, proj)
 
@@ -237,10 +287,17 @@ func (m *Model) Forward(ids []int, pos0 int, cache lrt.KVCache, lastOnly bool) (
 		b.Add(x, proj)
 	}
 
-	// Final norm and LM head, on the last row only when that is all the caller needs.
+	// Final norm and LM head, on each segment's last row only when that is all the
+	// caller needs.
 	last, rows := x, n
-	if lastOnly {
+	switch {
+	case !lastOnly || len(ends) == n:
+	case len(segs) == 1:
 		last, rows = b.RowView(x, n-1), 1
+	default:
+		last, rows = b.Alloc(len(ends), H), len(ends)
+		defer b.Free(last)
+		b.Embed(last, x, ends) // gathers rows
 	}
 	normed := b.Alloc(rows, H)
 	out := b.Alloc(rows, c.VocabSize)

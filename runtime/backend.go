@@ -28,6 +28,9 @@ type Backend interface {
 	Free(t Tensor)
 	// RowView is row i of t as a [1, cols] tensor sharing t's memory.
 	RowView(t Tensor, i int) Tensor
+	// Rows is rows [i, i+n) of t as an [n, cols] tensor sharing t's memory (a batch of
+	// sequences runs its attention one sequence's rows at a time through it).
+	Rows(t Tensor, i, n int) Tensor
 	// Read copies a tensor to host memory.
 	Read(t Tensor) []float32
 

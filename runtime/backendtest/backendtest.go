@@ -23,6 +23,7 @@ func Run(t *testing.T, b lrt.Backend, tol float64) {
 	t.Run("AttentionIncremental", func(t *testing.T) { testAttentionIncremental(t, b, tol) })
 	t.Run("Compact", func(t *testing.T) { testCompact(t, b, tol) })
 	t.Run("Clone", func(t *testing.T) { testClone(t, b) })
+	t.Run("AttentionRows", func(t *testing.T) { testAttentionRows(t, b, tol) })
 }
 
 func randn(r *rand.Rand, n int) []float32 {
@@ -405,5 +406,40 @@ func testClone(t *testing.T, b lrt.Backend) {
 	Check(t, "clone keys after resetting the source", clone.Keys(1, 1), cloneKeys, 0)
 	if _, err := cache.Clone(-1); err == nil {
 		t.Error("clone with a negative reserve: no error")
+	}
+}
+
+// testAttentionRows: three sequences stacked in one activation tensor, each attending
+// over its own cache through Rows views, give each sequence's own attention, and the
+// outputs land in the stacked tensor.
+func testAttentionRows(t *testing.T, b lrt.Backend, tol float64) {
+	r := rand.New(rand.NewPCG(17, 18))
+	heads, kvHeads, hd := 4, 2, 16
+	scale := 1 / math.Sqrt(float64(hd))
+	lens := []int{5, 1, 12}
+	total := 0
+	for _, n := range lens {
+		total += n
+	}
+	q, k, v := randn(r, total*heads*hd), randn(r, total*kvHeads*hd), randn(r, total*kvHeads*hd)
+	qt, kt, vt := Upload(t, b, q, total, heads*hd), Upload(t, b, k, total, kvHeads*hd), Upload(t, b, v, total, kvHeads*hd)
+	out := b.Alloc(total, heads*hd)
+	var want []float32
+	r0 := 0
+	for _, n := range lens {
+		cache := b.NewKVCache(1, kvHeads, hd, 4)
+		b.Attention(b.Rows(out, r0, n), b.Rows(qt, r0, n), b.Rows(kt, r0, n), b.Rows(vt, r0, n), cache, 0, float32(scale))
+		qs := q[r0*heads*hd : (r0+n)*heads*hd]
+		ks, vs := k[r0*kvHeads*hd:(r0+n)*kvHeads*hd], v[r0*kvHeads*hd:(r0+n)*kvHeads*hd]
+		want = append(want, refAttention(qs, n, heads, hd, split(ks, n, kvHeads, hd), split(vs, n, kvHeads, hd),
+			func(_, i int) int { return i + 1 }, scale)...)
+		if cache.Len(0, 1) != n {
+			t.Errorf("sequence of %d tokens: its cache holds %d", n, cache.Len(0, 1))
+		}
+		r0 += n
+	}
+	Check(t, "attention through Rows views", b.Read(out), want, tol)
+	if got := b.Read(b.Rows(qt, 6, 12)); len(got) != 12*heads*hd || got[0] != q[6*heads*hd] {
+		t.Errorf("Rows(6, 12) reads %d values starting %v, want %d starting %v", len(got), got[0], 12*heads*hd, q[6*heads*hd])
 	}
 }

@@ -65,6 +65,14 @@ func (b *Backend) RowView(t lrt.Tensor, i int) lrt.Tensor {
 	return &Mat{R: 1, C: m.C, Data: m.Row(i)}
 }
 
+func (b *Backend) Rows(t lrt.Tensor, i, n int) lrt.Tensor {
+	m := mat(t)
+	if i < 0 || n < 0 || i+n > m.R {
+		panic(fmt.Sprintf("cpu: Rows %d..%d of a [%d, %d] tensor", i, i+n, m.R, m.C))
+	}
+	return &Mat{R: n, C: m.C, Data: m.Data[i*m.C : (i+n)*m.C]}
+}
+
 func (b *Backend) Read(t lrt.Tensor) []float32 {
 	m := mat(t)
 	return append([]float32(nil), m.Data...)

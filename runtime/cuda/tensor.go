@@ -189,6 +189,20 @@ func (b *Backend) RowView(t lrt.Tensor, i int) lrt.Tensor {
 	return &Tensor{rows: 1, cols: ct.cols, dt: f32, ptr: ct.ptr + cu.DevicePtr(int64(i)*int64(ct.cols)*4), parent: owner}
 }
 
+// Rows is rows [i, i+n) of t as an [n, cols] float32 tensor sharing t's memory.
+func (b *Backend) Rows(t lrt.Tensor, i, n int) lrt.Tensor {
+	defer b.enter()()
+	ct := b.f32(t, "Rows")
+	if i < 0 || n < 0 || i+n > ct.rows {
+		panic(fmt.Sprintf("cuda: Rows %d..%d of a [%d, %d] tensor", i, i+n, ct.rows, ct.cols))
+	}
+	owner := ct
+	if ct.parent != nil {
+		owner = ct.parent
+	}
+	return &Tensor{rows: n, cols: ct.cols, dt: f32, ptr: ct.ptr + cu.DevicePtr(int64(i)*int64(ct.cols)*4), parent: owner}
+}
+
 // Read copies t to the host as float32.
 func (b *Backend) Read(t lrt.Tensor) []float32 {
 	defer b.enter()()

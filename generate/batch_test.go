@@ -1,0 +1,95 @@
+package generate
+
+import (
+	"path/filepath"
+	"reflect"
+	"testing"
+
+	"github.com/lukv/lukv/model"
+	"github.com/lukv/lukv/models"
+	"github.com/lukv/lukv/runtime/cpu"
+	"github.com/lukv/lukv/tokenizer"
+)
+
+// TestGenerateBatchMatchesGenerate: sequences generated together (batches of 2 and of 8)
+// give exactly what each gives alone, with greedy and seeded sampling, a stop string,
+// end of sequence and different token limits, from caches of different lengths.
+func TestGenerateBatchMatchesGenerate(t *testing.T) {
+	dir, err := models.DefaultDir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := model.Load(dir, cpu.New())
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := tokenizer.Load(filepath.Join(dir, "tokenizer.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := &Generator{Model: m, Tokenizer: tok}
+	contexts := []string{
+		"The grass is green. One of the special magic numbers for apple is: 482910. The sky is blue.",
+		"In the beginning was the word, and the word was with God.",
+		"Memorize and track the chain of variable assignment. VAR AB = 12345. VAR CD = VAR AB.",
+	}
+	questions := []string{"\nWhat is the special magic number for apple? The special magic number for apple is",
+		"\nAnd then", "\nQuestion: Find all variables that are assigned the value 12345. Answer:"}
+	opts := []Options{
+		{MaxNewTokens: 12},
+		{MaxNewTokens: 20, Temperature: 0.9, TopP: 0.9, Seed: 5},
+		{MaxNewTokens: 16, StopStrings: []string{"."}},
+	}
+	type job struct {
+		prompt []int
+		cached int
+		opt    Options
+	}
+	var jobs []job
+	for i := range contexts {
+		ctx := tok.Encode(contexts[i], true)
+		prompt := append(append([]int(nil), ctx...), tok.Encode(questions[i], false)...)
+		jobs = append(jobs, job{prompt, len(ctx), opts[i]})
+	}
+	prefilled := func(j job) Options {
+		c := m.NewCache(len(j.prompt) + j.opt.MaxNewTokens)
+		if _, err := m.Forward(j.prompt[:j.cached], 0, c, true); err != nil {
+			t.Fatal(err)
+		}
+		o := j.opt
+		o.Cache, o.Cached = c, j.cached
+		return o
+	}
+	var want []*Result
+	for _, j := range jobs {
+		r, err := g.Generate(j.prompt, prefilled(j))
+		if err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, r)
+	}
+	for _, batch := range []int{2, 8} {
+		var reqs []Request
+		for _, j := range jobs {
+			reqs = append(reqs, Request{Prompt: j.prompt, Options: prefilled(j)})
+		}
+		got, err := g.GenerateBatch(reqs, batch)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range jobs {
+			if got[i].Text != want[i].Text || !reflect.DeepEqual(got[i].Tokens, want[i].Tokens) || got[i].StopReason != want[i].StopReason {
+				t.Errorf("batch %d, request %d: got %q (%s), alone %q (%s)", batch, i, got[i].Text, got[i].StopReason, want[i].Text, want[i].StopReason)
+			}
+		}
+	}
+	if want[2].StopReason != "stop_string" {
+		t.Logf("request 2 stopped by %s", want[2].StopReason)
+	}
+	if _, err := g.GenerateBatch([]Request{{Prompt: jobs[0].prompt, Options: Options{MaxNewTokens: 1}}}, 4); err == nil {
+		t.Error("a request without a prefilled cache: no error")
+	}
+	if _, err := g.GenerateBatch(nil, 0); err == nil {
+		t.Error("batch size 0: no error")
+	}
+}
