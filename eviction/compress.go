@@ -1,6 +1,7 @@
 package eviction
 
 import (
+	"errors"
 	"fmt"
 
 	"github.com/lukv/lukv/model"
@@ -15,6 +16,10 @@ type Method struct {
 	Ratio     float64 // compression ratio rho: the fraction of tokens to drop
 	Sink      int
 	Window    int
+	// HostOnly makes Compress select and compact through the host path even when the
+	// cache can do it on the device (runtime.DeviceCompaction); both keep the same
+	// tokens. For comparisons and debugging.
+	HostOnly bool
 }
 
 func (m Method) String() string {
@@ -23,12 +28,25 @@ func (m Method) String() string {
 
 // Collector is a model.Observer that scores every layer's tokens during a prefill, so
 // the cache can be compressed right after it. It holds only the scores, [layer][Nkv][T].
+//
+// When the model's backend scores on the device (runtime.DeviceScoring) and the scorer
+// has a device form (DeviceSpec), a layer is scored where its activations are, without
+// the host View; the device scores of all layers are copied into Scores once, when the
+// last layer has been observed (so during the pass a device-scored layer's entry is
+// nil). Device scores are float32 computations of the same function (see the backend's
+// documentation for their rounding); a layer the device cannot score, or a Collector
+// with OnView or HostOnly set, uses the host path.
 type Collector struct {
 	Model  *model.Model
 	Scorer Scorer
 	Scores [][][]float32
 	// OnView, when set, also receives every layer's view (the profiler keeps them).
 	OnView func(v *LayerView)
+	// HostOnly scores on the host even when the backend could score on the device.
+	HostOnly bool
+
+	dev   lrt.DeviceScores // this pass's device scores, [layers][Nkv][T]
+	onDev []bool           // [layer] scored into dev in this pass
 }
 
 // NewCollector returns a collector for model m and scorer s.
@@ -36,13 +54,156 @@ func NewCollector(m *model.Model, s Scorer) *Collector {
 	return &Collector{Model: m, Scorer: s, Scores: make([][][]float32, m.Config.NumLayers)}
 }
 
-// ObserveLayer builds the layer's view from the backend's activations and scores it.
+// ObserveLayer scores the layer: on the device when it can (see Collector), else from
+// the host view of the backend's activations.
 func (c *Collector) ObserveLayer(layer int, positions []int, x, q, k, v lrt.Tensor) {
-	view := c.View(layer, positions, x, q, k, v)
-	c.Scores[layer] = c.Scorer.Score(view)
-	if c.OnView != nil {
-		c.OnView(view)
+	if layer == 0 {
+		c.dropDevice() // a new pass
 	}
+	if !c.scoreOnDevice(layer, positions, q, k, v) {
+		view := c.View(layer, positions, x, q, k, v)
+		c.Scores[layer] = c.Scorer.Score(view)
+		if c.OnView != nil {
+			c.OnView(view)
+		}
+	}
+	if layer == len(c.Scores)-1 {
+		c.collectDevice()
+	}
+}
+
+// DeviceSpec returns the device form of s (runtime.ScorerSpec, defaults filled in) and
+// true when s is one of the scorers a backend may run on the device (expected
+// attention, SnapKV, KeyDiff, K-norm, as values or non-nil pointers) with a valid
+// configuration.
+func DeviceSpec(s Scorer) (lrt.ScorerSpec, bool) {
+	switch p := s.(type) {
+	case *ExpectedAttentionScorer:
+		if p == nil {
+			return lrt.ScorerSpec{}, false
+		}
+		s = *p
+	case *SnapKVScorer:
+		if p == nil {
+			return lrt.ScorerSpec{}, false
+		}
+		s = *p
+	case *KeyDiffScorer:
+		if p == nil {
+			return lrt.ScorerSpec{}, false
+		}
+		s = *p
+	case *KNormScorer:
+		if p == nil {
+			return lrt.ScorerSpec{}, false
+		}
+		s = *p
+	}
+	switch sc := s.(type) {
+	case ExpectedAttentionScorer:
+		return expectedSpec(sc)
+	case SnapKVScorer:
+		return snapSpec(sc)
+	case KeyDiffScorer:
+		return lrt.ScorerSpec{Kind: lrt.ScoreKeyDiff}, true
+	case KNormScorer:
+		return lrt.ScorerSpec{Kind: lrt.ScoreKNorm}, true
+	}
+	return lrt.ScorerSpec{}, false
+}
+
+func expectedSpec(s ExpectedAttentionScorer) (lrt.ScorerSpec, bool) {
+	if s.Validate() != nil {
+		return lrt.ScorerSpec{}, false
+	}
+	n := s.NFuture
+	if n == 0 {
+		n = DefaultEANFuture
+	}
+	return lrt.ScorerSpec{Kind: lrt.ScoreExpectedAttention, Epsilon: s.Epsilon, NFuture: n, NSink: s.NSink,
+		UseCovariance: s.UseCovariance, UseVNorm: s.UseVNorm}, true
+}
+
+func snapSpec(s SnapKVScorer) (lrt.ScorerSpec, bool) {
+	if s.Validate() != nil {
+		return lrt.ScorerSpec{}, false
+	}
+	w, k := s.Window, s.Kernel
+	if w == 0 {
+		w = DefaultSnapKVWindow
+	}
+	if k == 0 {
+		k = DefaultSnapKVKernel
+	}
+	return lrt.ScorerSpec{Kind: lrt.ScoreSnapKV, Window: w, Kernel: k, MaxPool: s.Pool == "max"}, true
+}
+
+// scoreOnDevice scores the layer into this pass's device scores, reporting false (with
+// nothing recorded) when the host path must do it.
+func (c *Collector) scoreOnDevice(layer int, positions []int, q, k, v lrt.Tensor) bool {
+	if c.OnView != nil || c.HostOnly || c.Model == nil {
+		return false
+	}
+	ds, ok := c.Model.Backend.(lrt.DeviceScoring)
+	if !ok {
+		return false
+	}
+	spec, ok := DeviceSpec(c.Scorer)
+	cfg := c.Model.Config
+	if !ok || len(c.Scores) != cfg.NumLayers || layer < 0 || layer >= len(c.Scores) {
+		return false
+	}
+	T := len(positions)
+	if c.dev == nil || c.dev.Tokens() != T {
+		c.dropDevice()
+		d, err := ds.NewScores(len(c.Scores), cfg.NumKVHeads, T)
+		if err != nil {
+			return false
+		}
+		c.dev, c.onDev = d, make([]bool, len(c.Scores))
+	}
+	in := lrt.LayerInput{Layer: layer, Positions: positions, Q: q, K: k, V: v,
+		NumHeads: cfg.NumHeads, NumKVHeads: cfg.NumKVHeads, HeadDim: cfg.HeadDim, RoPE: c.Model.RoPE}
+	if err := ds.ScoreLayer(spec, in, c.dev); err != nil {
+		return false // unsupported here (or failed): the host path scores this layer
+	}
+	c.onDev[layer] = true
+	c.Scores[layer] = nil
+	return true
+}
+
+// collectDevice copies this pass's device scores into Scores, in one block of memory
+// ([layer][head] slices back to back, so Compress can hand them to the device in one
+// copy), and frees them. If the copy fails those layers stay nil, and Compress reports
+// them as not scored.
+func (c *Collector) collectDevice() {
+	if c.dev == nil {
+		return
+	}
+	defer c.dropDevice()
+	data, err := c.dev.Read()
+	if err != nil {
+		return
+	}
+	nkv, T := c.dev.KVHeads(), c.dev.Tokens()
+	for l, on := range c.onDev {
+		if !on {
+			continue
+		}
+		c.Scores[l] = make([][]float32, nkv)
+		for h := range c.Scores[l] {
+			i := (l*nkv + h) * T
+			c.Scores[l][h] = data[i : i+T : i+T]
+		}
+	}
+}
+
+// dropDevice frees this pass's device scores.
+func (c *Collector) dropDevice() {
+	if c.dev != nil {
+		c.dev.Free()
+	}
+	c.dev, c.onDev = nil, nil
 }
 
 // View copies one layer's activations to the host as a LayerView, recomputing the
@@ -87,7 +248,29 @@ func splitHeads(x []float32, n, heads, d int) [][]float32 {
 // Compress applies the method to a cache whose every head holds exactly the T tokens the
 // collector scored: per layer it protects sink and window, allocates, and compacts,
 // leaving room for reserve more tokens per head.
+//
+// When the cache selects and compacts on the device (runtime.DeviceCompaction), all
+// heads hold the same T and the allocator's rule has a device form (uniform, pyramid and
+// LU-KV budgets: per-head counts computed here; AdaKV: the pooled rule), the scores go to
+// the device once and the kept indices never come back; the cache ends up exactly as the
+// host path leaves it. Otherwise (or with HostOnly) the host path runs.
 func (m Method) Compress(cache lrt.KVCache, scores [][][]float32, reserve int) error {
+	if dc, ok := cache.(lrt.DeviceCompaction); ok && !m.HostOnly {
+		req, ok, err := m.deviceRequest(cache, scores, reserve)
+		if err != nil {
+			return err
+		}
+		if ok {
+			if err := dc.Evict(req); !errors.Is(err, lrt.ErrUnsupported) {
+				return err
+			}
+		}
+	}
+	return m.compressHost(cache, scores, reserve)
+}
+
+// compressHost is Compress's host path, the reference.
+func (m Method) compressHost(cache lrt.KVCache, scores [][][]float32, reserve int) error {
 	for layer, s := range scores {
 		if s == nil {
 			return fmt.Errorf("eviction: layer %d was not scored", layer)
@@ -111,4 +294,113 @@ func (m Method) Compress(cache lrt.KVCache, scores [][][]float32, reserve int) e
 		}
 	}
 	return nil
+}
+
+// deviceRequest turns the method into a runtime.EvictRequest: ok is false when the host
+// path must run (an allocator without a device form, heads of different lengths); err
+// is the error the host path would return before compacting anything (an unscored
+// layer, a length mismatch, a bad ratio or curve), checked for every layer up front.
+func (m Method) deviceRequest(cache lrt.KVCache, scores [][][]float32, reserve int) (lrt.EvictRequest, bool, error) {
+	req := lrt.EvictRequest{Scores: scores, Sink: m.Sink, Window: m.Window, Reserve: reserve}
+	L, nkv, T := len(scores), cache.KVHeads(), -1
+	if L == 0 || L > cache.Layers() || reserve < 0 {
+		return req, false, nil
+	}
+	for layer, s := range scores {
+		if s == nil {
+			return req, false, fmt.Errorf("eviction: layer %d was not scored", layer)
+		}
+		if len(s) != nkv {
+			return req, false, nil
+		}
+		for h := range s {
+			if len(s[h]) != cache.Len(layer, h) {
+				return req, false, fmt.Errorf("eviction: layer %d head %d has %d scores for %d cached tokens", layer, h, len(s[h]), cache.Len(layer, h))
+			}
+			if T < 0 {
+				T = len(s[h])
+			}
+			if len(s[h]) != T {
+				return req, false, nil
+			}
+		}
+	}
+	if T < 1 {
+		return req, false, nil
+	}
+	// counts gives every head of every layer the same count f(layer), as topK clamps it.
+	counts := func(f func(layer int) int) [][]int {
+		out := make([][]int, L)
+		for l := range out {
+			out[l] = make([]int, nkv)
+			n := max(0, min(T, f(l)))
+			for h := range out[l] {
+				out[l][h] = n
+			}
+		}
+		return out
+	}
+	alloc := m.Allocator
+	switch p := alloc.(type) { // the allocators' methods have value receivers
+	case *UniformAllocator:
+		if p == nil {
+			return req, false, nil
+		}
+		alloc = *p
+	case *PyramidAllocator:
+		if p == nil {
+			return req, false, nil
+		}
+		alloc = *p
+	case *LUKVAllocator:
+		if p == nil {
+			return req, false, nil
+		}
+		alloc = *p
+	case *AdaKVAllocator:
+		if p == nil {
+			return req, false, nil
+		}
+		alloc = *p
+	}
+	switch alloc.(type) {
+	case UniformAllocator, PyramidAllocator, LUKVAllocator, AdaKVAllocator:
+		if err := checkRatio(m.Ratio); err != nil { // each one's Keep starts with this
+			return req, false, err
+		}
+	default:
+		return req, false, nil
+	}
+	switch a := alloc.(type) {
+	case UniformAllocator:
+		req.Counts = counts(func(int) int { return max(1, uniformBudget(T, m.Ratio)) })
+	case PyramidAllocator:
+		req.Counts = counts(func(l int) int { return max(1, a.LayerBudget(l, L, T, m.Ratio)) })
+	case LUKVAllocator:
+		if err := a.Curve.CheckFits(L, nkv); err != nil {
+			return req, false, err
+		}
+		if m.Ratio == 0 { // as LUKVAllocator.Keep: the uniform budget at ratio 0
+			req.Counts = counts(func(int) int { return T })
+			break
+		}
+		req.Counts = make([][]int, L)
+		for l := range req.Counts {
+			cs, err := a.Curve.KeepCounts(l, m.Ratio, T)
+			if err != nil {
+				return req, false, err
+			}
+			for h := range cs {
+				cs[h] = max(0, min(T, cs[h]))
+			}
+			req.Counts[l] = cs
+		}
+	case AdaKVAllocator:
+		nKept := uniformBudget(T, m.Ratio)
+		nSafe := int(float64(nKept) * a.Safeguard)
+		req.Pooled = &lrt.PooledBudget{Safe: nSafe, Left: nKept*nkv - nkv*max(0, min(nSafe, T))}
+	default:
+		return req, false, nil
+	}
+	return req, true, nil
 }

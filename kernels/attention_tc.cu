@@ -16,6 +16,11 @@
 //   are finite (0 * NaN in P.V would poison a row). Rows past that are never read.
 //   Launch: grid-stride over 8-element groups (two float4 loads, one 16-byte store),
 //   block 256. Bound: memory, 12 bytes per live element.
+// kv_bf16_to_bf16: the same copy from a bfloat16 cache (Options.KVBF16): one 16-byte
+//   load per group, no rounding (the cache already holds what the copy would round to),
+//   4 bytes per live element. The copy stays (rather than the kernel reading the cache
+//   in place) because the tiles need every head's rows at a uniform stride, padded to
+//   HDP and zero past the live rows up to the next 64, which the cache does not have.
 //   Why a separate pass instead of converting while staging tiles: a block re-reads its
 //   head's K and V once per 64 queries, so converting once halves the bytes every block
 //   pulls from L2 (bf16, not float32) and lets the tile loads be cp.async copies that
@@ -132,10 +137,13 @@ __device__ __forceinline__ void mma_bf16(float (&c)[4], const uint32_t (&a)[4], 
 
 // ---------------------------------------------------------------------------------
 
-extern "C" __global__ void __launch_bounds__(256) kv_to_bf16(
-    uint16_t* __restrict__ kb, uint16_t* __restrict__ vb, const float* __restrict__ kc,
-    const float* __restrict__ vc, const int* __restrict__ off, const int* __restrict__ len, int n,
-    int kvHeads, int hd, int hdp, int T) {
+// kv_copy_bf16 is kv_to_bf16 (SRC_BF16 = 0: float32 cache) and kv_bf16_to_bf16
+// (SRC_BF16 = 1: bfloat16 cache).
+template <int SRC_BF16>
+__device__ __forceinline__ void kv_copy_bf16(uint16_t* __restrict__ kb, uint16_t* __restrict__ vb,
+                                             const void* __restrict__ kc, const void* __restrict__ vc,
+                                             const int* __restrict__ off, const int* __restrict__ len, int n,
+                                             int kvHeads, int hd, int hdp, int T) {
 #ifdef TC_UNSUPPORTED
 	__trap();
 #else
@@ -152,16 +160,35 @@ extern "C" __global__ void __launch_bounds__(256) kv_to_bf16(
 		uint4 kw = make_uint4(0, 0, 0, 0), vw = make_uint4(0, 0, 0, 0);
 		if (j < live && d < hd) {  // hd % 16 == 0: the 8 elements are all in or all out
 			const long long src = ((long long)off[h] + j) * hd + d;
-			const float4 k0 = *(const float4*)(kc + src), k1 = *(const float4*)(kc + src + 4);
-			const float4 v0 = *(const float4*)(vc + src), v1 = *(const float4*)(vc + src + 4);
-			kw = make_uint4(pack_bf16(k0.x, k0.y), pack_bf16(k0.z, k0.w), pack_bf16(k1.x, k1.y), pack_bf16(k1.z, k1.w));
-			vw = make_uint4(pack_bf16(v0.x, v0.y), pack_bf16(v0.z, v0.w), pack_bf16(v1.x, v1.y), pack_bf16(v1.z, v1.w));
+			if (SRC_BF16) {
+				kw = *(const uint4*)((const uint16_t*)kc + src);
+				vw = *(const uint4*)((const uint16_t*)vc + src);
+			} else {
+				const float* kf = (const float*)kc + src;
+				const float* vf = (const float*)vc + src;
+				const float4 k0 = *(const float4*)kf, k1 = *(const float4*)(kf + 4);
+				const float4 v0 = *(const float4*)vf, v1 = *(const float4*)(vf + 4);
+				kw = make_uint4(pack_bf16(k0.x, k0.y), pack_bf16(k0.z, k0.w), pack_bf16(k1.x, k1.y), pack_bf16(k1.z, k1.w));
+				vw = make_uint4(pack_bf16(v0.x, v0.y), pack_bf16(v0.z, v0.w), pack_bf16(v1.x, v1.y), pack_bf16(v1.z, v1.w));
+			}
 		}
 		const long long dst = ((long long)h * T + j) * hdp + d;
 		*(uint4*)(kb + dst) = kw;
 		*(uint4*)(vb + dst) = vw;
 	}
 #endif
+}
+
+extern "C" __global__ void __launch_bounds__(256) kv_to_bf16(uint16_t* kb, uint16_t* vb, const float* kc, const float* vc,
+                                                             const int* off, const int* len, int n, int kvHeads, int hd,
+                                                             int hdp, int T) {
+	kv_copy_bf16<0>(kb, vb, kc, vc, off, len, n, kvHeads, hd, hdp, T);
+}
+
+extern "C" __global__ void __launch_bounds__(256) kv_bf16_to_bf16(uint16_t* kb, uint16_t* vb, const uint16_t* kc,
+                                                                  const uint16_t* vc, const int* off, const int* len,
+                                                                  int n, int kvHeads, int hd, int hdp, int T) {
+	kv_copy_bf16<1>(kb, vb, kc, vc, off, len, n, kvHeads, hd, hdp, T);
 }
 
 template <int HD, int WARPS>

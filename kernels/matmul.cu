@@ -4,22 +4,39 @@
 //   x [n, K] float32, w [N, K] (Hugging Face [out, in] layout), out [n, N] float32:
 //   out[i, o] = sum_k x[i, k] * float(w[o, k])
 //
-// Two kernels, picked by the host (runtime/cuda/ops.go, n <= gemvMaxRows):
+// Three kernels, picked by the host (runtime/cuda/ops.go):
 //
-// matmul_gemv_<dt>: few rows (decode). One warp per output column o (a row of w): lanes
-//   stride over w's row in 16-byte loads (4 float32 or 8 16-bit weights) when every row
-//   starts 16-byte aligned (K*elem % 16 == 0), else one element at a time, and multiply
-//   each weight into all n <= 8 rows of x (read through L1: every warp of the block reads
-//   the same x). Launch: block 256 threads (8 warps, 8 columns), grid ceil(N/8).
+// gemv_<dt>_n<NR> (decode, n <= NR <= 8, NR in 1, 2, 4, 8; rows of w and x 16-byte
+//   aligned: K*elem % 16 == 0): a block of 256 threads computes GV_ROWS = 4 output
+//   columns (rows of w) for all n rows of x. Thread t reads 16-byte chunks t, t+256,
+//   t+512, ... of each of the block's 4 weight rows (so every warp load is 512
+//   contiguous bytes), U chunks per row at once (U = 2 for NR <= 4, 1 for 8: 4*U
+//   independent 16-byte loads in flight per thread; few registers, so that four blocks
+//   fit a multiprocessor at NR = 1: ~128 KiB in flight), through the read-only path without
+//   allocating in L1 (ld.global.nc.L1::no_allocate: the weights are read once, x stays
+//   cached), and multiplies each weight into the NR rows of x (read through L1, reused
+//   across the 4 weight rows in registers). Rows of x past n repeat row n-1 (their sums
+//   are dropped), rows of w past N repeat row N-1 (not stored). The 4*NR partial sums
+//   per thread are reduced across the warp by a reduce-scatter butterfly (4*NR - 1 +
+//   5 - log2(4*NR) shuffles instead of 5 per value) and across the 8 warps through
+//   shared memory, in a fixed order: results do not depend on timing.
+//   Grouped launch: up to three matrices sharing x (q, k and v projections; gate and
+//   up) in one grid: blocks [0, B0) take matrix 0, [B0, B0+B1) matrix 1, the rest
+//   matrix 2, Bi = ceil(Ni / 4). Launch: block 256, grid B0 + B1 + B2.
 //   Bound: memory, reading w once (N*K*elem bytes): the decode floor.
+//
+// matmul_gemv_<dt>: few rows, any alignment (the fallback of gemv_*). One warp per
+//   output column o: lanes stride over w's row in 16-byte loads when every row starts
+//   16-byte aligned, else one element at a time. Launch: block 256 (8 warps, 8
+//   columns), grid ceil(N/8).
 //
 // matmul_tiled_<dt>: many rows (prefill). Classic shared-memory tiling: a block computes
 //   a 64x64 tile of out, stepping over K 16 at a time; x's and w's tiles are staged in
 //   shared memory k-major (w widened to float32 on the way), each of the 256 threads
 //   accumulates a 4x4 patch. Edges are zero-padded on load and masked on store, so any
 //   n, K, N work. Launch: block 256, grid (ceil(N/64), ceil(n/64)); 8.5 KiB shared.
-//   Bound: float32 FMA throughput (CUDA cores, no tensor cores yet: the activations are
-//   float32 and rounding them to bfloat16 would change results).
+//   Bound: float32 FMA throughput (CUDA cores; bf16 weights with Options.TensorCores
+//   go to cuBLAS instead, runtime/cuda/cublas.go).
 #include <cuda_fp16.h>
 
 #define DT_F32 0
@@ -28,6 +45,10 @@
 
 #define GEMV_MAX_ROWS 8
 #define GEMV_WARPS 8
+
+#define GV_THREADS 256
+#define GV_WARPS (GV_THREADS / 32)
+#define GV_ROWS 4
 
 #define TILE_M 64
 #define TILE_N 64
@@ -183,3 +204,144 @@ __device__ __forceinline__ void tiled(float* __restrict__ out, const float* __re
 MATMUL_KERNELS(f32, DT_F32)
 MATMUL_KERNELS(bf16, DT_BF16)
 MATMUL_KERNELS(f16, DT_F16)
+
+// ---------------------------------------------------------------------------------
+// gemv_<dt>_n<NR>: the decode GEMV (see the top of the file).
+
+// ld_stream loads 16 bytes of weights through the non-coherent path without allocating
+// them in L1, asking L2 to fetch the whole 256-byte block (a warp reads 512 contiguous
+// bytes per load).
+__device__ __forceinline__ uint4 ld_stream(const uint4* p) {
+	uint4 r;
+	asm("ld.global.nc.L1::no_allocate.L2::256B.v4.u32 {%0, %1, %2, %3}, [%4];"
+	    : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
+	    : "l"(p));
+	return r;
+}
+
+__host__ __device__ constexpr int ilog2(int v) { return v <= 1 ? 0 : 1 + ilog2(v / 2); }
+
+// reduce_scatter sums a[v] (V a power of two <= 32) over the 32 lanes of a warp. On
+// return a[0] of lane l holds the total of value v = l >> (5 - log2 V) (every lane of
+// that group of 32/V lanes holds it). Step s (offset 16 >> s) halves the values a lane
+// keeps: the lanes with that offset's bit set keep the upper half and send the lower.
+template <int V>
+__device__ __forceinline__ void reduce_scatter(float (&a)[V], int lane) {
+	constexpr int LV = ilog2(V);
+	static_assert((1 << LV) == V && V <= 32, "V must be a power of two <= 32");
+#pragma unroll
+	for (int s = 0; s < LV; s++) {
+		const int h = V >> (s + 1), off = 16 >> s;
+		const bool upper = (lane & off) != 0;
+#pragma unroll
+		for (int j = 0; j < h; j++) {
+			const float send = upper ? a[j] : a[j + h];
+			const float keep = upper ? a[j + h] : a[j];
+			a[j] = keep + __shfl_xor_sync(0xffffffffu, send, off);
+		}
+	}
+#pragma unroll
+	for (int off = 16 >> LV; off >= 1; off >>= 1) a[0] += __shfl_xor_sync(0xffffffffu, a[0], off);
+}
+
+// gemv_block computes out[i, row0 + r] for i < n, r < GV_ROWS (rows < N) with one block.
+template <int DT, int NR>
+__device__ __forceinline__ void gemv_block(float* __restrict__ out, const float* __restrict__ x,
+                                           const void* __restrict__ w, int n, int K, int N, int row0) {
+	constexpr int ESZ = DT == DT_F32 ? 4 : 2;
+	constexpr int PER = 16 / ESZ;  // weights per 16-byte chunk
+	constexpr int R = GV_ROWS;
+	constexpr int U = NR <= 4 ? 2 : 1;  // chunks per row in flight per thread
+	constexpr int V = R * NR;           // partial sums per thread: a[r * NR + i]
+	__shared__ float red[GV_WARPS][V];
+	const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+	const int chunks = K / PER;
+
+	const uint4* wr[R];
+#pragma unroll
+	for (int r = 0; r < R; r++) wr[r] = (const uint4*)((const char*)w + (long long)min(row0 + r, N - 1) * K * ESZ);
+	int xoff[NR];  // element offset of x's row i (n*K < 2^31: checked by the host)
+#pragma unroll
+	for (int i = 0; i < NR; i++) xoff[i] = min(i, n - 1) * K;
+
+	float a[V];
+#pragma unroll
+	for (int e = 0; e < V; e++) a[e] = 0.f;
+
+	for (int base = 0; base < chunks; base += GV_THREADS * U) {
+		uint4 raw[U][R];
+#pragma unroll
+		for (int u = 0; u < U; u++) {
+			const int c = base + u * GV_THREADS + tid;
+#pragma unroll
+			for (int r = 0; r < R; r++) raw[u][r] = c < chunks ? ld_stream(wr[r] + c) : make_uint4(0u, 0u, 0u, 0u);
+		}
+#pragma unroll
+		for (int u = 0; u < U; u++) {
+			const int c = base + u * GV_THREADS + tid;
+			if (c < chunks) {
+				float wv[R][PER];
+#pragma unroll
+				for (int r = 0; r < R; r++) unpack<DT>(raw[u][r], wv[r]);
+#pragma unroll
+				for (int i = 0; i < NR; i++) {
+					const float4* xp = (const float4*)(x + xoff[i] + c * PER);
+					float xv[PER];
+#pragma unroll
+					for (int q = 0; q < PER / 4; q++) {
+						const float4 t = __ldg(xp + q);
+						xv[4 * q] = t.x;
+						xv[4 * q + 1] = t.y;
+						xv[4 * q + 2] = t.z;
+						xv[4 * q + 3] = t.w;
+					}
+#pragma unroll
+					for (int r = 0; r < R; r++)
+#pragma unroll
+						for (int e = 0; e < PER; e++) a[r * NR + i] = fmaf(xv[e], wv[r][e], a[r * NR + i]);
+				}
+			}
+		}
+	}
+
+	reduce_scatter<V>(a, lane);
+	constexpr int LV = ilog2(V);
+	if ((lane & ((32 >> LV) - 1)) == 0) red[warp][lane >> (5 - LV)] = a[0];
+	__syncthreads();
+	if (tid < V) {
+		float s = 0.f;
+#pragma unroll
+		for (int wi = 0; wi < GV_WARPS; wi++) s += red[wi][tid];
+		const int r = tid / NR, i = tid % NR;
+		if (row0 + r < N && i < n) out[(long long)i * N + row0 + r] = s;
+	}
+}
+
+#define GEMV_FAST_KERNEL(SUFFIX, DT, NR)                                                         \
+	extern "C" __global__ void __launch_bounds__(GV_THREADS) gemv_##SUFFIX##_n##NR(              \
+	    const float* x, int n, int K, float* o0, const void* w0, int N0, int B0, float* o1,      \
+	    const void* w1, int N1, int B1, float* o2, const void* w2, int N2) {                     \
+		int b = blockIdx.x;                                                                      \
+		float* o = o0;                                                                           \
+		const void* w = w0;                                                                      \
+		int N = N0;                                                                              \
+		if (b >= B0) {                                                                           \
+			b -= B0;                                                                             \
+			o = o1, w = w1, N = N1;                                                              \
+			if (b >= B1) {                                                                       \
+				b -= B1;                                                                         \
+				o = o2, w = w2, N = N2;                                                          \
+			}                                                                                    \
+		}                                                                                        \
+		gemv_block<DT, NR>(o, x, w, n, K, N, b * GV_ROWS);                                       \
+	}
+
+#define GEMV_FAST_KERNELS(SUFFIX, DT) \
+	GEMV_FAST_KERNEL(SUFFIX, DT, 1)   \
+	GEMV_FAST_KERNEL(SUFFIX, DT, 2)   \
+	GEMV_FAST_KERNEL(SUFFIX, DT, 4)   \
+	GEMV_FAST_KERNEL(SUFFIX, DT, 8)
+
+GEMV_FAST_KERNELS(f32, DT_F32)
+GEMV_FAST_KERNELS(bf16, DT_BF16)
+GEMV_FAST_KERNELS(f16, DT_F16)

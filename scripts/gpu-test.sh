@@ -77,6 +77,8 @@ fi
 if [[ -x gpubin/lukv-run ]]; then
 	note "== lukv-run generate (embedded default model)"
 	args=(generate --max-new-tokens 24 --prompt "The old lighthouse keeper" --json)
+	# float32 KV and matmuls on the GPU: the tokens must equal the CPU's exactly.
+	export LUKV_CUDA_KV=f32 LUKV_CUDA_TENSOR_CORES=0
 	gpu_out=$(timeout 45 gpubin/lukv-run "${args[@]}" --device cuda 2>>"$log")
 	g=$?
 	cpu_out=$(timeout 45 gpubin/lukv-run "${args[@]}" --device cpu 2>>"$log")

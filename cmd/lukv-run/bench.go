@@ -98,7 +98,8 @@ type benchModel struct {
 	WeightBytes       int64 `json:"weight_bytes"`
 	DecodeWeightBytes int64 `json:"decode_weight_bytes"`
 	// KVBytesPerToken is one token's keys and values over all layers and KV heads, as the
-	// cache stores them (float32), and as bf16 (what the transformers peers store).
+	// cache stores them (float32, or bf16 where the backend's cache says so), and as bf16
+	// (what the transformers peers store).
 	KVBytesPerToken     int64 `json:"kv_bytes_per_token"`
 	KVBytesPerTokenBF16 int64 `json:"kv_bytes_per_token_bf16"`
 }
@@ -600,6 +601,8 @@ func (bn *bencher) context(T int, over bool, ratios []float64) (row benchContext
 		fmt.Fprintf(bn.stderr, "bench: context %d: prefill %.3f s (%.0f tok/s, %.1f TFLOP/s)\n", T, secs, p.TokensPerSec, p.TFLOPS)
 		first := generate.Argmax(logits)
 		fullLive := cache.LiveBytes()
+		// The cache's own element size (the CUDA cache may hold bf16).
+		bn.model.KVBytesPerToken = fullLive / int64(T)
 
 		// Decode rows: the full cache, then each compression.
 		rowFor := func(ratio float64) (benchDecode, error) {
@@ -753,7 +756,7 @@ func writeBenchTables(w io.Writer, r *benchReport) {
 	fmt.Fprintf(w, "# lukv bench: %s\n\n", filepath.Base(md.Dir))
 	fmt.Fprintf(w, "%s, %d layers, hidden %d, %d/%d heads of %d, MLP %d, vocab %d. Device %s (%s).\n", md.Arch, md.Layers, md.Hidden, md.Heads, md.KVHeads, md.HeadDim, md.Intermediate, md.Vocab, r.Device, r.DeviceName)
 	fmt.Fprintf(w, "Prefill matmul: %s.\n", r.MatMulPath)
-	fmt.Fprintf(w, "Weights %s as stored (a decode step reads %s); KV %s per token (float32). Floors: %.2g B/s, %.0f TFLOP/s. %s.\n\n",
+	fmt.Fprintf(w, "Weights %s as stored (a decode step reads %s); KV %s per token (as the cache stores it). Floors: %.2g B/s, %.0f TFLOP/s. %s.\n\n",
 		humanBytes(md.WeightBytes), humanBytes(md.DecodeWeightBytes), humanBytes(md.KVBytesPerToken), r.Bandwidth, r.PeakTFLOPS, r.Date)
 
 	fmt.Fprintf(w, "## Prefill\n\n| context | status | seconds | tokens/s | TFLOP/s | %% of %.0f | peak device memory |\n|---|---|---|---|---|---|---|\n", r.PeakTFLOPS)

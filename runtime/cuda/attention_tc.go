@@ -4,8 +4,9 @@ package cuda
 
 // The tensor-core prefill attention (kernels/attention_tc.cu): with Options.TensorCores,
 // Backend.Attention over at least attnTCMinRows new rows with a head dim that is a
-// multiple of 16 up to 128 converts the layer's live keys and values to bfloat16
-// (kv_to_bf16, into a scratch buffer) and runs a FlashAttention-2 style kernel on the
+// multiple of 16 up to 128 copies the layer's live keys and values to bfloat16
+// (kv_to_bf16 from a float32 cache, kv_bf16_to_bf16 from a bf16 one, into a scratch
+// buffer laid out for the tiles) and runs a FlashAttention-2 style kernel on the
 // bf16 tensor cores with float32 accumulation and a float32 online softmax. Decode and
 // short calls keep the float32 CUDA-core kernel (attention.go), which reads the float32
 // cache directly and needs no conversion pass.
@@ -45,7 +46,7 @@ import (
 
 // attentionTCKernels are kernels/attention_tc.cu's kernels (kernels.go's module list
 // names them, so New fails on a build without them).
-var attentionTCKernels = []string{"kv_to_bf16", "attention_tc_d64_w4", "attention_tc_d128_w4", "attention_tc_d64_w8", "attention_tc_d128_w8"}
+var attentionTCKernels = []string{"kv_to_bf16", "kv_bf16_to_bf16", "attention_tc_d64_w4", "attention_tc_d128_w4", "attention_tc_d64_w8", "attention_tc_d128_w8"}
 
 // Thresholds and shapes of the tensor-core attention, in one place.
 const (
@@ -77,7 +78,7 @@ var attnTCWarps = 8
 type attnTCState struct {
 	tried bool
 	err   error          // why the path is unavailable (once tried)
-	conv  kfn            // kv_to_bf16
+	conv  [2]kfn         // kv_to_bf16, kv_bf16_to_bf16: by whether the cache is bf16
 	fns   map[[2]int]kfn // attention kernels by (padded head dim, warps)
 	kv    devBuf         // bf16 copies of one layer's keys then values [2][kvHeads][T][hdp]
 	calls int            // attention launches so far (tests check the path ran)
@@ -159,7 +160,7 @@ func (b *Backend) initAttentionTC() error {
 			return fmt.Errorf("cuda: the kernels in %s have no %s (kernels/attention_tc.cu): stale build? rerun scripts/build-kernels.sh", b.kdir, name)
 		}
 	}
-	s.conv = found["kv_to_bf16"]
+	s.conv = [2]kfn{found["kv_to_bf16"], found["kv_bf16_to_bf16"]}
 	s.fns = map[[2]int]kfn{}
 	for _, hdp := range []int{64, 128} {
 		for _, w := range []int{4, 8} {
@@ -190,8 +191,8 @@ func setMaxDynamicShared(k kfn, bytes int) error {
 	return nil
 }
 
-// attentionTC runs the attention of Backend.Attention on the tensor cores (after
-// kv_append, before kv_commit: the device lengths are the ones before the n new rows),
+// attentionTC runs the attention of Backend.Attention on the tensor cores (after the
+// append, with the current device lengths still the ones before the n new rows),
 // reporting false, with nothing launched, when the call is not for it: TensorCores off,
 // fewer than attnTCMinRows rows, a head dim without a kernel, a GPU without bf16 mma, or
 // no device memory for the bf16 copy of the cache (the CUDA-core kernel needs none).
@@ -213,20 +214,17 @@ func (b *Backend) attentionTC(om, qm *Tensor, c *KVCache, layer, n, heads, maxLe
 		panic(err)
 	}
 	kb, vb := s.kv.ptr, s.kv.ptr+cu.DevicePtr(plane*2)
-	b.launch(s.conv, gridFor(plane/8, b.sms), dim3{256, 1, 1}, 0,
+	conv := s.conv[0]
+	if c.bf16 {
+		conv = s.conv[1]
+	}
+	b.launch(conv, gridFor(plane/8, b.sms), dim3{256, 1, 1}, 0,
 		kb, vb, c.buf.k[layer], c.buf.v[layer], c.offPtr(layer), c.lenPtr(layer),
 		i32(n, "Attention rows"), int32(kvh), int32(d), int32(p.hdp), i32(p.rows, "attention rows per head"))
 
 	partO, partML := om.ptr, om.ptr // unused when not split
 	if p.splits > 1 {
-		slots := int64(p.splits) * int64(n) * int64(heads)
-		if err := b.partO.ensure(slots*int64(d)*4, "attention split-K partial outputs"); err != nil {
-			panic(err)
-		}
-		if err := b.partML.ensure(slots*2*4, "attention split-K partial sums"); err != nil {
-			panic(err)
-		}
-		partO, partML = b.partO.ptr, b.partML.ptr
+		partO, partML = b.partials(p.splits, n, heads, d)
 	}
 	b.launch(s.fns[[2]int{p.hdp, p.warps}], p.grid, p.block, p.smem,
 		om.ptr, partO, partML, qm.ptr, kb, vb, c.lenPtr(layer),

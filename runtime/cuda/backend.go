@@ -4,8 +4,9 @@
 // GPU through the CUDA driver API (gorgonia.org/cu), with the kernels of kernels/*.cu
 // compiled by nvcc (scripts/build-kernels.sh) and loaded at run time.
 //
-// Precision: activations, the KV cache and all arithmetic are float32 (float32
-// accumulation in every reduction), as in the CPU reference backend. Weights are stored
+// Precision: activations and all arithmetic are float32 (float32 accumulation in every
+// reduction), as in the CPU reference backend. The KV cache is float32, or bfloat16 with
+// Options.KVBF16 (keys and values rounded to nearest even as they are appended). Weights are stored
 // in the narrowest of bfloat16, float16 and float32 that holds every value of the tensor
 // exactly (WeightsExact, the default): a bf16 or fp16 checkpoint keeps its own precision
 // at half the memory of float32 and computes the same function as the CPU backend, up to
@@ -68,6 +69,18 @@ type Options struct {
 	// inputs are rounded to bf16 (about 3 significant digits), so parity tests against
 	// the float32 CPU reference leave it off; generation and benchmarks turn it on.
 	TensorCores bool
+	// KVBF16 stores the KV caches of NewKVCache in bfloat16: keys and values are rounded
+	// to nearest even as they are appended (2^-9 relative), Keys and Values read them
+	// back widened to float32, and Bytes and LiveBytes count 2 bytes per element. Half
+	// the memory, and half the bytes a decode step's attention reads; the arithmetic
+	// stays float32. Off by default, so the conformance suite reads back exactly what it
+	// stored; lukv-run turns it on for generate and bench.
+	KVBF16 bool
+	// Unfused launches every operation when it is called. By default a few decode ops
+	// are held back until the next operation and merged with it (ops.go: matmuls that
+	// share their input, the q and k rotations and the cache append), which removes
+	// launches but not work. Also set by LUKV_CUDA_FUSE=0.
+	Unfused bool
 }
 
 // Backend runs the forward pass on one GPU. Its methods may be called from any
@@ -98,6 +111,10 @@ type Backend struct {
 
 	blas   blasState   // the tensor-core matmul through cuBLAS (cublas.go)
 	attnTC attnTCState // the tensor-core prefill attention (attention_tc.go)
+
+	dk       decodeKernels // the decode kernels (ops.go loadDecodeKernels)
+	pend     pending       // operations held back for fusion (ops.go)
+	decCount devBuf        // int32 split counters of the decode attention, kept zero
 }
 
 var _ lrt.Backend = (*Backend)(nil)
@@ -107,6 +124,9 @@ var _ lrt.Backend = (*Backend)(nil)
 func New(opt Options) (*Backend, error) {
 	if os.Getenv("LUKV_CUDA_SYNC") == "1" {
 		opt.Sync = true
+	}
+	if os.Getenv("LUKV_CUDA_FUSE") == "0" {
+		opt.Unfused = true
 	}
 	if opt.PoolBytes == 0 {
 		opt.PoolBytes = 1 << 30
@@ -140,12 +160,35 @@ func New(opt Options) (*Backend, error) {
 		b.dev.ReleasePrimaryCtx()
 		return nil, err
 	}
+	if err := b.loadDecodeKernels(); err != nil {
+		b.dev.ReleasePrimaryCtx()
+		return nil, err
+	}
 	return b, nil
 }
 
-// enter locks the backend and makes its context current on this OS thread; the returned
-// function undoes both.
+// enter locks the backend, makes its context current on this OS thread and launches any
+// operation held back for fusion (so that whatever the caller does next sees its
+// results); the returned function undoes the first two.
 func (b *Backend) enter() func() {
+	unlock := b.lock()
+	if b.pend.any() {
+		func() {
+			defer func() {
+				if r := recover(); r != nil {
+					unlock()
+					panic(r)
+				}
+			}()
+			b.flush()
+		}()
+	}
+	return unlock
+}
+
+// lock is enter without the flush, for the operations that may join a held-back one
+// (MatMul, RoPE, Attention: ops.go).
+func (b *Backend) lock() func() {
 	b.mu.Lock()
 	runtime.LockOSThread()
 	if b.closed {
@@ -192,9 +235,10 @@ func (b *Backend) Synchronize() error {
 // Close frees the memory pool, unloads the kernels and releases the context. Tensors
 // and caches still alive must not be used afterwards.
 func (b *Backend) Close() error {
+	b.ReleaseScoring() // takes the lock itself
 	unlock := b.enter()
 	err := cu.Synchronize()
-	for _, d := range []*devBuf{&b.ids, &b.positions, &b.invFreq, &b.partO, &b.partML, &b.pairs, &b.attnTC.kv} {
+	for _, d := range []*devBuf{&b.ids, &b.positions, &b.invFreq, &b.partO, &b.partML, &b.pairs, &b.attnTC.kv, &b.decCount} {
 		d.free()
 	}
 	if e := b.closeBLAS(); e != nil && err == nil {

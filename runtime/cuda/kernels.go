@@ -27,6 +27,8 @@ var kernelModules = []struct {
 	{"kvcache", []string{"kv_append", "kv_commit", "kv_gather"}},
 	{"convert", []string{"f32_to_bf16"}}, // looked up by cublas.go's initBLAS
 	{"attention_tc", attentionTCKernels}, // looked up by attention_tc.go's initAttentionTC
+	{"score", scoreKernelNames},          // looked up by score.go's initScoring
+	{"topk", topkKernelNames},            // looked up by score.go's initScoring
 }
 
 // kernelExts are the file types tried for each module, in order: native code from

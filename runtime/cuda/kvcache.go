@@ -13,11 +13,15 @@ import (
 	lrt "github.com/lukv/lukv/runtime"
 )
 
-// KVCache is the per-head KV cache in device memory, float32 (the conformance suite
-// reads back exactly the keys and values it stored). Each layer keeps one flat key
-// buffer and one flat value buffer [rows, headDim]; head h owns rows
-// [off[h], off[h]+cap[h]) and uses the first len[h]. The host keeps off, len and cap;
-// a per-layer device copy of off and len (int32 [2*kvHeads]) feeds the kernels.
+// KVCache is the per-head KV cache in device memory: float32 by default (the
+// conformance suite reads back exactly the keys and values it stored), bfloat16 when the
+// backend has Options.KVBF16 (values rounded to nearest even on append, widened to
+// float32 by Keys and Values). Each layer keeps one flat key buffer and one flat value
+// buffer [rows, headDim]; head h owns rows [off[h], off[h]+cap[h]) and uses the first
+// len[h]. The host keeps off, len and cap; a per-layer device table int32 [3*kvHeads]
+// holds off and two copies of len, of which cur[layer] says which is current: the
+// append kernel reads the current lengths and writes the advanced ones into the other
+// array, and the host then flips cur (no launch to advance them; kernels take lenPtr).
 // Growing or compacting a layer gathers the kept rows into new buffers and frees the
 // old ones with cuMemFree (not into the tensor pool), so the device memory is really
 // released: cuMemGetInfo shows it.
@@ -25,6 +29,8 @@ type KVCache struct {
 	b                        *Backend
 	layers, kvHeads, headDim int
 	reserve                  int
+	bf16                     bool    // elements are bfloat16 words (Options.KVBF16 at creation)
+	cur                      []uint8 // [layers] the current device length array (0 or 1)
 	l                        []layerCache
 	buf                      *kvBuffers
 	cleanup                  runtime.Cleanup
@@ -41,8 +47,8 @@ type layerCache struct {
 // kvBuffers holds the device pointers of a cache, apart from the KVCache so that a
 // cleanup can free them when the cache is dropped without Reset.
 type kvBuffers struct {
-	k, v []cu.DevicePtr // [layers] float32 [rows, headDim]
-	meta []cu.DevicePtr // [layers] int32 [2*kvHeads]: off, then len
+	k, v []cu.DevicePtr // [layers] float32 or bfloat16 [rows, headDim]
+	meta []cu.DevicePtr // [layers] int32 [3*kvHeads]: off, len (array 0), len (array 1)
 }
 
 var _ lrt.KVCache = (*KVCache)(nil)
@@ -61,12 +67,12 @@ func (b *Backend) NewKVCache(layers, kvHeads, headDim, reserve int) lrt.KVCache 
 			layers, kvHeads, headDim, reserve, maxHeadDim))
 	}
 	defer b.enter()()
-	c := &KVCache{b: b, layers: layers, kvHeads: kvHeads, headDim: headDim, reserve: reserve}
+	c := &KVCache{b: b, layers: layers, kvHeads: kvHeads, headDim: headDim, reserve: reserve, bf16: b.opt.KVBF16, cur: make([]uint8, layers)}
 	c.buf = &kvBuffers{k: make([]cu.DevicePtr, layers), v: make([]cu.DevicePtr, layers), meta: make([]cu.DevicePtr, layers)}
 	c.cleanup = runtime.AddCleanup(c, b.pool.freeKV, c.buf)
 	c.l = make([]layerCache, layers)
 	for i := range c.l {
-		meta, err := allocDevice(int64(2*kvHeads)*4, "KV cache head table")
+		meta, err := allocDevice(c.metaBytes(), "KV cache head table")
 		if err != nil {
 			panic(err)
 		}
@@ -95,20 +101,41 @@ func (c *KVCache) HeadDim() int { return c.headDim }
 
 func (c *KVCache) Len(layer, head int) int { return c.l[layer].len[head] }
 
-// Bytes is the device memory of the key and value buffers (allocated rows, float32).
+// DType is the element type of the keys and values: "float32" or "bfloat16".
+func (c *KVCache) DType() string {
+	if c.bf16 {
+		return bf16.String()
+	}
+	return f32.String()
+}
+
+// esz is the bytes of one element.
+func (c *KVCache) esz() int64 {
+	if c.bf16 {
+		return 2
+	}
+	return 4
+}
+
+// metaBytes is the size of a layer's device head table.
+func (c *KVCache) metaBytes() int64 { return int64(3*c.kvHeads) * 4 }
+
+// Bytes is the device memory of the key and value buffers (allocated rows, 4 or 2
+// bytes per element).
 func (c *KVCache) Bytes() int64 {
 	var n int64
 	for _, l := range c.l {
-		n += int64(l.rows) * int64(c.headDim) * 2 * 4
+		n += int64(l.rows) * int64(c.headDim) * 2 * c.esz()
 	}
 	return n
 }
 
+// LiveBytes is the memory of the held entries (4 or 2 bytes per element).
 func (c *KVCache) LiveBytes() int64 {
 	var n int64
 	for _, l := range c.l {
 		for _, ln := range l.len {
-			n += int64(ln) * int64(c.headDim) * 2 * 4
+			n += int64(ln) * int64(c.headDim) * 2 * c.esz()
 		}
 	}
 	return n
@@ -185,8 +212,11 @@ func (c *KVCache) gather(src *KVCache, layer int, caps []int, pick func(h int) [
 	if nl.rows > math.MaxInt32 {
 		return 0, 0, nl, fmt.Errorf("cuda: kv cache layer %d: %d rows per layer do not fit 32-bit row indices", layer, nl.rows)
 	}
-	bytes := int64(nl.rows) * int64(d) * 4
-	what := fmt.Sprintf("kv cache layer %d (%d rows of %d)", layer, nl.rows, d)
+	if src.bf16 != c.bf16 {
+		return 0, 0, nl, fmt.Errorf("cuda: kv cache layer %d: gathering %s rows into a %s cache", layer, src.DType(), c.DType())
+	}
+	bytes := int64(nl.rows) * int64(d) * c.esz()
+	what := fmt.Sprintf("kv cache layer %d (%d rows of %d %s)", layer, nl.rows, d, c.DType())
 	if nk, err = allocDevice(bytes, what); err != nil {
 		return 0, 0, nl, err
 	}
@@ -208,9 +238,11 @@ func (c *KVCache) gather(src *KVCache, layer int, caps []int, pick func(h int) [
 			freeDevice(nv)
 			return 0, 0, nl, err
 		}
+		// kv_gather copies 32-bit words: a row is d*esz/4 of them (d % 4 == 0).
 		n := int64(len(pairs) / 2)
-		c.b.launch(c.b.k.kvGather, gridFor(n*int64(d), c.b.sms), dim3{256, 1, 1}, 0,
-			nk, nv, src.buf.k[layer], src.buf.v[layer], c.b.pairs.ptr, n, int32(d))
+		words := int64(d) * c.esz() / 4
+		c.b.launch(c.b.k.kvGather, gridFor(n*words, c.b.sms), dim3{256, 1, 1}, 0,
+			nk, nv, src.buf.k[layer], src.buf.v[layer], c.b.pairs.ptr, n, int32(words))
 	}
 	return nk, nv, nl, nil
 }
@@ -222,12 +254,12 @@ func (c *KVCache) Clone(reserve int) (lrt.KVCache, error) {
 		return nil, fmt.Errorf("kv cache: clone with negative reserve %d", reserve)
 	}
 	defer c.b.enter()()
-	n := &KVCache{b: c.b, layers: c.layers, kvHeads: c.kvHeads, headDim: c.headDim, reserve: c.reserve}
+	n := &KVCache{b: c.b, layers: c.layers, kvHeads: c.kvHeads, headDim: c.headDim, reserve: c.reserve, bf16: c.bf16, cur: make([]uint8, c.layers)}
 	n.buf = &kvBuffers{k: make([]cu.DevicePtr, c.layers), v: make([]cu.DevicePtr, c.layers), meta: make([]cu.DevicePtr, c.layers)}
 	n.cleanup = runtime.AddCleanup(n, c.b.pool.freeKV, n.buf)
 	n.l = make([]layerCache, c.layers)
 	for li := range c.l {
-		meta, err := allocDevice(int64(2*c.kvHeads)*4, "KV cache head table")
+		meta, err := allocDevice(n.metaBytes(), "KV cache head table")
 		if err != nil {
 			return nil, err
 		}
@@ -249,12 +281,13 @@ func (c *KVCache) Clone(reserve int) (lrt.KVCache, error) {
 	return n, nil
 }
 
-// uploadMeta copies layer's off and len to the device.
+// uploadMeta copies layer's off and len to the device (len into both length arrays, so
+// either may be current).
 func (c *KVCache) uploadMeta(layer int) error {
 	l := &c.l[layer]
-	meta := make([]int32, 2*c.kvHeads)
+	meta := make([]int32, 3*c.kvHeads)
 	for h := 0; h < c.kvHeads; h++ {
-		meta[h], meta[c.kvHeads+h] = int32(l.off[h]), int32(l.len[h])
+		meta[h], meta[c.kvHeads+h], meta[2*c.kvHeads+h] = int32(l.off[h]), int32(l.len[h]), int32(l.len[h])
 	}
 	if err := cu.MemcpyHtoD(c.buf.meta[layer], unsafe.Pointer(&meta[0]), int64(len(meta))*4); err != nil {
 		return fmt.Errorf("cuda: kv cache layer %d: head table to device: %w", layer, err)
@@ -262,10 +295,23 @@ func (c *KVCache) uploadMeta(layer int) error {
 	return nil
 }
 
-// offPtr and lenPtr are layer's device off and len arrays.
+// offPtr and lenPtr are layer's device off and (current) len arrays; nextLenPtr is the
+// other len array, which the append kernel fills with the advanced lengths.
 func (c *KVCache) offPtr(layer int) cu.DevicePtr { return c.buf.meta[layer] }
 func (c *KVCache) lenPtr(layer int) cu.DevicePtr {
-	return c.buf.meta[layer] + cu.DevicePtr(4*c.kvHeads)
+	return c.buf.meta[layer] + cu.DevicePtr(4*c.kvHeads*(1+int(c.cur[layer])))
+}
+func (c *KVCache) nextLenPtr(layer int) cu.DevicePtr {
+	return c.buf.meta[layer] + cu.DevicePtr(4*c.kvHeads*(2-int(c.cur[layer])))
+}
+
+// commit records an append of n rows to every head of layer: the array the append
+// kernel wrote becomes current, and the host lengths advance.
+func (c *KVCache) commit(layer, n int) {
+	c.cur[layer] ^= 1
+	for h := range c.l[layer].len {
+		c.l[layer].len[h] += n
+	}
 }
 
 // ensureRoom grows layer (doubling, as the CPU cache does) when a head cannot take n
@@ -297,17 +343,27 @@ func (c *KVCache) head(layer, head int, buf []cu.DevicePtr, what string) []float
 	if len(out) == 0 {
 		return out
 	}
-	src := buf[layer] + cu.DevicePtr(int64(l.off[head])*int64(d)*4)
-	if err := cu.MemcpyDtoH(unsafe.Pointer(&out[0]), src, int64(len(out))*4); err != nil {
+	src := buf[layer] + cu.DevicePtr(int64(l.off[head])*int64(d)*c.esz())
+	if !c.bf16 {
+		if err := cu.MemcpyDtoH(unsafe.Pointer(&out[0]), src, int64(len(out))*4); err != nil {
+			panic(fmt.Errorf("cuda: kv cache %s of layer %d head %d: %w", what, layer, head, err))
+		}
+		return out
+	}
+	raw := make([]uint16, len(out))
+	if err := cu.MemcpyDtoH(unsafe.Pointer(&raw[0]), src, int64(len(raw))*2); err != nil {
 		panic(fmt.Errorf("cuda: kv cache %s of layer %d head %d: %w", what, layer, head, err))
+	}
+	for i, h := range raw {
+		out[i] = math.Float32frombits(uint32(h) << 16)
 	}
 	return out
 }
 
-// Keys copies head (layer, head)'s keys to the host: [Len, headDim].
+// Keys copies head (layer, head)'s keys to the host, as float32: [Len, headDim].
 func (c *KVCache) Keys(layer, head int) []float32 { return c.head(layer, head, c.buf.k, "keys") }
 
-// Values copies head (layer, head)'s values to the host: [Len, headDim].
+// Values copies head (layer, head)'s values to the host, as float32: [Len, headDim].
 func (c *KVCache) Values(layer, head int) []float32 { return c.head(layer, head, c.buf.v, "values") }
 
 // Truncate drops every head's entries past the first n, keeping the memory.

@@ -1,0 +1,465 @@
+package eviction
+
+import (
+	"cmp"
+	"errors"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"path/filepath"
+	"slices"
+	"testing"
+
+	"github.com/lukv/lukv/model"
+	lrt "github.com/lukv/lukv/runtime"
+	"github.com/lukv/lukv/runtime/cpu"
+)
+
+// The device paths of Collector and Method.Compress, checked on the CPU: the CPU backend
+// has neither device interface, so the host path runs; fake device implementations
+// (fakeScoring, fakeCompaction below) that follow runtime's documented semantics with
+// host code show that the plumbing routes to them, hands them what the host allocators
+// would use, and falls back to the host path when they refuse.
+
+var tinyDir = filepath.Join("..", "models", "lukv-tiny")
+
+// prefillTiny loads the default model on backend b and prefills n pseudo-random tokens
+// with observer obs, returning the model and its cache.
+func prefillTiny(t *testing.T, b lrt.Backend, n int, obs func(m *model.Model) model.Observer) (*model.Model, lrt.KVCache) {
+	t.Helper()
+	m, err := model.Load(tinyDir, b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := rand.New(rand.NewPCG(7, 11))
+	ids := make([]int, n)
+	for i := range ids {
+		ids[i] = r.IntN(m.Config.VocabSize)
+	}
+	cache := m.NewCache(8)
+	if obs != nil {
+		m.Observer = obs(m)
+	}
+	if _, err := m.Forward(ids, 0, cache, true); err != nil {
+		t.Fatal(err)
+	}
+	m.Observer = nil
+	return m, cache
+}
+
+// sameCache fails unless a and b hold the same entries in every head.
+func sameCache(t *testing.T, what string, a, b lrt.KVCache) {
+	t.Helper()
+	for l := 0; l < a.Layers(); l++ {
+		for h := 0; h < a.KVHeads(); h++ {
+			if a.Len(l, h) != b.Len(l, h) {
+				t.Fatalf("%s: layer %d head %d holds %d tokens, want %d", what, l, h, a.Len(l, h), b.Len(l, h))
+			}
+			if !slices.Equal(a.Keys(l, h), b.Keys(l, h)) || !slices.Equal(a.Values(l, h), b.Values(l, h)) {
+				t.Fatalf("%s: layer %d head %d holds other entries", what, l, h)
+			}
+		}
+	}
+}
+
+// TestHostPathOnCPU: the CPU backend and cache implement neither device interface, so a
+// Collector scores on the host (every layer, the host scorer's exact values) and
+// Compress keeps what its host path keeps.
+func TestHostPathOnCPU(t *testing.T) {
+	b := cpu.New()
+	if _, ok := any(b).(lrt.DeviceScoring); ok {
+		t.Fatal("the CPU backend claims to score on a device")
+	}
+	var col *Collector
+	var views []*LayerView
+	_, cache := prefillTiny(t, b, 48, func(m *model.Model) model.Observer {
+		col = NewCollector(m, DefaultExpectedAttentionScorer())
+		return model.Observer(observerFunc(func(layer int, positions []int, x, q, k, v lrt.Tensor) {
+			views = append(views, col.View(layer, positions, x, q, k, v))
+			col.ObserveLayer(layer, positions, x, q, k, v)
+		}))
+	})
+	if _, ok := cache.(lrt.DeviceCompaction); ok {
+		t.Fatal("the CPU cache claims to compact on a device")
+	}
+	for l, v := range views {
+		want := col.Scorer.Score(v)
+		if want == nil || !equalScores(col.Scores[l], want) {
+			t.Fatalf("layer %d: collector scores differ from the host scorer's", l)
+		}
+	}
+	other, err := cache.Clone(8)
+	if err != nil {
+		t.Fatal(err)
+	}
+	method := Method{Scorer: col.Scorer, Allocator: UniformAllocator{}, Ratio: 0.5, Sink: 4, Window: 1}
+	if err := method.Compress(cache, col.Scores, 8); err != nil {
+		t.Fatal(err)
+	}
+	host := method
+	host.HostOnly = true
+	if err := host.Compress(other, col.Scores, 8); err != nil {
+		t.Fatal(err)
+	}
+	sameCache(t, "Compress vs HostOnly on the CPU", cache, other)
+	if got, want := cache.Len(0, 0), max(1, uniformBudget(48, 0.5)); got != want {
+		t.Fatalf("kept %d tokens per head, want %d", got, want)
+	}
+}
+
+type observerFunc func(layer int, positions []int, x, q, k, v lrt.Tensor)
+
+func (f observerFunc) ObserveLayer(layer int, positions []int, x, q, k, v lrt.Tensor) {
+	f(layer, positions, x, q, k, v)
+}
+
+func equalScores(a, b [][]float32) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for h := range a {
+		if !slices.Equal(a[h], b[h]) {
+			return false
+		}
+	}
+	return true
+}
+
+// fakeScoring is a CPU backend that "scores on the device" with host K-norm, recording
+// what it was asked and refusing one layer.
+type fakeScoring struct {
+	*cpu.Backend
+	refuse int // layer answered with ErrUnsupported
+	specs  []lrt.ScorerSpec
+	layers []int
+	freed  int
+}
+
+type fakeScores struct {
+	f                       *fakeScoring
+	data                    []float32
+	layers, kvHeads, tokens int
+}
+
+func (s *fakeScores) Layers() int              { return s.layers }
+func (s *fakeScores) KVHeads() int             { return s.kvHeads }
+func (s *fakeScores) Tokens() int              { return s.tokens }
+func (s *fakeScores) Read() ([]float32, error) { return slices.Clone(s.data), nil }
+func (s *fakeScores) Free()                    { s.f.freed++ }
+
+func (f *fakeScoring) NewScores(layers, kvHeads, tokens int) (lrt.DeviceScores, error) {
+	return &fakeScores{f: f, data: make([]float32, layers*kvHeads*tokens), layers: layers, kvHeads: kvHeads, tokens: tokens}, nil
+}
+
+func (f *fakeScoring) ScoreLayer(spec lrt.ScorerSpec, in lrt.LayerInput, dst lrt.DeviceScores) error {
+	f.specs = append(f.specs, spec)
+	if in.Layer == f.refuse {
+		return fmt.Errorf("fake: %w", lrt.ErrUnsupported)
+	}
+	f.layers = append(f.layers, in.Layer)
+	s := dst.(*fakeScores)
+	k := f.Read(in.K)
+	T, nkv, d := len(in.Positions), in.NumKVHeads, in.HeadDim
+	for h := 0; h < nkv; h++ {
+		for j := 0; j < T; j++ {
+			var ss float64
+			for _, x := range k[j*nkv*d+h*d : j*nkv*d+(h+1)*d] {
+				ss += float64(x) * float64(x)
+			}
+			s.data[(in.Layer*nkv+h)*T+j] = float32(-math.Sqrt(ss))
+		}
+	}
+	return nil
+}
+
+// TestCollectorDevicePath: with a backend that scores on the device, the Collector asks
+// it for every layer with the scorer's defaults filled in, scores the refused layer on
+// the host, and ends the pass with every layer's scores (equal to the host path's here,
+// where the fake computes K-norm exactly as the host does) and the device memory freed.
+func TestCollectorDevicePath(t *testing.T) {
+	f := &fakeScoring{Backend: cpu.New(), refuse: 3}
+	var dev *Collector
+	var host *Collector
+	prefillTiny(t, f, 40, func(m *model.Model) model.Observer {
+		dev = NewCollector(m, KNormScorer{})
+		host = NewCollector(m, KNormScorer{})
+		host.HostOnly = true
+		return observerFunc(func(layer int, positions []int, x, q, k, v lrt.Tensor) {
+			dev.ObserveLayer(layer, positions, x, q, k, v)
+			host.ObserveLayer(layer, positions, x, q, k, v)
+		})
+	})
+	L := len(dev.Scores)
+	if len(f.specs) != L {
+		t.Fatalf("ScoreLayer called %d times for %d layers (HostOnly must not call it)", len(f.specs), L)
+	}
+	if want := []int{0, 1, 2, 4, 5, 6, 7}; !slices.Equal(f.layers, want) {
+		t.Fatalf("device-scored layers %v, want %v", f.layers, want)
+	}
+	if f.specs[0] != (lrt.ScorerSpec{Kind: lrt.ScoreKNorm}) {
+		t.Fatalf("spec %+v", f.specs[0])
+	}
+	if f.freed != 1 {
+		t.Fatalf("device scores freed %d times, want once", f.freed)
+	}
+	for l := range dev.Scores {
+		if dev.Scores[l] == nil || !equalScores(dev.Scores[l], host.Scores[l]) {
+			t.Fatalf("layer %d: device-path scores differ from the host path's", l)
+		}
+	}
+}
+
+// TestDeviceSpecDefaults: the device forms carry every default the host scorer applies.
+func TestDeviceSpecDefaults(t *testing.T) {
+	ea := DefaultExpectedAttentionScorer()
+	ea.NFuture = 0
+	spec, ok := DeviceSpec(&ea)
+	want := lrt.ScorerSpec{Kind: lrt.ScoreExpectedAttention, Epsilon: DefaultEAEpsilon, NFuture: DefaultEANFuture,
+		NSink: DefaultEANSink, UseCovariance: true, UseVNorm: true}
+	if !ok || spec != want {
+		t.Errorf("expected attention: %+v, %v; want %+v", spec, ok, want)
+	}
+	spec, ok = DeviceSpec(SnapKVScorer{Pool: "max"})
+	if want := (lrt.ScorerSpec{Kind: lrt.ScoreSnapKV, Window: DefaultSnapKVWindow, Kernel: DefaultSnapKVKernel, MaxPool: true}); !ok || spec != want {
+		t.Errorf("snapkv: %+v, %v; want %+v", spec, ok, want)
+	}
+	for _, s := range []Scorer{TOVAScorer{}, RandomScorer{}, SnapKVScorer{Pool: "median"}, ExpectedAttentionScorer{NSink: -1}, (*KNormScorer)(nil)} {
+		if _, ok := DeviceSpec(s); ok {
+			t.Errorf("%T %+v has a device form", s, s)
+		}
+	}
+}
+
+// fakeCompaction is a CPU cache that "evicts on the device": it applies an EvictRequest
+// as runtime documents it, with code of its own (protection, per-head top-k or the
+// pooled rule), then compacts through the CPU cache.
+type fakeCompaction struct {
+	lrt.KVCache
+	refuse bool
+	reqs   []lrt.EvictRequest
+}
+
+func (c *fakeCompaction) Evict(req lrt.EvictRequest) error {
+	c.reqs = append(c.reqs, req)
+	if c.refuse {
+		return fmt.Errorf("fake: %w", lrt.ErrUnsupported)
+	}
+	for l, s := range req.Scores {
+		prot := make([][]float32, len(s))
+		for h := range s {
+			prot[h] = slices.Clone(s[h])
+		}
+		ProtectSinkWindow(prot, req.Sink, req.Window)
+		var keep [][]int
+		if req.Pooled == nil {
+			for h := range prot {
+				keep = append(keep, refTopK(prot[h], req.Counts[l][h]))
+			}
+		} else {
+			keep = refPooled(prot, req.Pooled.Safe, req.Pooled.Left)
+		}
+		if err := c.Compact(l, keep, req.Reserve); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// refTopK is the k best of s by (score, index), ascending, by sorting.
+func refTopK(s []float32, k int) []int {
+	idx := make([]int, len(s))
+	for i := range idx {
+		idx[i] = i
+	}
+	slices.SortFunc(idx, func(a, b int) int {
+		if c := cmp.Compare(s[b], s[a]); c != 0 {
+			return c
+		}
+		return cmp.Compare(b, a)
+	})
+	out := slices.Clone(idx[:max(0, min(k, len(s)))])
+	slices.Sort(out)
+	return out
+}
+
+// refPooled is runtime.PooledBudget's rule, written from its documentation.
+func refPooled(s [][]float32, safe, left int) [][]int {
+	type tok struct {
+		h, j int
+		v    float32
+	}
+	chosen := make([]map[int]bool, len(s))
+	var rest []tok
+	for h := range s {
+		chosen[h] = map[int]bool{}
+		for _, j := range refTopK(s[h], safe) {
+			chosen[h][j] = true
+		}
+		for j, v := range s[h] {
+			if !chosen[h][j] {
+				rest = append(rest, tok{h, j, v})
+			}
+		}
+	}
+	slices.SortFunc(rest, func(a, b tok) int {
+		if c := cmp.Compare(b.v, a.v); c != 0 {
+			return c
+		}
+		if c := cmp.Compare(b.j, a.j); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.h, b.h)
+	})
+	for _, x := range rest[:max(0, min(left, len(rest)))] {
+		chosen[x.h][x.j] = true
+	}
+	keep := make([][]int, len(s))
+	for h := range s {
+		for j := range s[h] {
+			if chosen[h][j] {
+				keep[h] = append(keep[h], j)
+			}
+		}
+		if len(keep[h]) == 0 {
+			keep[h] = refTopK(s[h], 1)
+		}
+	}
+	return keep
+}
+
+// TestCompressDevicePath: for every allocator with a device form, Compress through a
+// cache that evicts "on the device" leaves the cache exactly as the host path does
+// (so the per-head counts and the pooled budget it computes are the allocators' own),
+// with one request for all layers; an allocator without a device form, HostOnly, and a
+// refusing cache all take the host path.
+func TestCompressDevicePath(t *testing.T) {
+	col := (*Collector)(nil)
+	_, base := prefillTiny(t, cpu.New(), 64, func(m *model.Model) model.Observer {
+		col = NewCollector(m, KNormScorer{})
+		return col
+	})
+	curve, err := ReadNPY(filepath.Join(tinyDir, "curves", "knorm.npy"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Ties in the scores (every fourth token equal) exercise the tie rule.
+	scores := make([][][]float32, len(col.Scores))
+	for l := range scores {
+		scores[l] = make([][]float32, len(col.Scores[l]))
+		for h := range scores[l] {
+			scores[l][h] = slices.Clone(col.Scores[l][h])
+			for j := 0; j < len(scores[l][h]); j += 4 {
+				scores[l][h][j] = -3
+			}
+		}
+	}
+	allocs := []Allocator{UniformAllocator{}, &UniformAllocator{}, PyramidAllocator{Window: 8, Beta: 20},
+		LUKVAllocator{Curve: curve}, AdaKVAllocator{Safeguard: 0.2}, &AdaKVAllocator{Safeguard: 0.5}}
+	for _, a := range allocs {
+		for _, ratio := range []float64{0, 0.3, 0.75} {
+			name := fmt.Sprintf("%s@%.2f", a.Name(), ratio)
+			method := Method{Scorer: col.Scorer, Allocator: a, Ratio: ratio, Sink: 4, Window: 2}
+			dc, hc := cloneCache(t, base), cloneCache(t, base)
+			fc := &fakeCompaction{KVCache: dc}
+			if err := method.Compress(fc, scores, 5); err != nil {
+				t.Fatalf("%s: %v", name, err)
+			}
+			if len(fc.reqs) != 1 {
+				t.Fatalf("%s: %d device requests, want 1", name, len(fc.reqs))
+			}
+			host := method
+			host.HostOnly = true
+			if err := host.Compress(hc, scores, 5); err != nil {
+				t.Fatalf("%s: host: %v", name, err)
+			}
+			sameCache(t, name, dc, hc)
+		}
+	}
+
+	// No device form: a custom allocator. HostOnly. A refusing cache. Each leaves the
+	// cache as the host path does.
+	method := Method{Scorer: col.Scorer, Allocator: everyOther{}, Ratio: 0.5, Sink: 4, Window: 1}
+	fc := &fakeCompaction{KVCache: cloneCache(t, base)}
+	if err := method.Compress(fc, scores, 0); err != nil || len(fc.reqs) != 0 {
+		t.Fatalf("custom allocator: err %v, %d device requests", err, len(fc.reqs))
+	}
+	method = Method{Scorer: col.Scorer, Allocator: UniformAllocator{}, Ratio: 0.5, Sink: 4, Window: 1, HostOnly: true}
+	fc = &fakeCompaction{KVCache: cloneCache(t, base)}
+	if err := method.Compress(fc, scores, 0); err != nil || len(fc.reqs) != 0 {
+		t.Fatalf("HostOnly: err %v, %d device requests", err, len(fc.reqs))
+	}
+	method.HostOnly = false
+	fc = &fakeCompaction{KVCache: cloneCache(t, base), refuse: true}
+	hc := cloneCache(t, base)
+	if err := method.Compress(fc, scores, 0); err != nil || len(fc.reqs) != 1 {
+		t.Fatalf("refusing cache: err %v, %d device requests", err, len(fc.reqs))
+	}
+	if err := (Method{Scorer: col.Scorer, Allocator: UniformAllocator{}, Ratio: 0.5, Sink: 4, Window: 1, HostOnly: true}).Compress(hc, scores, 0); err != nil {
+		t.Fatal(err)
+	}
+	sameCache(t, "after a refusal", fc.KVCache, hc)
+}
+
+// everyOther keeps every other token: an allocator without a device form.
+type everyOther struct{}
+
+func (everyOther) Name() string { return "every-other" }
+func (everyOther) Keep(layer, numLayers int, scores [][]float32, ratio float64) ([][]int, error) {
+	keep := make([][]int, len(scores))
+	for h := range scores {
+		for j := 0; j < len(scores[h]); j += 2 {
+			keep[h] = append(keep[h], j)
+		}
+	}
+	return keep, nil
+}
+
+func cloneCache(t *testing.T, c lrt.KVCache) lrt.KVCache {
+	t.Helper()
+	n, err := c.Clone(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// TestCompressDeviceErrors: on the device path, the errors the host path returns before
+// compacting anything come back the same, with no request made.
+func TestCompressDeviceErrors(t *testing.T) {
+	col := (*Collector)(nil)
+	_, base := prefillTiny(t, cpu.New(), 20, func(m *model.Model) model.Observer {
+		col = NewCollector(m, KNormScorer{})
+		return col
+	})
+	short := slices.Clone(col.Scores)
+	short[2] = [][]float32{col.Scores[2][0][:5], col.Scores[2][1], col.Scores[2][2], col.Scores[2][3]}
+	unscored := slices.Clone(col.Scores)
+	unscored[0] = nil
+	cases := []struct {
+		name   string
+		method Method
+		scores [][][]float32
+	}{
+		{"bad ratio", Method{Scorer: col.Scorer, Allocator: UniformAllocator{}, Ratio: 1}, col.Scores},
+		{"unscored layer", Method{Scorer: col.Scorer, Allocator: UniformAllocator{}, Ratio: 0.5}, unscored},
+		{"length mismatch", Method{Scorer: col.Scorer, Allocator: AdaKVAllocator{Safeguard: 0.2}, Ratio: 0.5}, short},
+		{"curve shape", Method{Scorer: col.Scorer, Allocator: LUKVAllocator{Curve: NewBudgetCurve(3, 4)}, Ratio: 0.5}, col.Scores},
+		{"curve ratio", Method{Scorer: col.Scorer, Allocator: LUKVAllocator{Curve: NewBudgetCurve(8, 4)}, Ratio: 0.995}, col.Scores},
+	}
+	for _, tc := range cases {
+		fc := &fakeCompaction{KVCache: cloneCache(t, base)}
+		errDev := tc.method.Compress(fc, tc.scores, 0)
+		host := tc.method
+		host.HostOnly = true
+		errHost := host.Compress(cloneCache(t, base), tc.scores, 0)
+		if errDev == nil || errHost == nil || errDev.Error() != errHost.Error() {
+			t.Errorf("%s: device path %v, host path %v", tc.name, errDev, errHost)
+		}
+		if len(fc.reqs) != 0 {
+			t.Errorf("%s: %d device requests", tc.name, len(fc.reqs))
+		}
+		if errors.Is(errDev, lrt.ErrUnsupported) {
+			t.Errorf("%s: %v", tc.name, errDev)
+		}
+	}
+}
