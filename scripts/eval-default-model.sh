@@ -20,7 +20,7 @@ cd "$root"
 out=${EVAL_DIR:-$root/out/eval}
 lengths=${LENGTHS:-"4096 8192 16384"}
 samples=${SAMPLES:-50}
-methods=${METHODS:-full,snapkv,expected-attention,keydiff,pyramidkv,adakv,lukv}
+methods=${METHODS:-full,snapkv,expected-attention,keydiff,pyramidkv,adakv,lukv,lukv:keydiff}
 budget=${SECONDS_BUDGET:-420}
 device=${DEVICE:-cuda}
 bin=${LUKV_RUN:-gpubin/lukv-run}
