@@ -5,7 +5,8 @@
 #   2. runs gpubin/cuda.test -test.v (conformance suite, dtype and attention cases against
 #      the CPU backend, memory release, out-of-memory, golden models);
 #   3. runs the benchmarks (decode/prefill matmul, decode attention at 32k);
-#   4. runs compute-sanitizer's memcheck over the small tests, where the tool works;
+#   4. runs compute-sanitizer's memcheck over the small tests and racecheck over the
+#      shared-memory kernels, where the tool works;
 #   5. if gpubin/lukv-run is there, generates with --device cuda and --device cpu.
 # Everything goes to $OUT/gpu-test.log (OUT defaults to ./out); a pass/fail table is
 # printed last. Exit status: non-zero when the kernels do not build or a test fails.
@@ -41,7 +42,7 @@ fi
 
 note "== tests"
 testlog=$out/cuda-test.log
-(cd runtime/cuda && timeout 250 ../../gpubin/cuda.test -test.v -test.count=1 -test.timeout=240s) >"$testlog" 2>&1
+(cd runtime/cuda && timeout 420 ../../gpubin/cuda.test -test.v -test.count=1 -test.timeout=400s) >"$testlog" 2>&1
 test_rc=$?
 cat "$testlog" >>"$log"
 # One row per top-level test and per subtest.
@@ -62,7 +63,7 @@ note "== benchmarks"
 note "== compute-sanitizer memcheck (small tests)"
 if command -v compute-sanitizer >/dev/null; then
 	(cd runtime/cuda && timeout 150 compute-sanitizer --tool memcheck --error-exitcode 99 \
-		../../gpubin/cuda.test -test.run 'TestConformance|TestMatMulDTypes|TestEmbedDTypes|TestAttentionAgainstCPU/small' -test.count=1) >"$out/memcheck.log" 2>&1
+		../../gpubin/cuda.test -test.run 'TestConformance|TestMatMulDTypes|TestEmbedDTypes|TestAttentionAgainstCPU/small|TestGEMVFast|TestDecodeAttention|TestFusedRoPEAppend|TestKVBF16CacheOps|TestDeviceSelectAndCompact' -test.count=1) >"$out/memcheck.log" 2>&1
 	mc=$?
 	cat "$out/memcheck.log" >>"$log"
 	case $mc in
@@ -72,6 +73,19 @@ if command -v compute-sanitizer >/dev/null; then
 	esac
 else
 	rows+=("memcheck|INFO|compute-sanitizer not found")
+fi
+
+note "== compute-sanitizer racecheck (shared-memory kernels)"
+if command -v compute-sanitizer >/dev/null; then
+	(cd runtime/cuda && timeout 150 compute-sanitizer --tool racecheck --error-exitcode 99 \
+		../../gpubin/cuda.test -test.run 'TestAttentionTCAgainstCPU/n100|TestDecodeAttention|TestExpectedAttentionTensorCores|TestDeviceSelectAndCompact' -test.count=1) >"$out/racecheck.log" 2>&1
+	rc=$?
+	cat "$out/racecheck.log" >>"$log"
+	case $rc in
+	0) rows+=("racecheck|PASS|$(grep -m1 'RACECHECK SUMMARY' "$out/racecheck.log")") ;;
+	99) rows+=("racecheck|FAIL|$(grep -m1 'RACECHECK SUMMARY' "$out/racecheck.log")") ;;
+	*) rows+=("racecheck|INFO|did not run cleanly (status $rc), see racecheck.log") ;;
+	esac
 fi
 
 if [[ -x gpubin/lukv-run ]]; then
