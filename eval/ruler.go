@@ -98,6 +98,9 @@ type Generator struct {
 	// Adjectives, Nouns: optional key vocabularies (eval split); if empty, Words is used.
 	Adjectives, Nouns []string
 	Seed              uint64
+	// QA holds the user-given data of RULER's QA tasks by task name ("qa_1": LoadSQuAD,
+	// "qa_2": LoadHotpotQA); see MakeQA.
+	QA map[string]*QAData
 }
 
 // state is per-sample randomness.
@@ -154,6 +157,9 @@ func fill(t string, kv ...string) string {
 // deterministic in (Seed, task, length, index). The first queried needle goes to depth
 // Depths[index % 40].
 func (g *Generator) Make(task string, length int, index int) (Sample, error) {
+	if _, ok := qaTasks[task]; ok {
+		return g.MakeQA(task, length, index)
+	}
 	if g.Tokenizer == nil {
 		return Sample{}, fmt.Errorf("eval: Generator.Tokenizer is nil")
 	}

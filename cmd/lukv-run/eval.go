@@ -11,6 +11,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime/pprof"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -123,6 +124,8 @@ func runEval(args []string, stdout, stderr io.Writer) error {
 	haystack := fs.String("haystack", "data/corpus/eval_haystack_devil.txt", "ruler: essay haystack text, one paragraph per line (lukv-tiny's reserved evaluation prose)")
 	wordsFlag := fs.String("words", "data/corpus/words_eval_noun.txt", "ruler: key and word vocabulary, one per line (lukv-tiny's evaluation split)")
 	seed := fs.Uint64("seed", 42, "ruler: generator seed")
+	squad := fs.String("squad", "", "ruler: SQuAD v2.0 dev json (dev-v2.0.json); adds task qa_1")
+	hotpot := fs.String("hotpotqa", "", "ruler: HotpotQA dev distractor json (hotpot_dev_distractor_v1.json); adds task qa_2")
 	// LongBench
 	lbData := fs.String("data", "", "longbench: folder of LongBench's <dataset>.jsonl files")
 	lbConfig := fs.String("config", "", "longbench: folder with LongBench's dataset2prompt.json and dataset2maxlen.json (default: DATA/config, else DATA/../config)")
@@ -146,6 +149,7 @@ func runEval(args []string, stdout, stderr io.Writer) error {
 	}
 	var hay, words []string
 	var taskList []string
+	var qa map[string]*eval.QAData
 	if suite == "ruler" {
 		if taskList, err = splitList("tasks", *tasksFlag, func(s string) (string, error) { return s, nil }); err != nil {
 			return err
@@ -155,6 +159,24 @@ func runEval(args []string, stdout, stderr io.Writer) error {
 		}
 		if words, err = eval.ReadLines(*wordsFlag); err != nil {
 			return fmt.Errorf("--words: %w", err)
+		}
+		// RULER's qa tasks run from the user's own SQuAD / HotpotQA files (not bundled).
+		qa = map[string]*eval.QAData{}
+		for _, src := range []struct {
+			task, path string
+			load       func(string) (*eval.QAData, error)
+		}{{"qa_1", *squad, eval.LoadSQuAD}, {"qa_2", *hotpot, eval.LoadHotpotQA}} {
+			if src.path == "" {
+				continue
+			}
+			d, err := src.load(src.path)
+			if err != nil {
+				return err
+			}
+			qa[src.task] = d
+			if !slices.Contains(taskList, src.task) && *tasksFlag == strings.Join(eval.Tasks(), ",") {
+				taskList = append(taskList, src.task)
+			}
 		}
 	} else if *lbData == "" {
 		return fmt.Errorf("eval longbench: --data FOLDER (LongBench's jsonl files) is required")
@@ -204,7 +226,7 @@ func runEval(args []string, stdout, stderr io.Writer) error {
 	// The samples to run, in order.
 	var items []evalItem
 	if suite == "ruler" {
-		gen := &eval.Generator{Tokenizer: tok, Haystack: hay, Words: words, Seed: *seed}
+		gen := &eval.Generator{Tokenizer: tok, Haystack: hay, Words: words, Seed: *seed, QA: qa}
 		for _, task := range taskList {
 			for _, length := range lengthList {
 				for i := 0; i < *samples; i++ {

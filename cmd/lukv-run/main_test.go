@@ -198,3 +198,29 @@ func TestEvalLocksItsFolder(t *testing.T) {
 		t.Errorf("second writer: %v, want a lock error", err)
 	}
 }
+
+// TestEvalRulerQA: with --squad and --hotpotqa (handmade fixtures in RULER's input
+// formats) the suite gains qa_1 and qa_2, scored with string_match_part.
+func TestEvalRulerQA(t *testing.T) {
+	out := t.TempDir()
+	qa := filepath.Join("..", "..", "eval", "testdata", "qa")
+	table, _, err := runCLI(t, "eval", "ruler", "--tasks", "qa_1,qa_2", "--lengths", "600", "--samples", "1",
+		"--methods", "full,keydiff", "--compression", "0.5", "--out", out,
+		"--squad", filepath.Join(qa, "squad_dev.json"), "--hotpotqa", filepath.Join(qa, "hotpotqa_dev_distractor.json"),
+		"--haystack", filepath.Join("..", "..", "eval", "testdata", "haystack.txt"),
+		"--words", filepath.Join("..", "..", "eval", "testdata", "words.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"qa_1", "qa_2", "| keydiff | 50% |"} {
+		if !strings.Contains(table, want) {
+			t.Errorf("report lacks %q:\n%s", want, table)
+		}
+	}
+	_, _, err = runCLI(t, "eval", "ruler", "--tasks", "qa_1", "--lengths", "600", "--samples", "1", "--methods", "full", "--out", t.TempDir(),
+		"--haystack", filepath.Join("..", "..", "eval", "testdata", "haystack.txt"),
+		"--words", filepath.Join("..", "..", "eval", "testdata", "words.txt"))
+	if err == nil || !strings.Contains(err.Error(), "--squad") {
+		t.Errorf("qa_1 without --squad: %v, want an error naming --squad", err)
+	}
+}
