@@ -60,8 +60,10 @@ type Runner struct {
 }
 
 // DefaultBatch keeps decode batches within the GPU's matrix-vector kernel (at most 8
-// rows), whose per-row arithmetic does not depend on the batch: batched and one-at-a-time
-// evaluation give the same answers on the GPU too.
+// rows), whose per-row arithmetic is meant not to depend on the batch, so that batched
+// and one-at-a-time evaluation give the same answers on the GPU too. On the CPU that is
+// tested (TestRunSampleMatchesRunCell); on the GPU runtime/cuda's TestGenerateBatchOnGPU
+// checks it, and has not run yet.
 const DefaultBatch = 8
 
 // Timing is the wall time RunSample spent per phase, summed over samples.

@@ -13,10 +13,9 @@ import (
 	"github.com/lukv/lukv/tokenizer"
 )
 
-// TestRunnerSmoke: the default model answers small niah samples with the full cache and
-// with SnapKV at 50%, the compressed cells hold half the context, and the table shows
-// every method.
-func TestRunnerSmoke(t *testing.T) {
+// loadDefault loads the embedded default model on the CPU with its tokenizer.
+func loadDefault(t *testing.T) (*model.Model, *tokenizer.Tokenizer) {
+	t.Helper()
 	dir, err := models.DefaultDir()
 	if err != nil {
 		t.Fatal(err)
@@ -29,6 +28,14 @@ func TestRunnerSmoke(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return m, tok
+}
+
+// TestRunnerSmoke: the default model answers small niah samples with the full cache and
+// with SnapKV at 50%, the compressed cells hold half the context, and the table shows
+// every method.
+func TestRunnerSmoke(t *testing.T) {
+	m, tok := loadDefault(t)
 	hay, err := ReadLines(filepath.Join("testdata", "haystack.txt"))
 	if err != nil {
 		t.Fatal(err)
@@ -77,18 +84,7 @@ func TestRunnerSmoke(t *testing.T) {
 // of the one-prefill-per-cell reference path, for the full cache and three scorer /
 // allocator pairs at two ratios.
 func TestRunSampleMatchesRunCell(t *testing.T) {
-	dir, err := models.DefaultDir()
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, err := model.Load(dir, cpu.New())
-	if err != nil {
-		t.Fatal(err)
-	}
-	tok, err := tokenizer.Load(filepath.Join(dir, "tokenizer.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	m, tok := loadDefault(t)
 	hay, _ := ReadLines(filepath.Join("testdata", "haystack.txt"))
 	words, _ := ReadLines(filepath.Join("testdata", "words.txt"))
 	g := &Generator{Tokenizer: tok, Haystack: hay, Words: words, Seed: 11}

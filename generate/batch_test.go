@@ -38,7 +38,7 @@ func TestGenerateBatchMatchesGenerate(t *testing.T) {
 	opts := []Options{
 		{MaxNewTokens: 12},
 		{MaxNewTokens: 20, Temperature: 0.9, TopP: 0.9, Seed: 5},
-		{MaxNewTokens: 16, StopStrings: []string{"."}},
+		{MaxNewTokens: 16, StopStrings: []string{"variable"}},
 	}
 	type job struct {
 		prompt []int
@@ -83,8 +83,9 @@ func TestGenerateBatchMatchesGenerate(t *testing.T) {
 			}
 		}
 	}
+	// The cases must reach the stops they are there for.
 	if want[2].StopReason != "stop_string" {
-		t.Logf("request 2 stopped by %s", want[2].StopReason)
+		t.Errorf("request 2 stopped by %s (%q), want its stop string", want[2].StopReason, want[2].Text)
 	}
 	if _, err := g.GenerateBatch([]Request{{Prompt: jobs[0].prompt, Options: Options{MaxNewTokens: 1}}}, 4); err == nil {
 		t.Error("a request without a prefilled cache: no error")
