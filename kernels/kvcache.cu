@@ -27,12 +27,8 @@
 // kv_gather:  dst[pairs[p].x * w + e] = src[pairs[p].y * w + e] for keys and values,
 //             p < count, e < w, on 32-bit words (w = hd for float32 caches, hd/2 for
 //             bf16): copies kept rows into a new layout (growth, compaction, clones).
-// kv_append, kv_commit: the former two-launch append (append without advancing len,
-//             then len[h] += n after attention) for float32 caches. Backend.Attention
-//             no longer launches them (kv_rope_append_* does both).
 //
-// Launch: one thread per element or pair, grid-stride, block 256; kv_commit grid 1,
-// block 32*ceil(kvHeads/32).
+// Launch: one thread per element or pair, grid-stride, block 256.
 // Bound: memory (a few bytes read and written per element); at decode these launches
 // are tiny and their cost is the launch itself, hence the fusion.
 
@@ -128,28 +124,6 @@ __device__ __forceinline__ void kv_rope_append(float* __restrict__ q, int qcols,
 
 KV_ROPE_APPEND_KERNEL(f32, float)
 KV_ROPE_APPEND_KERNEL(bf16, unsigned short)
-
-extern "C" __global__ void kv_append(float* __restrict__ kc, float* __restrict__ vc,
-                                     const float* __restrict__ k, const float* __restrict__ v,
-                                     const int* __restrict__ off, const int* __restrict__ len,
-                                     int n, int kvHeads, int hd) {
-	const long long row = (long long)kvHeads * hd;
-	const long long total = (long long)n * row;
-	for (long long e = (long long)blockIdx.x * blockDim.x + threadIdx.x; e < total;
-	     e += (long long)gridDim.x * blockDim.x) {
-		const long long i = e / row;
-		const int r = (int)(e % row);
-		const int h = r / hd, d = r % hd;
-		const long long dst = ((long long)off[h] + len[h] + i) * hd + d;
-		kc[dst] = k[e];
-		vc[dst] = v[e];
-	}
-}
-
-extern "C" __global__ void kv_commit(int* len, int kvHeads, int n) {
-	const int h = threadIdx.x;
-	if (h < kvHeads) len[h] += n;
-}
 
 extern "C" __global__ void kv_gather(float* __restrict__ dk, float* __restrict__ dv,
                                      const float* __restrict__ sk, const float* __restrict__ sv,

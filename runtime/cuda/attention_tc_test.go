@@ -278,8 +278,8 @@ func TestPlanAttentionTC(t *testing.T) {
 }
 
 // BenchmarkPrefillAttentionTC: one layer's prefill attention of a Llama-3.1-8B shape (32
-// query heads, 8 KV heads of 128) into an empty cache, per call: kv_append, the bf16
-// copy of the cache, the attention kernel, kv_commit. Reports the causal rate,
+// query heads, 8 KV heads of 128) into an empty cache, per call: the fused append, the bf16
+// copy of the cache, the attention kernel. Reports the causal rate,
 // 4 * n^2/2 * hd * heads FLOPs per call, next to the floor at the H200's ~790 TFLOP/s
 // measured dense bf16 rate (shared/GPU.md). w4 / w8: warps per block (attnTCWarps);
 // cudacore: the float32 kernel (TensorCores off), for comparison.

@@ -24,7 +24,7 @@ var kernelModules = []struct {
 	{"elementwise", []string{"add_inplace", "add_bias", "swiglu", "widen_bf16", "widen_f16"}},
 	{"matmul", []string{"matmul_gemv_f32", "matmul_gemv_bf16", "matmul_gemv_f16", "matmul_tiled_f32", "matmul_tiled_bf16", "matmul_tiled_f16"}},
 	{"attention", []string{"attention_v1_d4", "attention_v2_d4", "attention_v4_d4", "attention_v1_d8", "attention_v2_d8", "attention_combine"}},
-	{"kvcache", []string{"kv_append", "kv_commit", "kv_gather"}},
+	{"kvcache", []string{"kv_gather"}},
 	{"convert", []string{"f32_to_bf16"}}, // looked up by cublas.go's initBLAS
 	{"attention_tc", attentionTCKernels}, // looked up by attention_tc.go's initAttentionTC
 	{"score", scoreKernelNames},          // looked up by score.go's initScoring
@@ -55,8 +55,6 @@ type kernels struct {
 	tiled       [3]kfn
 	attention   map[[2]int]kfn // by (query vectors per warp, dims per lane)
 	combine     kfn
-	kvAppend    kfn
-	kvCommit    kfn
 	kvGather    kfn
 }
 
@@ -157,7 +155,7 @@ func (b *Backend) loadKernels() error {
 		k.attention[vd] = found[fmt.Sprintf("attention_v%d_d%d", vd[0], vd[1])]
 	}
 	k.combine = found["attention_combine"]
-	k.kvAppend, k.kvCommit, k.kvGather = found["kv_append"], found["kv_commit"], found["kv_gather"]
+	k.kvGather = found["kv_gather"]
 	return nil
 }
 
