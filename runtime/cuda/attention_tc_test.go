@@ -7,7 +7,6 @@ import (
 	"math"
 	"math/rand/v2"
 	"strings"
-	"sync"
 	"testing"
 
 	"gorgonia.org/cu"
@@ -41,21 +40,9 @@ const (
 	attnTCTolRaw   = 1e-2
 )
 
-var (
-	attnTCOnce sync.Once
-	attnTCAll  *Backend
-	attnTCErr  error
-)
-
 // attnTCBackend is a backend with Options.TensorCores and every launch checked.
 func attnTCBackend(t testing.TB) *Backend {
-	t.Helper()
-	testBackend(t)
-	attnTCOnce.Do(func() { attnTCAll, attnTCErr = New(Options{TensorCores: true, Sync: true}) })
-	if attnTCErr != nil {
-		t.Fatalf("cuda backend with tensor cores: %v", attnTCErr)
-	}
-	return attnTCAll
+	return backendWith(t, Options{TensorCores: true, Sync: true})
 }
 
 // nanTensor is a float32 [rows, cols] tensor full of NaN, so a result element the kernel
@@ -297,10 +284,7 @@ func BenchmarkPrefillAttentionTC(bm *testing.B) {
 }
 
 var (
-	attnTCBenchOnce sync.Once
-	attnTCBenchAll  *Backend
-	attnTCBenchErr  error
-	prefillInputs   = map[[2]int][3]lrt.Tensor{} // by (backend 0/1, n): q, k, v
+	prefillInputs = map[[2]int][3]lrt.Tensor{} // by (backend 0/1, n): q, k, v
 )
 
 func benchPrefillAttention(bm *testing.B, n, warps int) {
@@ -308,11 +292,7 @@ func benchPrefillAttention(bm *testing.B, n, warps int) {
 	b := benchBackend(bm)
 	which := 0
 	if warps > 0 {
-		attnTCBenchOnce.Do(func() { attnTCBenchAll, attnTCBenchErr = New(Options{TensorCores: true}) })
-		if attnTCBenchErr != nil {
-			bm.Fatalf("cuda backend with tensor cores: %v", attnTCBenchErr)
-		}
-		b, which = attnTCBenchAll, 1
+		b, which = backendWith(bm, Options{TensorCores: true}), 1
 		defer func(w int) { attnTCWarps = w }(attnTCWarps)
 		attnTCWarps = warps
 	}

@@ -41,27 +41,8 @@ const (
 	tcModelTol = 2e-2
 )
 
-var (
-	tcOnce sync.Once
-	tcAll  *Backend
-	tcErr  error
-)
-
 // tcBackend is a backend with TensorCores on (every launch checked).
-func tcBackend(t testing.TB) *Backend {
-	t.Helper()
-	testBackend(t)
-	tcOnce.Do(func() {
-		tcAll, tcErr = New(Options{TensorCores: true, Sync: true})
-		if tcErr == nil {
-			fmt.Println("tensor-core matmul:", tcAll.MatMulPath())
-		}
-	})
-	if tcErr != nil {
-		t.Fatalf("cuda backend with tensor cores: %v", tcErr)
-	}
-	return tcAll
-}
+func tcBackend(t testing.TB) *Backend { return backendWith(t, Options{TensorCores: true, Sync: true}) }
 
 // refMatMulPar is refMatMul (x @ w^T in float64) over all CPU cores.
 func refMatMulPar(x, w []float32, n, in, out int) []float32 {

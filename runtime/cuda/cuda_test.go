@@ -508,21 +508,36 @@ func BenchmarkMatMulPrefillBF16(bm *testing.B) {
 	benchMatMul(bm, 512, 4096, 4096)
 }
 
-var (
-	benchOnce sync.Once
-	benchAll  *Backend
-	benchErr  error
-)
-
 // benchBackend is a backend without per-launch synchronisation, for timing.
-func benchBackend(t testing.TB) *Backend {
+func benchBackend(t testing.TB) *Backend { return backendWith(t, Options{}) }
+
+// backends are the tests' backends other than testBackend's, one per set of options,
+// made on first use and shared (a CUDA context each).
+var backends struct {
+	sync.Mutex
+	m map[Options]*Backend
+}
+
+// backendWith returns the shared backend made with opt, failing the test when it
+// cannot be made.
+func backendWith(t testing.TB, opt Options) *Backend {
 	t.Helper()
 	testBackend(t)
-	benchOnce.Do(func() { benchAll, benchErr = New(Options{}) })
-	if benchErr != nil {
-		t.Fatalf("cuda backend: %v", benchErr)
+	backends.Lock()
+	defer backends.Unlock()
+	if b := backends.m[opt]; b != nil {
+		return b
 	}
-	return benchAll
+	b, err := New(opt)
+	if err != nil {
+		t.Fatalf("cuda backend with %+v: %v", opt, err)
+	}
+	fmt.Printf("cuda backend with %+v: matmul %s\n", opt, b.MatMulPath())
+	if backends.m == nil {
+		backends.m = map[Options]*Backend{}
+	}
+	backends.m[opt] = b
+	return b
 }
 
 func benchMatMul(bm *testing.B, n, in, out int) {

@@ -8,7 +8,6 @@ import (
 	"math/rand/v2"
 	"path/filepath"
 	"slices"
-	"sync"
 	"testing"
 	"unsafe"
 
@@ -25,22 +24,8 @@ import (
 // kernel (attention_decode_*, split-K combined in its last block), the rotations held
 // back into the cache append, and Options.Unfused.
 
-var (
-	unfusedOnce sync.Once
-	unfusedAll  *Backend
-	unfusedErr  error
-)
-
 // unfusedBackend is a backend with Options.Unfused (and every launch checked).
-func unfusedBackend(t testing.TB) *Backend {
-	t.Helper()
-	testBackend(t)
-	unfusedOnce.Do(func() { unfusedAll, unfusedErr = New(Options{Unfused: true, Sync: true}) })
-	if unfusedErr != nil {
-		t.Fatalf("cuda backend without fusion: %v", unfusedErr)
-	}
-	return unfusedAll
-}
+func unfusedBackend(t testing.TB) *Backend { return backendWith(t, Options{Unfused: true, Sync: true}) }
 
 // TestGEMVFast: the decode GEMV for every row count 1..8 (kernels for 1, 2, 4 and 8
 // rows, the others repeating their last row), every weight type, output counts that are
@@ -455,21 +440,12 @@ func BenchmarkAttentionDecodeKV(bm *testing.B) {
 	}
 }
 
-var (
-	benchBF16Once sync.Once
-	benchBF16All  *Backend
-	benchBF16Err  error
-)
+var ()
 
 func benchAttentionDecode(bm *testing.B, bfKV bool, ctx int) {
 	b := benchBackend(bm)
 	if bfKV {
-		testBackend(bm)
-		benchBF16Once.Do(func() { benchBF16All, benchBF16Err = New(Options{KVBF16: true}) })
-		if benchBF16Err != nil {
-			bm.Fatal(benchBF16Err)
-		}
-		b = benchBF16All
+		b = backendWith(bm, Options{KVBF16: true})
 	}
 	const heads, kvHeads, hd = 32, 8, 128
 	r := rand.New(rand.NewPCG(45, 45))

@@ -7,7 +7,6 @@ import (
 	"math"
 	"math/rand/v2"
 	"path/filepath"
-	"sync"
 	"testing"
 
 	"github.com/lukv/lukv/generate"
@@ -44,22 +43,8 @@ const (
 	kvBF16ModelRoundedTol = 1e-3
 )
 
-var (
-	kvBF16Once sync.Once
-	kvBF16All  *Backend
-	kvBF16Err  error
-)
-
 // kvBF16Backend is a backend with Options.KVBF16 (and every launch checked).
-func kvBF16Backend(t testing.TB) *Backend {
-	t.Helper()
-	testBackend(t)
-	kvBF16Once.Do(func() { kvBF16All, kvBF16Err = New(Options{KVBF16: true, Sync: true}) })
-	if kvBF16Err != nil {
-		t.Fatalf("cuda backend with a bf16 KV cache: %v", kvBF16Err)
-	}
-	return kvBF16All
-}
+func kvBF16Backend(t testing.TB) *Backend { return backendWith(t, Options{KVBF16: true, Sync: true}) }
 
 // roundBF16 rounds every value to the nearest bfloat16 (ties to even), as float32.
 func roundBF16(x []float32) []float32 { return roundTo(x, bf16) }

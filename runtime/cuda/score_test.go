@@ -12,7 +12,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"sync"
 	"testing"
 	"unsafe"
 
@@ -238,21 +237,9 @@ func TestDeviceScorersMatchHost(t *testing.T) {
 	}
 }
 
-var (
-	scoreTCOnce sync.Once
-	scoreTCAll  *Backend
-	scoreTCErr  error
-)
-
 // scoreTCBackend has Options.TensorCores (every launch checked).
 func scoreTCBackend(t testing.TB) *Backend {
-	t.Helper()
-	testBackend(t)
-	scoreTCOnce.Do(func() { scoreTCAll, scoreTCErr = New(Options{TensorCores: true, Sync: true}) })
-	if scoreTCErr != nil {
-		t.Fatal(scoreTCErr)
-	}
-	return scoreTCAll
+	return backendWith(t, Options{TensorCores: true, Sync: true})
 }
 
 // TestExpectedAttentionTensorCores: with Options.TensorCores at head dim 128, expected
@@ -326,21 +313,9 @@ func TestScoreLayerUnsupported(t *testing.T) {
 	}
 }
 
-var (
-	scoreBF16Once sync.Once
-	scoreBF16All  *Backend
-	scoreBF16Err  error
-)
-
 // scoreBF16Backend has a bf16 KV cache (what lukv-run uses), every launch checked.
 func scoreBF16Backend(t testing.TB) *Backend {
-	t.Helper()
-	testBackend(t)
-	scoreBF16Once.Do(func() { scoreBF16All, scoreBF16Err = New(Options{KVBF16: true, Sync: true}) })
-	if scoreBF16Err != nil {
-		t.Fatal(scoreBF16Err)
-	}
-	return scoreBF16All
+	return backendWith(t, Options{KVBF16: true, Sync: true})
 }
 
 // scoreCache returns a cache of layers x nkv heads of d holding T random tokens per head
@@ -695,23 +670,9 @@ func overlap(a, b []int) int {
 	return n
 }
 
-var (
-	scoreBenchTCOnce sync.Once
-	scoreBenchTCAll  *Backend
-	scoreBenchTCErr  error
-)
-
 // scoreBenchTCBackend has Options.TensorCores and no per-launch synchronisation, for
 // timing (lukv-run's generate and bench turn TensorCores on).
-func scoreBenchTCBackend(t testing.TB) *Backend {
-	t.Helper()
-	benchBackend(t)
-	scoreBenchTCOnce.Do(func() { scoreBenchTCAll, scoreBenchTCErr = New(Options{TensorCores: true}) })
-	if scoreBenchTCErr != nil {
-		t.Fatal(scoreBenchTCErr)
-	}
-	return scoreBenchTCAll
-}
+func scoreBenchTCBackend(t testing.TB) *Backend { return backendWith(t, Options{TensorCores: true}) }
 
 // BenchmarkEvictionOverhead: eviction of one Llama-3.1-8B-shaped layer (32 query heads,
 // 8 KV heads of 128) after an 8192-token prefill, as the device path runs it: score the
