@@ -87,7 +87,8 @@ __device__ __forceinline__ void kv_rope_append(float* __restrict__ q, int qcols,
 		const long long rh = t / half;
 		const int h = (int)(rh % heads);
 		const int i = (int)(rh / heads);
-		const int p = positions ? positions[i] : pos0 + i;
+		// Positions only for a rotation: an append-only call's list may be stale.
+		const int p = (part == 2 || (part == 1 && !rotk)) ? 0 : positions ? positions[i] : pos0 + i;
 		if (part == 0) {
 			float* x = q + (long long)i * qcols + (long long)h * hd;
 			float a = x[j], b = x[j + half];

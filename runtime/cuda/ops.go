@@ -477,6 +477,11 @@ func (b *Backend) launchRopeAppend(q, k ropeCall, v *Tensor, c *KVCache, layer i
 		rotk = k.keep != nil
 		n = q.rows
 	}
+	if !rotq && !rotk {
+		// Nothing rotates: the held-back positions (if any) belong to an earlier call and
+		// may be fewer than n rows.
+		posPtr, pos0 = 0, 0
+	}
 	half := int64(hd / 2)
 	total := int64(0)
 	if rotq {

@@ -742,7 +742,7 @@ func BenchmarkEvictionOverhead(bm *testing.B) {
 	}
 	for _, v := range variants {
 		bm.Run("score/"+v.name, func(bm *testing.B) {
-			ds, err := v.b.NewScores(1, nkv, T)
+			ds, err := v.b.NewScores(2, nkv, T) // the view is layer 1
 			if err != nil {
 				bm.Fatal(err)
 			}
@@ -778,7 +778,7 @@ func BenchmarkEvictionOverhead(bm *testing.B) {
 	}
 	for _, v := range variants {
 		bm.Run("total/"+v.name, func(bm *testing.B) {
-			ds, err := v.b.NewScores(1, nkv, T)
+			ds, err := v.b.NewScores(2, nkv, T) // the view is layer 1
 			if err != nil {
 				bm.Fatal(err)
 			}
@@ -791,7 +791,7 @@ func BenchmarkEvictionOverhead(bm *testing.B) {
 				}
 				sc := [][][]float32{make([][]float32, nkv)}
 				for h := range sc[0] {
-					sc[0][h] = all[h*T : (h+1)*T : (h+1)*T]
+					sc[0][h] = all[(nkv+h)*T : (nkv+h+1)*T : (nkv+h+1)*T] // layer 1's slot
 				}
 				evictOnce(bm, lrt.EvictRequest{Scores: sc, Sink: 4, Window: 1, Counts: half, Reserve: 32})
 			}
