@@ -60,7 +60,8 @@ def main():
           f"MLP {m['intermediate']}, vocab {m['vocab']} ({m['dir']}); weights {gib(m['weight_bytes'])}, a decode step reads {gib(m['decode_weight_bytes'])}.  ")
         w(f"lukv: `{lukv['command']}` on {lukv['device_name']}, {lukv['date']}.  ")
         w(f"lukv prefill matmul: {lukv['matmul_path']}.  ")
-        w(f"Floors: {lukv['bandwidth_bytes_per_sec'] / 1e12:.1f} TB/s, {lukv['peak_tflops']:.0f} TFLOP/s. lukv's KV cache is float32 "
+        kv_fmt = "bf16" if m['kv_bytes_per_token'] == m['kv_bytes_per_token_bf16'] else "float32"
+        w(f"Floors: {lukv['bandwidth_bytes_per_sec'] / 1e12:.1f} TB/s, {lukv['peak_tflops']:.0f} TFLOP/s. lukv's KV cache is {kv_fmt} "
           f"({m['kv_bytes_per_token']} B/token), the peers' bf16 ({m['kv_bytes_per_token_bf16']} B/token): each is held to the floor of its own format.  ")
     else:
         w(f"lukv: no results ({lerr}).  ")

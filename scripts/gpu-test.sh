@@ -62,7 +62,9 @@ note "== benchmarks"
 
 note "== compute-sanitizer memcheck (small tests)"
 if command -v compute-sanitizer >/dev/null; then
-	(cd runtime/cuda && timeout 150 compute-sanitizer --tool memcheck --error-exitcode 99 \
+	# --report-api-errors no: the kernel lookups probe every module for a name, and each
+	# miss is an API error that would fill the print limit before any memory error.
+	(cd runtime/cuda && timeout 200 compute-sanitizer --tool memcheck --report-api-errors no --error-exitcode 99 \
 		../../gpubin/cuda.test -test.run 'TestConformance|TestMatMulDTypes|TestEmbedDTypes|TestAttentionAgainstCPU/small|TestGEMVFast|TestDecodeAttention|TestFusedRoPEAppend|TestKVBF16CacheOps|TestDeviceSelectAndCompact' -test.count=1) >"$out/memcheck.log" 2>&1
 	mc=$?
 	cat "$out/memcheck.log" >>"$log"
@@ -77,8 +79,10 @@ fi
 
 note "== compute-sanitizer racecheck (shared-memory kernels)"
 if command -v compute-sanitizer >/dev/null; then
-	(cd runtime/cuda && timeout 150 compute-sanitizer --tool racecheck --error-exitcode 99 \
-		../../gpubin/cuda.test -test.run 'TestAttentionTCAgainstCPU/n100|TestDecodeAttention|TestExpectedAttentionTensorCores|TestDeviceSelectAndCompact' -test.count=1) >"$out/racecheck.log" 2>&1
+	# Small cases only (-test.short drops the long score tests' contexts): racecheck runs
+	# kernels hundreds of times slower (all of TestDecodeAttention did not finish in 150 s).
+	(cd runtime/cuda && timeout 200 compute-sanitizer --tool racecheck --report-api-errors no --error-exitcode 99 \
+		../../gpubin/cuda.test -test.run 'TestAttentionTCAgainstCPU/n100|TestDecodeAttention/bf16_(false|true)/case(2|4|6)|TestDeviceScorersMatchHost|TestExpectedAttentionTensorCores|TestDeviceSelectAndCompact' -test.short -test.count=1) >"$out/racecheck.log" 2>&1
 	rc=$?
 	cat "$out/racecheck.log" >>"$log"
 	case $rc in

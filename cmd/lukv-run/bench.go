@@ -310,7 +310,7 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 		Settings: benchSettings{Contexts: contexts, Compression: ratios, DecodeSteps: *steps, Warmup: *warmup, Scorer: scorer.Name(),
 			OverheadRatio: *overRatio, OverheadContexts: overContexts, Seed: *seed, MaxSeconds: *maxSeconds, ContextSeconds: *ctxSeconds},
 	}
-	bn.model = rep.Model
+	bn.model = &rep.Model
 	fmt.Fprintf(stderr, "bench: loaded in %.1f s; warmup prefill of %d tokens\n", time.Since(start).Seconds(), min(*warmup, slices.Min(contexts)))
 	if err := bn.warmup(min(*warmup, slices.Min(contexts))); err != nil {
 		return fmt.Errorf("bench: warmup: %w", err)
@@ -400,7 +400,7 @@ func describeModel(dir string, m *model.Model) benchModel {
 // bencher runs the measurements on one loaded model.
 type bencher struct {
 	m         *model.Model
-	model     benchModel
+	model     *benchModel // rep.Model: the per-token KV size it learns goes into the report
 	mem       memInfoer
 	stderr    io.Writer
 	steps     int

@@ -214,7 +214,7 @@ func TestDeviceScorersMatchHost(t *testing.T) {
 		eviction.KNormScorer{},
 	}
 	seed := uint64(0)
-	for _, T := range []int{1, 5, 100, 4096} {
+	for _, T := range scoreLengths([]int{1, 5, 100, 4096}) {
 		for _, d := range []int{32, 64, 128} {
 			for _, group := range []int{1, 2, 4} {
 				seed++
@@ -237,6 +237,15 @@ func TestDeviceScorersMatchHost(t *testing.T) {
 	}
 }
 
+// scoreLengths drops the long contexts under -test.short, which scripts/gpu-test.sh
+// passes to compute-sanitizer's racecheck (hundreds of times slower).
+func scoreLengths(ts []int) []int {
+	if !testing.Short() {
+		return ts
+	}
+	return slices.DeleteFunc(slices.Clone(ts), func(T int) bool { return T > 1000 })
+}
+
 // scoreTCBackend has Options.TensorCores (every launch checked).
 func scoreTCBackend(t testing.TB) *Backend {
 	return backendWith(t, Options{TensorCores: true, Sync: true})
@@ -254,7 +263,7 @@ func TestExpectedAttentionTensorCores(t *testing.T) {
 		{Epsilon: 0.1, NFuture: 7, NSink: 2, UseCovariance: true, UseVNorm: false},
 	}
 	seed := uint64(100)
-	for _, T := range []int{5, 100, 4096} {
+	for _, T := range scoreLengths([]int{5, 100, 4096}) {
 		for _, d := range []int{64, 128} {
 			for _, group := range []int{1, 4} {
 				seed++
@@ -418,7 +427,7 @@ func TestDeviceSelectAndCompact(t *testing.T) {
 		b    *Backend
 	}{{"float32", testBackend(t)}, {"bf16", scoreBF16Backend(t)}} {
 		b := bk.b
-		for _, T := range []int{1, 7, 300, 5000} {
+		for _, T := range scoreLengths([]int{1, 7, 300, 5000}) {
 			const L, nkv, d = 3, 4, 32
 			base := scoreCache(t, b, r, L, nkv, d, T)
 			scores := tiedScores(r, L, nkv, T)
