@@ -150,15 +150,11 @@ func (b *Backend) initAttentionTC() error {
 	s := &b.attnTC
 	found := map[string]kfn{}
 	for _, name := range attentionTCKernels {
-		for _, m := range b.mods {
-			if fn, err := m.Function(name); err == nil {
-				found[name] = kfn{name: name, fn: fn}
-				break
-			}
+		k, err := b.findKernel(name, "kernels/attention_tc.cu")
+		if err != nil {
+			return err
 		}
-		if _, ok := found[name]; !ok {
-			return fmt.Errorf("cuda: the kernels in %s have no %s (kernels/attention_tc.cu): stale build? rerun scripts/build-kernels.sh", b.kdir, name)
-		}
+		found[name] = k
 	}
 	s.conv = [2]kfn{found["kv_to_bf16"], found["kv_bf16_to_bf16"]}
 	s.fns = map[[2]int]kfn{}

@@ -349,12 +349,7 @@ func (b *Backend) initBLAS() error {
 // convertKernel finds f32_to_bf16 among the loaded modules (kernelModules lists it
 // under "convert", so New already checked that it exists).
 func (b *Backend) convertKernel() (kfn, error) {
-	for _, m := range b.mods {
-		if fn, err := m.Function("f32_to_bf16"); err == nil {
-			return kfn{name: "f32_to_bf16", fn: fn}, nil
-		}
-	}
-	return kfn{}, fmt.Errorf("cuda: the kernels in %s have no f32_to_bf16 (kernels/convert.cu): stale build? rerun scripts/build-kernels.sh", b.kdir)
+	return b.findKernel("f32_to_bf16", "kernels/convert.cu")
 }
 
 // matmulTensorCores computes out [n, N] = x [n, K] @ w [N, K]^T with w bfloat16 on the

@@ -159,6 +159,18 @@ func (b *Backend) loadKernels() error {
 	return nil
 }
 
+// findKernel looks name up in every loaded module (kernels not listed in
+// kernelModules: the decode, tensor-core, conversion and scoring families); source
+// names the .cu file for the error of a stale build.
+func (b *Backend) findKernel(name, source string) (kfn, error) {
+	for _, m := range b.mods {
+		if fn, err := m.Function(name); err == nil {
+			return kfn{name: name, fn: fn}, nil
+		}
+	}
+	return kfn{}, fmt.Errorf("cuda: the kernels in %s have no %s (%s): stale build? rerun scripts/build-kernels.sh", b.kdir, name, source)
+}
+
 // dim3 is a grid or block shape.
 type dim3 [3]int
 

@@ -330,14 +330,7 @@ var gemvFastRows = [4]int{1, 2, 4, 8}
 // loadDecodeKernels looks the decode kernels up in the loaded modules (New fails on a
 // build without them).
 func (b *Backend) loadDecodeKernels() error {
-	find := func(name string) (kfn, error) {
-		for _, m := range b.mods {
-			if fn, err := m.Function(name); err == nil {
-				return kfn{name: name, fn: fn}, nil
-			}
-		}
-		return kfn{}, fmt.Errorf("cuda: the kernels in %s have no %s: stale build? rerun scripts/build-kernels.sh", b.kdir, name)
-	}
+	find := func(name string) (kfn, error) { return b.findKernel(name, "kernels/matmul.cu, kvcache.cu, attention.cu") }
 	var err error
 	d := &b.dk
 	for dt, suffix := range []string{"f32", "bf16", "f16"} {

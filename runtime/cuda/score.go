@@ -154,15 +154,11 @@ func (b *Backend) ReleaseScoring() {
 func (b *Backend) initScoring(st *scoreState) error {
 	st.k = map[string]kfn{}
 	for _, name := range append(slices.Clone(scoreKernelNames), topkKernelNames...) {
-		for _, m := range b.mods {
-			if fn, err := m.Function(name); err == nil {
-				st.k[name] = kfn{name: name, fn: fn}
-				break
-			}
+		k, err := b.findKernel(name, "kernels/score.cu, kernels/topk.cu")
+		if err != nil {
+			return err
 		}
-		if _, ok := st.k[name]; !ok {
-			return fmt.Errorf("cuda: the kernels in %s have no %s (kernels/score.cu, kernels/topk.cu): stale build? rerun scripts/build-kernels.sh", b.kdir, name)
-		}
+		st.k[name] = k
 	}
 	if err := setMaxDynamicShared(st.k["ea_logits"], eaLogitsSmem(eaMaxHeadDim)); err != nil {
 		return err
