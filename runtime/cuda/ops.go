@@ -330,7 +330,9 @@ var gemvFastRows = [4]int{1, 2, 4, 8}
 // loadDecodeKernels looks the decode kernels up in the loaded modules (New fails on a
 // build without them).
 func (b *Backend) loadDecodeKernels() error {
-	find := func(name string) (kfn, error) { return b.findKernel(name, "kernels/matmul.cu, kvcache.cu, attention.cu") }
+	find := func(name string) (kfn, error) {
+		return b.findKernel(name, "kernels/matmul.cu, kvcache.cu, attention.cu")
+	}
 	var err error
 	d := &b.dk
 	for dt, suffix := range []string{"f32", "bf16", "f16"} {
