@@ -216,6 +216,7 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	overFlag := fs.String("overhead-contexts", "", "contexts of the eviction-overhead measurement (a second prefill with the scorer); empty: all, none: skip")
 	seed := fs.Uint64("seed", 1, "seed of the random token ids and eviction scores")
 	jsonOut := fs.String("json", "", "also write everything measured to this JSON file")
+	cpuProfile := fs.String("cpuprofile", "", "write a Go CPU profile of the measurements to this file (where the host's time goes)")
 	maxSeconds := fs.Float64("max-seconds", 0, "time budget of all measurements after the warmup (0: none); what does not fit is skipped or cut, and says so")
 	ctxSeconds := fs.Float64("context-seconds", 0, "time budget of each context (0: none)")
 	bandwidth := fs.Float64("bandwidth", defaultBandwidth, "memory bandwidth of the decode floor, bytes/s")
@@ -311,6 +312,11 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 			OverheadRatio: *overRatio, OverheadContexts: overContexts, Seed: *seed, MaxSeconds: *maxSeconds, ContextSeconds: *ctxSeconds},
 	}
 	bn.model = &rep.Model
+	stopProfile, err := startCPUProfile(*cpuProfile)
+	if err != nil {
+		return err
+	}
+	defer stopProfile()
 	fmt.Fprintf(stderr, "bench: loaded in %.1f s; warmup prefill of %d tokens\n", time.Since(start).Seconds(), min(*warmup, slices.Min(contexts)))
 	if err := bn.warmup(min(*warmup, slices.Min(contexts))); err != nil {
 		return fmt.Errorf("bench: warmup: %w", err)

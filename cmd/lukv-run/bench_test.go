@@ -29,10 +29,15 @@ func readBench(t *testing.T, path string) benchReport {
 // compression, and the Markdown tables.
 func TestBenchCPU(t *testing.T) {
 	js := filepath.Join(t.TempDir(), "bench.json")
+	prof := filepath.Join(t.TempDir(), "cpu.pprof")
 	out, progress, err := runCLI(t, "bench", "--contexts", "64,160", "--compression", "0.8,0.5", "--decode-steps", "3",
-		"--warmup", "16", "--overhead-contexts", "160", "--json", js)
+		"--warmup", "16", "--overhead-contexts", "160", "--json", js, "--cpuprofile", prof)
 	if err != nil {
 		t.Fatal(err)
+	}
+	// A pprof profile is gzip-compressed protobuf.
+	if data, err := os.ReadFile(prof); err != nil || len(data) < 2 || data[0] != 0x1f || data[1] != 0x8b {
+		t.Errorf("--cpuprofile %s: %d bytes, error %v; want a gzip-compressed profile", prof, len(data), err)
 	}
 	rep := readBench(t, js)
 	md := rep.Model
