@@ -9,7 +9,6 @@ import (
 	"reflect"
 	"sort"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/lukv/lukv/eviction"
@@ -55,6 +54,10 @@ type Runner struct {
 	// Batch is the most sequences RunSample decodes in one forward pass (0:
 	// DefaultBatch).
 	Batch int
+	// HostScoring scores on the host even where the backend scores on the device
+	// (eviction.Collector.HostOnly): the device's float32 scores can order near-ties
+	// differently, so this reproduces a host-scored run exactly.
+	HostScoring bool
 	// Time accumulates where RunSample spends its time.
 	Time Timing
 }
@@ -63,7 +66,7 @@ type Runner struct {
 // rows), whose per-row arithmetic is meant not to depend on the batch, so that batched
 // and one-at-a-time evaluation give the same answers on the GPU too. On the CPU that is
 // tested (TestRunSampleMatchesRunCell); on the GPU runtime/cuda's TestGenerateBatchOnGPU
-// checks it, and has not run yet.
+// checks it (it passed on the H200, results/gpu/2026-11-28-h200-run3).
 const DefaultBatch = 8
 
 // Timing is the wall time RunSample spent per phase, summed over samples.
@@ -101,6 +104,7 @@ func (r *Runner) RunCell(s Sample, index int, m MethodSpec, ratio float64) (Cell
 	if m.Scorer != nil {
 		method := eviction.Method{Scorer: m.Scorer, Allocator: m.Allocator, Ratio: ratio, Sink: r.Sink, Window: r.Window}
 		collector := eviction.NewCollector(r.Model, m.Scorer)
+		collector.HostOnly = r.HostScoring
 		opt.Observer = collector
 		opt.AfterPrefill = func(cache lrt.KVCache, _ int) error {
 			return method.Compress(cache, collector.Scores, len(prompt)-len(ctx)+s.MaxNewTokens)
@@ -148,7 +152,7 @@ func (r *Runner) RunSample(s Sample, index int, jobs []Job, emit func(Cell) erro
 		return fmt.Errorf("%w: %s sample %d has a %d-token prompt, the model's context is %d",
 			model.ErrContextTooLong, s.Task, index, len(prompt), r.Model.Config.MaxPositionEmbeddings)
 	}
-	obs := &multiScorer{model: r.Model}
+	obs := &multiScorer{model: r.Model, hostOnly: r.HostScoring}
 	scorerOf := make([]int, len(jobs))
 	for i, j := range jobs {
 		scorerOf[i] = -1
@@ -194,7 +198,7 @@ func (r *Runner) RunSample(s Sample, index int, jobs []Job, emit func(Cell) erro
 			cell.Ratio = 0
 		} else {
 			method := eviction.Method{Scorer: j.Method.Scorer, Allocator: j.Method.Allocator, Ratio: j.Ratio, Sink: r.Sink, Window: r.Window}
-			if err := method.Compress(cache, obs.scores[scorerOf[i]], reserve); err != nil {
+			if err := method.Compress(cache, obs.scores(scorerOf[i]), reserve); err != nil {
 				return fmt.Errorf("%s at %.2f: %w", j.Method.Name, j.Ratio, err)
 			}
 		}
@@ -233,40 +237,36 @@ func release(c lrt.KVCache) {
 	}
 }
 
-// multiScorer is a model.Observer that builds each layer's view once and scores it with
-// several scorers, concurrently (each scorer is single-threaded).
+// multiScorer scores a sample's prefill once per distinct scorer of its jobs
+// (eviction.Collectors: on the device where the backend can, else from one shared host
+// view), and times it.
 type multiScorer struct {
-	model   *model.Model
-	scorers []eviction.Scorer
-	scores  [][][][]float32 // [scorer][layer][Nkv][T]
-	elapsed time.Duration   // time spent in ObserveLayer
+	model      *model.Model
+	hostOnly   bool
+	collectors eviction.Collectors
+	elapsed    time.Duration // time spent in ObserveLayer
 }
 
 // add registers a scorer (once per distinct scorer: same name and configuration) and
 // returns its index.
 func (m *multiScorer) add(s eviction.Scorer) int {
-	for i, have := range m.scorers {
-		if have.Name() == s.Name() && reflect.DeepEqual(have, s) {
+	for i, c := range m.collectors {
+		if c.Scorer.Name() == s.Name() && reflect.DeepEqual(c.Scorer, s) {
 			return i
 		}
 	}
-	m.scorers = append(m.scorers, s)
-	m.scores = append(m.scores, make([][][]float32, m.model.Config.NumLayers))
-	return len(m.scorers) - 1
+	c := eviction.NewCollector(m.model, s)
+	c.HostOnly = m.hostOnly
+	m.collectors = append(m.collectors, c)
+	return len(m.collectors) - 1
 }
+
+// scores are scorer i's scores of the last prefill, [layer][Nkv][T].
+func (m *multiScorer) scores(i int) [][][]float32 { return m.collectors[i].Scores }
 
 func (m *multiScorer) ObserveLayer(layer int, positions []int, x, q, k, v lrt.Tensor) {
 	start := time.Now()
-	view := (&eviction.Collector{Model: m.model}).View(layer, positions, x, q, k, v)
-	var wg sync.WaitGroup
-	for i, s := range m.scorers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			m.scores[i][layer] = s.Score(view)
-		}()
-	}
-	wg.Wait()
+	m.collectors.ObserveLayer(layer, positions, x, q, k, v)
 	m.elapsed += time.Since(start)
 }
 

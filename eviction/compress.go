@@ -3,6 +3,7 @@ package eviction
 import (
 	"errors"
 	"fmt"
+	"sync"
 
 	"github.com/lukv/lukv/model"
 	lrt "github.com/lukv/lukv/runtime"
@@ -57,18 +58,45 @@ func NewCollector(m *model.Model, s Scorer) *Collector {
 // ObserveLayer scores the layer: on the device when it can (see Collector), else from
 // the host view of the backend's activations.
 func (c *Collector) ObserveLayer(layer int, positions []int, x, q, k, v lrt.Tensor) {
-	if layer == 0 {
-		c.dropDevice() // a new pass
-	}
-	if !c.scoreOnDevice(layer, positions, q, k, v) {
-		view := c.View(layer, positions, x, q, k, v)
-		c.Scores[layer] = c.Scorer.Score(view)
-		if c.OnView != nil {
-			c.OnView(view)
+	Collectors{c}.ObserveLayer(layer, positions, x, q, k, v)
+}
+
+// Collectors is a model.Observer that scores one prefill with several scorers (Collectors
+// of the same model): each scores on the device when it can, and those that cannot
+// share one host view of the layer (copied once) and score it concurrently.
+type Collectors []*Collector
+
+func (cs Collectors) ObserveLayer(layer int, positions []int, x, q, k, v lrt.Tensor) {
+	var host []*Collector
+	for _, c := range cs {
+		if layer == 0 {
+			c.dropDevice() // a new pass
+		}
+		if !c.scoreOnDevice(layer, positions, q, k, v) {
+			host = append(host, c)
 		}
 	}
-	if layer == len(c.Scores)-1 {
-		c.collectDevice()
+	if len(host) > 0 {
+		view := host[0].View(layer, positions, x, q, k, v)
+		var wg sync.WaitGroup
+		for _, c := range host {
+			wg.Add(1)
+			go func() { // each scorer is single-threaded; they only read the view
+				defer wg.Done()
+				c.Scores[layer] = c.Scorer.Score(view)
+			}()
+		}
+		wg.Wait()
+		for _, c := range host {
+			if c.OnView != nil {
+				c.OnView(view)
+			}
+		}
+	}
+	for _, c := range cs {
+		if layer == len(c.Scores)-1 {
+			c.collectDevice()
+		}
 	}
 }
 

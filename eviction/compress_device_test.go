@@ -209,6 +209,44 @@ func TestCollectorDevicePath(t *testing.T) {
 	}
 }
 
+// TestCollectorsShareOnePass: Collectors scores one prefill with several scorers, the
+// device-capable one on the device (except the refused layer) and the others from one
+// shared host view; each ends with exactly what a lone host-path Collector of its scorer
+// gets, and the device scores are freed.
+func TestCollectorsShareOnePass(t *testing.T) {
+	f := &fakeScoring{Backend: cpu.New(), refuse: 5}
+	scorers := []Scorer{KNormScorer{}, TOVAScorer{}, StreamingLLMScorer{Sink: DefaultStreamingSink}} // the fake scores K-norm for any spec: one device-capable scorer
+	var together, alone Collectors
+	prefillTiny(t, f, 48, func(m *model.Model) model.Observer {
+		for _, s := range scorers {
+			together = append(together, NewCollector(m, s))
+			a := NewCollector(m, s)
+			a.HostOnly = true
+			alone = append(alone, a)
+		}
+		return observerFunc(func(layer int, positions []int, x, q, k, v lrt.Tensor) {
+			together.ObserveLayer(layer, positions, x, q, k, v)
+			for _, a := range alone {
+				a.ObserveLayer(layer, positions, x, q, k, v)
+			}
+		})
+	})
+	L := len(together[0].Scores)
+	if want := []int{0, 1, 2, 3, 4, 6, 7}; !slices.Equal(f.layers, want) {
+		t.Fatalf("device-scored layers %v, want %v (only K-norm has a device form)", f.layers, want)
+	}
+	if len(f.specs) != L || f.freed != 1 {
+		t.Fatalf("ScoreLayer called %d times for %d layers, device scores freed %d times; want %d and once", len(f.specs), L, f.freed, L)
+	}
+	for i, c := range together {
+		for l := 0; l < L; l++ {
+			if c.Scores[l] == nil || !equalScores(c.Scores[l], alone[i].Scores[l]) {
+				t.Fatalf("%s layer %d: scores differ from a lone host-path collector's", scorers[i].Name(), l)
+			}
+		}
+	}
+}
+
 // TestDeviceSpecDefaults: the device forms carry every default the host scorer applies.
 func TestDeviceSpecDefaults(t *testing.T) {
 	ea := DefaultExpectedAttentionScorer()

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs the RULER-style evaluation of issue #5 on the embedded default model with the
+# Runs the RULER-style evaluation of issue #5 on the embedded default model (and its
+# embedded evaluation split: no data folder needed) with the
 # CUDA build (gpubin/lukv-run from scripts/build-cuda.sh), one process per shard so the
 # GPU and the host's cores stay busy, each shard resumable in its own folder.
 #

@@ -118,10 +118,11 @@ func runEval(args []string, stdout, stderr io.Writer) error {
 	device := fs.String("device", "cpu", "cpu or cuda")
 	threads := fs.Int("threads", 0, "CPU threads (0: all cores)")
 	cpuProfile := fs.String("cpuprofile", "", "write a Go CPU profile of the run to this file")
+	hostScoring := fs.Bool("host-scoring", false, "score on the host even where the device can (the device's float32 scores may order near-ties differently)")
 	// RULER
 	tasksFlag := fs.String("tasks", strings.Join(eval.Tasks(), ","), "ruler: tasks")
-	haystack := fs.String("haystack", "data/corpus/eval_haystack_devil.txt", "ruler: essay haystack text, one paragraph per line (lukv-tiny's reserved evaluation prose)")
-	wordsFlag := fs.String("words", "data/corpus/words_eval_noun.txt", "ruler: key and word vocabulary, one per line (lukv-tiny's evaluation split)")
+	haystack := fs.String("haystack", "", "ruler: essay haystack text, one paragraph per line (default: the embedded evaluation split's The Devil's Dictionary, eval/corpus)")
+	wordsFlag := fs.String("words", "", "ruler: key and word vocabulary, one per line (default: the embedded evaluation split's WordNet nouns, eval/corpus)")
 	seed := fs.Uint64("seed", 42, "ruler: generator seed")
 	squad := fs.String("squad", "", "ruler: SQuAD v2.0 dev json (dev-v2.0.json); adds task qa_1")
 	hotpot := fs.String("hotpotqa", "", "ruler: HotpotQA dev distractor json (hotpot_dev_distractor_v1.json); adds task qa_2")
@@ -153,11 +154,16 @@ func runEval(args []string, stdout, stderr io.Writer) error {
 		if taskList, err = splitList("tasks", *tasksFlag, func(s string) (string, error) { return s, nil }); err != nil {
 			return err
 		}
-		if hay, err = eval.ReadLines(*haystack); err != nil {
-			return fmt.Errorf("--haystack: %w", err)
+		hay, words = eval.DefaultHaystack(), eval.DefaultWords()
+		if *haystack != "" {
+			if hay, err = eval.ReadLines(*haystack); err != nil {
+				return fmt.Errorf("--haystack: %w", err)
+			}
 		}
-		if words, err = eval.ReadLines(*wordsFlag); err != nil {
-			return fmt.Errorf("--words: %w", err)
+		if *wordsFlag != "" {
+			if words, err = eval.ReadLines(*wordsFlag); err != nil {
+				return fmt.Errorf("--words: %w", err)
+			}
 		}
 		// RULER's qa tasks run from the user's own SQuAD / HotpotQA files (not bundled).
 		qa = map[string]*eval.QAData{}
@@ -277,7 +283,7 @@ func runEval(args []string, stdout, stderr io.Writer) error {
 	}
 	defer f.Close()
 
-	runner := &eval.Runner{Model: m, Tokenizer: tok, Sink: 4, Window: 1}
+	runner := &eval.Runner{Model: m, Tokenizer: tok, Sink: 4, Window: 1, HostScoring: *hostScoring}
 	perSample := 0
 	for _, meth := range methods {
 		if meth.Scorer == nil {

@@ -130,6 +130,24 @@ func TestEvalSmoke(t *testing.T) {
 	}
 }
 
+// TestEvalDefaultSplit: without --haystack and --words, eval ruler runs on the embedded
+// evaluation split (a fresh clone needs no data folder), and the essay haystack is there.
+func TestEvalDefaultSplit(t *testing.T) {
+	out := t.TempDir()
+	table, _, err := runCLI(t, "eval", "ruler", "--tasks", "niah_single_2", "--lengths", "512", "--samples", "1",
+		"--methods", "full", "--out", out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(table, "| full | 0% |") {
+		t.Errorf("report lacks the full-cache row:\n%s", table)
+	}
+	data, err := os.ReadFile(filepath.Join(out, "results.jsonl"))
+	if err != nil || strings.Count(string(data), "\n") != 1 {
+		t.Fatalf("results.jsonl: %v, %q; want one cell", err, data)
+	}
+}
+
 // TestEvalSmokeArtifacts: a RULER run writes the plots and a per-length report, and
 // `eval report` merges two runs into one report without a model.
 func TestEvalSmokeArtifacts(t *testing.T) {
