@@ -77,9 +77,10 @@ def build_state(args):
 class Stream(torch.utils.data.IterableDataset):
     """Endless batches (ids [B, T] int64, answer mask [B, T] bool) for one curriculum phase."""
 
-    def __init__(self, T, B, seed, phase, prose_frac):
+    def __init__(self, T, B, seed, phase, prose_frac, weights):
         super().__init__()
         self.T, self.B, self.seed, self.phase, self.prose_frac = T, B, seed, phase, prose_frac
+        self.weights = weights  # task -> weight for this phase
 
     def __iter__(self):
         info = torch.utils.data.get_worker_info()
@@ -89,7 +90,7 @@ class Stream(torch.utils.data.IterableDataset):
         tok = st["tok"]
         count = lambda s: len(tok.encode(s).ids)  # noqa: E731
         gen = tasks.TaskGen(st["adjs"], st["nouns"], st["adjs"] + st["nouns"], st["hay"], count, rng)
-        names, weights = list(TASK_WEIGHTS), list(TASK_WEIGHTS.values())
+        names, weights = list(self.weights), list(self.weights.values())
         while True:
             ids = np.zeros((self.B, self.T), dtype=np.int64)
             mask = np.zeros((self.B, self.T), dtype=bool)
@@ -144,6 +145,25 @@ class Stream(torch.utils.data.IterableDataset):
             first = False
 
 
+def parse_weights(spec, flag):
+    """TASK_WEIGHTS with the overrides of "task:weight,...", checked (a typo must not
+    silently train on the default mix)."""
+    w = dict(TASK_WEIGHTS)
+    for item in filter(None, (x.strip() for x in spec.split(","))):
+        name, _, val = item.partition(":")
+        if name not in TASK_WEIGHTS:
+            sys.exit(f"{flag}: unknown task {name!r} (tasks: {', '.join(TASK_WEIGHTS)})")
+        try:
+            w[name] = float(val)
+        except ValueError:
+            sys.exit(f"{flag}: {item!r}: want task:weight")
+        if w[name] < 0:
+            sys.exit(f"{flag}: {item!r}: weight must be >= 0")
+    if sum(w.values()) <= 0:
+        sys.exit(f"{flag}: all weights are zero")
+    return w
+
+
 def make_model(args, vocab):
     from transformers import LlamaConfig, LlamaForCausalLM
     kw = dict(vocab_size=vocab, hidden_size=args.hidden, intermediate_size=args.inter,
@@ -185,6 +205,11 @@ def main():
     ap.add_argument("--wd", type=float, default=0.1)
     ap.add_argument("--answer-weight", type=float, default=1.0)
     ap.add_argument("--prose-frac", type=float, default=0.2)
+    ap.add_argument("--task-weights", default="",
+                    help="task:weight,... overrides of the task mix (TASK_WEIGHTS) in every phase")
+    ap.add_argument("--long-task-weights", default="",
+                    help="task:weight,... overrides for phases with T >= --long-from (on top of --task-weights)")
+    ap.add_argument("--long-from", type=int, default=16384)
     ap.add_argument("--workers", type=int, default=14)
     ap.add_argument("--hidden", type=int, default=256)
     ap.add_argument("--inter", type=int, default=704)
@@ -212,6 +237,8 @@ def main():
                              {"params": no_decay, "weight_decay": 0.0}],
                             lr=args.lr, betas=(0.9, 0.95), eps=1e-8, fused=True)
 
+    weights = parse_weights(args.task_weights, "--task-weights")
+    long_weights = parse_weights(",".join(filter(None, [args.task_weights, args.long_task_weights])), "--long-task-weights")
     fixed = bool(args.phase_steps)
     spec = args.phase_steps or args.phases
     phases = []
@@ -226,7 +253,7 @@ def main():
     phase_log = []
     frac_start = 0.0
     for pi, (T, B, x) in enumerate(phases):
-        stream = Stream(T, B, args.seed, pi, args.prose_frac)
+        stream = Stream(T, B, args.seed, pi, args.prose_frac, long_weights if T >= args.long_from else weights)
         loader = torch.utils.data.DataLoader(stream, batch_size=None, num_workers=args.workers,
                                              prefetch_factor=4, pin_memory=True)
         it = iter(loader)
@@ -319,7 +346,7 @@ def main():
         json.dump({"args": vars(args), "parameters": nparam, "steps": step, "tokens": tokens,
                    "train_s": round(train_time, 1), "wall_s": round(wall, 1), "phases": phase_log,
                    "gpu": torch.cuda.get_device_name(), "torch": torch.__version__,
-                   "task_weights": TASK_WEIGHTS}, f, indent=1)
+                   "task_weights": weights, "long_task_weights": long_weights, "long_from": args.long_from}, f, indent=1)
     plot_loss(rows, os.path.join(args.out, "loss.png"))
     log(f"saved to {args.out}: " + ", ".join(sorted(os.listdir(args.out))))
 
