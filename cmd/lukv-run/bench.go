@@ -142,6 +142,8 @@ type benchPrefill struct {
 	AttentionFLOP float64 `json:"attention_flop"`
 	TFLOPS        float64 `json:"tflops"`
 	PctPeak       float64 `json:"pct_peak"`
+	// Kernels is the GPU time per kernel (LUKV_CUDA_PROFILE=1 on cuda; see KernelSteps).
+	Kernels []lrt.KernelStat `json:"kernels,omitempty"`
 }
 
 // benchDecode is one decode row: the full cache (compression 0) or one compressed.
@@ -170,6 +172,10 @@ type benchDecode struct {
 	MemFreeAfter     uint64  `json:"mem_free_after,omitempty"`
 	MemReleasedBytes int64   `json:"mem_released_bytes,omitempty"`
 	KVBytesReleased  int64   `json:"kv_bytes_released,omitempty"`
+	// Kernels is the GPU time per kernel over KernelSteps decode steps (the timed ones
+	// and the 2 warmup steps), with LUKV_CUDA_PROFILE=1 on cuda.
+	Kernels     []lrt.KernelStat `json:"kernels,omitempty"`
+	KernelSteps int              `json:"kernel_steps,omitempty"`
 }
 
 // benchOver is the eviction overhead: scoring (the prefill with the scorer's collector
@@ -222,7 +228,7 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	bandwidth := fs.Float64("bandwidth", defaultBandwidth, "memory bandwidth of the decode floor, bytes/s")
 	peak := fs.Float64("peak-tflops", defaultPeakTFLOP, "dense matrix rate the prefill is compared with, TFLOP/s")
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: lukv-run bench [flags]\n\nMeasures prefill latency, decode ms/token with the full and the compressed KV cache, the\neviction overhead and the memory, at each context, against the floors: decode at\n(weight bytes + live KV bytes) / bandwidth, prefill at the peak matrix rate. Random token ids\n(seeded) and random eviction scores: speed does not depend on which tokens are kept.\nOn --device cuda the prefill matmuls use the bf16 tensor cores (LUKV_CUDA_TENSOR_CORES=0: off).\n\nFlags:\n")
+		fmt.Fprintf(stderr, "Usage: lukv-run bench [flags]\n\nMeasures prefill latency, decode ms/token with the full and the compressed KV cache, the\neviction overhead and the memory, at each context, against the floors: decode at\n(weight bytes + live KV bytes) / bandwidth, prefill at the peak matrix rate. Random token ids\n(seeded) and random eviction scores: speed does not depend on which tokens are kept.\nOn --device cuda the prefill matmuls use the bf16 tensor cores (LUKV_CUDA_TENSOR_CORES=0: off);\nwith LUKV_CUDA_PROFILE=1 every prefill and decode row also gets the GPU time of each kernel\n(a table per row; profiling costs host time, so such a run's timings are not the speed).\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -548,6 +554,20 @@ func (bn *bencher) decode(cache lrt.KVCache, pos, first, steps int, atStart func
 	return time.Since(t0) / time.Duration(steps), nil
 }
 
+// kernels reads the backend's kernel profile and starts a new period: nil unless the
+// backend profiles (LUKV_CUDA_PROFILE=1 with --device cuda).
+func (bn *bencher) kernels() []lrt.KernelStat {
+	kp, ok := bn.m.Backend.(lrt.KernelProfiler)
+	if !ok {
+		return nil
+	}
+	st, err := kp.KernelProfile()
+	if err != nil {
+		return nil
+	}
+	return st
+}
+
 // floorMs is the decode floor for the given live KV bytes.
 func (bn *bencher) floorMs(liveKV int64) float64 {
 	return float64(bn.model.DecodeWeightBytes+liveKV) / bn.bandwidth * 1e3
@@ -591,6 +611,7 @@ func (bn *bencher) context(T int, over bool, ratios []float64) (row benchContext
 		ids := bn.randomIDs(T)
 		cache = m.NewCache(T + bn.steps + 4)
 		m.Observer = obs
+		bn.kernels() // a new profiling period
 		t0 := time.Now()
 		logits, err := m.Forward(ids, 0, cache, true)
 		m.Observer = nil
@@ -598,7 +619,7 @@ func (bn *bencher) context(T int, over bool, ratios []float64) (row benchContext
 			return err
 		}
 		secs := time.Since(t0).Seconds()
-		p := &benchPrefill{Seconds: secs, TokensPerSec: float64(T) / secs}
+		p := &benchPrefill{Seconds: secs, TokensPerSec: float64(T) / secs, Kernels: bn.kernels()}
 		p.LinearFLOP = 2*float64(bn.model.LayerParams)*float64(T) + 2*float64(c.HiddenSize)*float64(c.VocabSize)
 		p.AttentionFLOP = 2 * float64(T) * float64(T) * float64(c.HeadDim*c.NumHeads*c.NumLayers)
 		p.TFLOPS = (p.LinearFLOP + p.AttentionFLOP) / secs / 1e12
@@ -614,11 +635,15 @@ func (bn *bencher) context(T int, over bool, ratios []float64) (row benchContext
 		rowFor := func(ratio float64) (benchDecode, error) {
 			d := benchDecode{Compression: ratio, Steps: bn.steps}
 			held := cache.Len(0, 0)
+			bn.kernels()
 			per, err := bn.decode(cache, T, first, bn.steps, func() {
 				d.LiveKVBytes, d.KVBytes = cache.LiveBytes(), cache.Bytes()
 			})
 			if err != nil {
 				return d, err
+			}
+			if d.Kernels = bn.kernels(); d.Kernels != nil {
+				d.KernelSteps = bn.steps + 2
 			}
 			d.MsPerToken = per.Seconds() * 1e3
 			d.FloorMs = bn.floorMs(d.LiveKVBytes)
@@ -797,6 +822,7 @@ func writeBenchTables(w io.Writer, r *benchReport) {
 			fmt.Fprintf(w, "| %d | %s | | | | | | | |\n", c.Context, statusCell(c))
 		}
 	}
+	writeKernelProfiles(w, r)
 	fmt.Fprintf(w, "\n## Eviction overhead\n\n| context | scorer | prefill s | with scorer s | scoring s | allocation+compaction s | share of prefill |\n|---|---|---|---|---|---|---|\n")
 	for _, c := range r.Contexts {
 		if o := c.Overhead; o != nil {
@@ -811,6 +837,48 @@ func writeBenchTables(w io.Writer, r *benchReport) {
 				met = "MISSED"
 			}
 			fmt.Fprintf(w, "- context %d: live KV %.2f%% of the full cache (allocated %.2f%%): %s\n", c.Context, 100*k.LiveFraction, 100*k.BytesFrac, met)
+		}
+	}
+}
+
+// writeKernelProfiles writes, for each profiled decode row and prefill, the GPU time
+// per kernel (per token for decode) and what the kernels add up to against the wall
+// time: the rest is launch gaps and host time. Only runs with LUKV_CUDA_PROFILE=1 have
+// profiles (and their wall times include the profiling's own cost).
+func writeKernelProfiles(w io.Writer, r *benchReport) {
+	table := func(title string, stats []lrt.KernelStat, per float64, wallMs float64, unit string) {
+		total := 0.0
+		for _, s := range stats {
+			total += s.Seconds
+		}
+		fmt.Fprintf(w, "\n### %s\n\nKernels: %.3f ms%s of GPU time against %.3f ms%s of wall time (with profiling).\n\n", title, 1e3*total/per, unit, wallMs, unit)
+		fmt.Fprintf(w, "| kernel | calls%s | us%s | share |\n|---|---|---|---|\n", unit, unit)
+		for _, s := range stats {
+			fmt.Fprintf(w, "| %s | %.1f | %.1f | %.1f%% |\n", s.Name, float64(s.Calls)/per, 1e6*s.Seconds/per, 100*s.Seconds/max(total, 1e-12))
+		}
+	}
+	header := false
+	for _, c := range r.Contexts {
+		if c.Prefill != nil && len(c.Prefill.Kernels) > 0 {
+			if !header {
+				fmt.Fprintf(w, "\n## Kernel profile (GPU time per kernel, LUKV_CUDA_PROFILE=1)\n")
+				header = true
+			}
+			table(fmt.Sprintf("context %d: prefill", c.Context), c.Prefill.Kernels, 1, 1e3*c.Prefill.Seconds, "")
+		}
+		for _, d := range c.Decode {
+			if len(d.Kernels) == 0 || d.KernelSteps == 0 {
+				continue
+			}
+			if !header {
+				fmt.Fprintf(w, "\n## Kernel profile (GPU time per kernel, LUKV_CUDA_PROFILE=1)\n")
+				header = true
+			}
+			comp := "full cache"
+			if d.Compression > 0 {
+				comp = fmt.Sprintf("%.0f%% evicted", 100*d.Compression)
+			}
+			table(fmt.Sprintf("context %d: decode, %s", c.Context, comp), d.Kernels, float64(d.KernelSteps), d.MsPerToken, "/token")
 		}
 	}
 }

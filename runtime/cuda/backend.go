@@ -76,6 +76,10 @@ type Options struct {
 	// stays float32. Off by default, so the conformance suite reads back exactly what it
 	// stored; lukv-run turns it on for generate and bench.
 	KVBF16 bool
+	// Profile brackets every kernel launch with CUDA events so KernelProfile can say
+	// where the GPU time went (profile.go). Costs host time per launch. Also set by the
+	// environment variable LUKV_CUDA_PROFILE=1.
+	Profile bool
 	// Unfused launches every operation when it is called. By default a few decode ops
 	// are held back until the next operation and merged with it (ops.go: matmuls that
 	// share their input, the q and k rotations and the cache append), which removes
@@ -115,6 +119,7 @@ type Backend struct {
 	dk       decodeKernels // the decode kernels (ops.go loadDecodeKernels)
 	pend     pending       // operations held back for fusion (ops.go)
 	decCount devBuf        // int32 split counters of the decode attention, kept zero
+	prof     *profiler     // with Options.Profile (profile.go)
 }
 
 var _ lrt.Backend = (*Backend)(nil)
@@ -128,6 +133,7 @@ func New(opt Options) (*Backend, error) {
 	if os.Getenv("LUKV_CUDA_FUSE") == "0" {
 		opt.Unfused = true
 	}
+	profileFromEnv(&opt)
 	if opt.PoolBytes == 0 {
 		opt.PoolBytes = 1 << 30
 	}
@@ -150,6 +156,9 @@ func New(opt Options) (*Backend, error) {
 		return nil, fmt.Errorf("cuda: device %d: primary context: %w", opt.Device, err)
 	}
 	b.pool = newPool(opt.PoolBytes)
+	if opt.Profile {
+		b.prof = &profiler{}
+	}
 	unlock := b.enter()
 	defer unlock()
 	if b.kdir, err = FindKernels(opt.KernelDir); err != nil {
@@ -238,6 +247,7 @@ func (b *Backend) Close() error {
 	b.ReleaseScoring() // takes the lock itself
 	unlock := b.enter()
 	err := cu.Synchronize()
+	b.prof.destroy()
 	for _, d := range []*devBuf{&b.ids, &b.positions, &b.invFreq, &b.partO, &b.partML, &b.pairs, &b.attnTC.kv, &b.decCount} {
 		d.free()
 	}

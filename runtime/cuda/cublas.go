@@ -371,10 +371,12 @@ func (b *Backend) matmulTensorCores(o, xm, wm *Tensor) bool {
 		panic(err)
 	}
 	b.launch(s.convert, gridFor(count/4+1, b.sms), dim3{256, 1, 1}, 0, s.scratch.ptr, xm.ptr, count)
+	span := b.prof.begin("cublasGemmEx")
 	st := C.lukv_cublas_gemm_ex(C.uintptr_t(s.lib.gemm), C.uintptr_t(s.handle), cublasOpT, cublasOpN,
 		C.int(i32(nout, "MatMul out")), C.int(i32(n, "MatMul rows")), C.int(i32(k, "MatMul in")),
 		1, C.uintptr_t(wm.ptr), cudaR16BF, C.int(k), C.uintptr_t(s.scratch.ptr), cudaR16BF, C.int(k),
 		0, C.uintptr_t(o.ptr), cudaR32F, C.int(nout), cublasCompute32F, cublasGemmDefault)
+	b.prof.end(span)
 	what := fmt.Sprintf("cublasGemmEx (out [%d, %d] float32 = x [%d, %d] bf16 @ w^T, w [%d, %d] bf16)", n, nout, n, k, nout, k)
 	switch st {
 	case cublasStatusOK:

@@ -211,9 +211,11 @@ func (b *Backend) launch(k kfn, grid, block dim3, smem int, args ...any) {
 			panic(fmt.Sprintf("cuda: launch %s: grid %v block %v", k.name, grid, block))
 		}
 	}
+	span := b.prof.begin(k.name)
 	if err := k.fn.Launch(grid[0], grid[1], grid[2], block[0], block[1], block[2], smem, cu.NoStream, params); err != nil {
 		panic(fmt.Errorf("cuda: launching %s (grid %v, block %v, %d B shared): %w", k.name, grid, block, smem, err))
 	}
+	b.prof.end(span)
 	if b.opt.Sync {
 		if err := cu.Synchronize(); err != nil {
 			panic(fmt.Errorf("cuda: kernel %s (grid %v, block %v) failed: %w", k.name, grid, block, err))
