@@ -7,7 +7,8 @@
 #   TRAIN_SECONDS=380 bash scripts/default-model.sh
 # It writes to $OUT (default out/): model.safetensors, lukv-tiny-files.tgz (config.json,
 # generation_config.json, tokenizer.json, tokenizer_config.json, loss.csv, loss.png,
-# train_log.json), eval.json and log; put them all into models/lukv-tiny/.
+# train_log.json), lukv-tiny-golden.tgz (transformers goldens), eval.json and log;
+# `bash scripts/adopt-default-model.sh DIR` (DIR: where they came back) puts them in place.
 #
 # Knobs (environment): TRAIN_SECONDS (380), PHASES (see train_model.py), EVAL_N (50),
 # EVAL_LENGTHS (4096,16384), EVAL_TIMEOUT (180; the full n=50 evaluation needs ~200 s, see models/lukv-tiny/README.md), SEED (1234), EXTRA_TRAIN_ARGS.
@@ -30,6 +31,10 @@ export PYTHONUNBUFFERED=1
   cp "$W/model.safetensors" "$OUTDIR/"
   (cd "$W" && tar czf "$OUTDIR/lukv-tiny-files.tgz" config.json generation_config.json tokenizer.json \
       tokenizer_config.json loss.csv train_log.json $(ls loss.png 2>/dev/null))
+  # transformers' logits and greedy continuation of the new checkpoint, for lukv's golden
+  # test (tests/testdata/lukv-tiny): adopting a model needs no second call for them.
+  python3 scripts/make_goldens.py --checkpoint "$W" "$W/golden" \
+    && (cd "$W" && tar czf "$OUTDIR/lukv-tiny-golden.tgz" golden) || echo "goldens failed: $?"
   timeout "${EVAL_TIMEOUT:-180}" python3 scripts/eval_model_hf.py --model "$W" --data data/corpus \
     --n "${EVAL_N:-50}" --lengths "${EVAL_LENGTHS:-4096,16384}" --out "$OUTDIR/eval.json" || echo "eval failed: $?"
   ls -l "$OUTDIR"
