@@ -115,14 +115,7 @@ func (b *Backend) RMSNorm(out, x, w lrt.Tensor, eps float32) {
 	if xm.rows == 0 || xm.cols == 0 {
 		return
 	}
-	// One block per row. A decode step has a row or a few: 1024 threads, so each thread
-	// loads 4 of a 4096-wide row instead of 16 (the kernel profile of run 3 showed a
-	// 256-thread block taking ~12 us for one row, 12% of a decode step).
-	threads := 256
-	if xm.rows < b.sms {
-		threads = 1024
-	}
-	b.launch(b.k.rmsnorm, dim3{xm.rows, 1, 1}, dim3{threads, 1, 1}, 0, o.ptr, xm.ptr, wm.ptr, i32(xm.cols, "RMSNorm cols"), eps)
+	b.launch(b.k.rmsnorm, dim3{xm.rows, 1, 1}, dim3{256, 1, 1}, 0, o.ptr, xm.ptr, wm.ptr, i32(xm.cols, "RMSNorm cols"), eps)
 }
 
 // HeadRMSNorm applies RMSNorm with w [1, headDim] to every head slice of x, in place.
