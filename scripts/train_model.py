@@ -168,7 +168,7 @@ def make_model(args, vocab):
     from transformers import LlamaConfig, LlamaForCausalLM
     kw = dict(vocab_size=vocab, hidden_size=args.hidden, intermediate_size=args.inter,
               num_hidden_layers=args.layers, num_attention_heads=args.heads,
-              num_key_value_heads=args.kv_heads, head_dim=args.hidden // args.heads,
+              num_key_value_heads=args.kv_heads, head_dim=args.head_dim or args.hidden // args.heads,
               max_position_embeddings=args.max_pos, rms_norm_eps=1e-5, hidden_act="silu",
               tie_word_embeddings=True, bos_token_id=0, eos_token_id=1, attention_bias=False,
               mlp_bias=False, initializer_range=0.02)
@@ -216,6 +216,8 @@ def main():
     ap.add_argument("--layers", type=int, default=8)
     ap.add_argument("--heads", type=int, default=8)
     ap.add_argument("--kv-heads", type=int, default=4)
+    ap.add_argument("--head-dim", type=int, default=0,
+                    help="attention head size (0: hidden / heads); q/o then map hidden <-> heads*head_dim")
     ap.add_argument("--rope-theta", type=float, default=500000.0)
     ap.add_argument("--max-pos", type=int, default=16384)
     ap.add_argument("--log-every", type=int, default=10)
