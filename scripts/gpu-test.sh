@@ -114,6 +114,36 @@ if [[ -x gpubin/lukv-run ]]; then
 			rows+=("lukv-run --device cuda|INFO|ran; tokens differ from cpu (see log)")
 		fi
 	fi
+
+	note "== lukv-run generate with eviction (every scorer, every allocator, each compress-at)"
+	# A needle question whose context is evicted at 80%, on both devices (float32 KV, no
+	# tensor cores). Device scorers compute in float32 where the host may differ in the
+	# last bits, so a near-tie can keep another token: a difference is INFO, a failure
+	# to run is FAIL.
+	ctx="The grass is green. The sky is blue. One of the special magic numbers for quiet-harbor is: 6038215. The sun is yellow. Here we go. There and back again."
+	question="What is the special magic number for quiet-harbor mentioned in the provided text? The special magic number for quiet-harbor mentioned in the provided text is"
+	for spec in expected-attention:uniform:context snapkv:uniform:context keydiff:uniform:context knorm:uniform:context \
+		streaming:uniform:context tova:uniform:context h2o:uniform:context random:uniform:context \
+		snapkv:pyramid:context expected-attention:adakv:context expected-attention:lukv:context keydiff:lukv:question \
+		expected-attention:lukv:decode tova:uniform:decode; do
+		IFS=: read -r method alloc at <<<"$spec"
+		eargs=(generate --max-new-tokens 12 --prompt "$ctx" --question "$question" --method "$method" --allocator "$alloc"
+			--compression 0.8 --compress-at "$at" --json)
+		[[ $at == decode ]] && eargs+=(--every 4 --buffer 4)
+		g_out=$(timeout 45 gpubin/lukv-run "${eargs[@]}" --device cuda 2>>"$log")
+		g=$?
+		c_out=$(timeout 45 gpubin/lukv-run "${eargs[@]}" --device cpu 2>>"$log")
+		echo "$spec cuda: $(tr -d ' \n' <<<"$g_out")" >>"$log"
+		echo "$spec cpu:  $(tr -d ' \n' <<<"$c_out")" >>"$log"
+		name="generate --device cuda $method/$alloc@$at"
+		if [[ $g != 0 || -z "$g_out" ]]; then
+			rows+=("$name|FAIL|status $g (see log)")
+		elif [[ "$(toks "$g_out")" == "$(toks "$c_out")" ]]; then
+			rows+=("$name|PASS|same tokens as --device cpu")
+		else
+			rows+=("$name|INFO|ran; tokens differ from cpu (see log)")
+		fi
+	done
 fi
 
 echo
