@@ -320,27 +320,15 @@ func benchPrefillAttention(bm *testing.B, n, warps int) {
 	out := b.Alloc(n, heads*hd)
 	defer b.Free(out)
 	scale := float32(1 / math.Sqrt(hd))
-	run := func() {
+	sec := gpuSeconds(bm, b, func() {
 		if err := cache.Truncate(0); err != nil {
 			bm.Fatal(err)
 		}
 		b.Attention(out, in[0], in[1], in[2], cache, 0, scale)
-	}
-	run() // warm-up: loads the path, allocates the scratch
+	})
 	if warps > 0 && b.attnTC.calls == 0 {
 		bm.Fatalf("the tensor-core path did not run: %s", b.AttentionPath())
 	}
-	if err := b.Synchronize(); err != nil {
-		bm.Fatal(err)
-	}
-	bm.ResetTimer()
-	for i := 0; i < bm.N; i++ {
-		run()
-	}
-	if err := b.Synchronize(); err != nil {
-		bm.Fatal(err)
-	}
-	sec := bm.Elapsed().Seconds() / float64(bm.N)
 	flops := 4 * float64(n) * float64(n) / 2 * hd * heads
 	bm.ReportMetric(flops/sec/1e12, "TFLOP/s")
 	bm.ReportMetric(sec*1e3, "ms/call")

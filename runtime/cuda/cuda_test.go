@@ -11,9 +11,6 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"unsafe"
-
-	"gorgonia.org/cu"
 
 	"github.com/lukv/lukv/generate"
 	"github.com/lukv/lukv/model"
@@ -540,6 +537,23 @@ func backendWith(t testing.TB, opt Options) *Backend {
 	return b
 }
 
+// gpuSeconds runs op once (loading kernels, allocating scratch), then bm.N timed times,
+// and returns the seconds per run, with the device synchronised around the timing.
+func gpuSeconds(bm *testing.B, b *Backend, op func()) float64 {
+	op()
+	if err := b.Synchronize(); err != nil {
+		bm.Fatal(err)
+	}
+	bm.ResetTimer()
+	for i := 0; i < bm.N; i++ {
+		op()
+	}
+	if err := b.Synchronize(); err != nil {
+		bm.Fatal(err)
+	}
+	return bm.Elapsed().Seconds() / float64(bm.N)
+}
+
 func benchMatMul(bm *testing.B, n, in, out int) {
 	b := benchBackend(bm)
 	r := rand.New(rand.NewPCG(7, 7))
@@ -550,64 +564,9 @@ func benchMatMul(bm *testing.B, n, in, out int) {
 	}
 	xt, _ := b.Weight(randn(r, n*in), n, in)
 	res := b.Alloc(n, out)
-	b.MatMul(res, xt, wt)
-	if err := b.Synchronize(); err != nil {
-		bm.Fatal(err)
-	}
-	bm.ResetTimer()
-	for i := 0; i < bm.N; i++ {
-		b.MatMul(res, xt, wt)
-	}
-	if err := b.Synchronize(); err != nil {
-		bm.Fatal(err)
-	}
-	sec := bm.Elapsed().Seconds() / float64(bm.N)
+	sec := gpuSeconds(bm, b, func() { b.MatMul(res, xt, wt) })
 	bytes := float64(out*in*2 + n*in*4 + n*out*4)
 	bm.ReportMetric(bytes/sec/1e9, "GB/s")
 	bm.ReportMetric(2*float64(n*in*out)/sec/1e12, "TFLOP/s")
-	bm.ReportMetric(bytes/4.3e12*1e6, "floor-us")
-}
-
-// BenchmarkAttentionDecode: one decode step of a Llama-3.1-8B layer (32 query heads,
-// 8 KV heads of 128) over 32k cached tokens per head.
-func BenchmarkAttentionDecode(bm *testing.B) {
-	b := benchBackend(bm)
-	const heads, kvHeads, hd, ctx = 32, 8, 128, 32768
-	r := rand.New(rand.NewPCG(8, 8))
-	cache := b.NewKVCache(1, kvHeads, hd, ctx+bm.N+8).(*KVCache)
-	defer cache.Release()
-	// Fill every head with ctx random keys and values straight into the buffers.
-	fill := randn(r, ctx*hd)
-	func() {
-		defer b.enter()()
-		for h := 0; h < kvHeads; h++ {
-			at := cu.DevicePtr(int64(cache.l[0].off[h]) * hd * 4)
-			for _, buf := range []cu.DevicePtr{cache.buf.k[0], cache.buf.v[0]} {
-				if err := cu.MemcpyHtoD(buf+at, unsafe.Pointer(&fill[0]), int64(len(fill))*4); err != nil {
-					bm.Fatal(err)
-				}
-			}
-			cache.l[0].len[h] = ctx
-		}
-		if err := cache.uploadMeta(0); err != nil {
-			bm.Fatal(err)
-		}
-	}()
-	q, _ := b.Weight(randn(r, heads*hd), 1, heads*hd)
-	k, _ := b.Weight(randn(r, kvHeads*hd), 1, kvHeads*hd)
-	out := b.Alloc(1, heads*hd)
-	if err := b.Synchronize(); err != nil {
-		bm.Fatal(err)
-	}
-	bm.ResetTimer()
-	for i := 0; i < bm.N; i++ {
-		b.Attention(out, q, k, k, cache, 0, 0.088)
-	}
-	if err := b.Synchronize(); err != nil {
-		bm.Fatal(err)
-	}
-	sec := bm.Elapsed().Seconds() / float64(bm.N)
-	bytes := float64(ctx) * kvHeads * hd * 4 * 2
-	bm.ReportMetric(bytes/sec/1e9, "GB/s")
 	bm.ReportMetric(bytes/4.3e12*1e6, "floor-us")
 }

@@ -411,23 +411,11 @@ func benchDecodeGEMV(bm *testing.B, n, in int, outs []int) {
 		wts, res = append(wts, benchWeight(bm, b, o, in)), append(res, b.Alloc(n, o))
 		bytes += float64(o*in*2 + n*o*4)
 	}
-	run := func() {
+	sec := gpuSeconds(bm, b, func() {
 		for i := range wts {
 			b.MatMul(res[i], xt, wts[i])
 		}
-	}
-	run()
-	if err := b.Synchronize(); err != nil {
-		bm.Fatal(err)
-	}
-	bm.ResetTimer()
-	for i := 0; i < bm.N; i++ {
-		run()
-	}
-	if err := b.Synchronize(); err != nil {
-		bm.Fatal(err)
-	}
-	sec := bm.Elapsed().Seconds() / float64(bm.N)
+	})
 	bm.ReportMetric(bytes/sec/1e9, "GB/s")
 	bm.ReportMetric(bytes/4.3e12*1e6, "floor-us")
 }
@@ -443,8 +431,6 @@ func BenchmarkAttentionDecodeKV(bm *testing.B) {
 		}
 	}
 }
-
-var ()
 
 func benchAttentionDecode(bm *testing.B, bfKV bool, ctx int) {
 	b := benchBackend(bm)
@@ -479,18 +465,7 @@ func benchAttentionDecode(bm *testing.B, bfKV bool, ctx int) {
 	q, _ := b.Weight(randn(r, heads*hd), 1, heads*hd)
 	k, _ := b.Weight(randn(r, kvHeads*hd), 1, kvHeads*hd)
 	out := b.Alloc(1, heads*hd)
-	b.Attention(out, q, k, k, cache, 0, 0.088)
-	if err := b.Synchronize(); err != nil {
-		bm.Fatal(err)
-	}
-	bm.ResetTimer()
-	for i := 0; i < bm.N; i++ {
-		b.Attention(out, q, k, k, cache, 0, 0.088)
-	}
-	if err := b.Synchronize(); err != nil {
-		bm.Fatal(err)
-	}
-	sec := bm.Elapsed().Seconds() / float64(bm.N)
+	sec := gpuSeconds(bm, b, func() { b.Attention(out, q, k, k, cache, 0, 0.088) })
 	bytes := float64(ctx) * kvHeads * hd * float64(cache.esz()) * 2
 	bm.ReportMetric(bytes/sec/1e9, "GB/s")
 	bm.ReportMetric(bytes/4.3e12*1e6, "floor-us")

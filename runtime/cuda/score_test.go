@@ -756,17 +756,7 @@ func BenchmarkEvictionOverhead(bm *testing.B) {
 				bm.Fatal(err)
 			}
 			defer ds.Free()
-			scoreOnce(bm, v, ds)
-			if err := v.b.Synchronize(); err != nil {
-				bm.Fatal(err)
-			}
-			bm.ResetTimer()
-			for i := 0; i < bm.N; i++ {
-				scoreOnce(bm, v, ds)
-			}
-			if err := v.b.Synchronize(); err != nil {
-				bm.Fatal(err)
-			}
+			gpuSeconds(bm, v.b, func() { scoreOnce(bm, v, ds) })
 			report(bm)
 		})
 	}
