@@ -138,13 +138,7 @@ func TestAttentionTCAgainstCPU(t *testing.T) {
 					compactHeadsApart(t, r, gc, cc)
 				}
 			}
-			for h := 0; h < c.kvHeads; h++ {
-				if gc.Len(0, h) != cc.Len(0, h) {
-					t.Fatalf("head %d holds %d tokens, cpu %d", h, gc.Len(0, h), cc.Len(0, h))
-				}
-				backendtest.Check(t, fmt.Sprintf("keys of head %d", h), gc.Keys(0, h), cc.Keys(0, h), 0)
-				backendtest.Check(t, fmt.Sprintf("values of head %d", h), gc.Values(0, h), cc.Values(0, h), 0)
-			}
+			sameHeads(t, gc, cc)
 		})
 	}
 }

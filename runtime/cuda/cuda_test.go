@@ -283,15 +283,7 @@ func TestAttentionAgainstCPU(t *testing.T) {
 			for i := 0; i < c.decode; i++ {
 				step(1, fmt.Sprintf("decode step %d before compaction", i))
 			}
-			keep := make([][]int, c.kvHeads)
-			for h := range keep {
-				frac := c.keepFrac * (0.5 + float64(h+1)/float64(2*c.kvHeads)) // a different length per head
-				for j := 0; j < cc.Len(0, h); j++ {
-					if j == 0 || r.Float64() < frac {
-						keep[h] = append(keep[h], j)
-					}
-				}
-			}
+			keep := randomKeep(r, cc, c.keepFrac)
 			for _, cache := range []lrt.KVCache{gc, cc} {
 				if err := cache.Compact(0, keep, 1); err != nil {
 					t.Fatal(err)
@@ -303,14 +295,36 @@ func TestAttentionAgainstCPU(t *testing.T) {
 			for i := 0; i < c.decode; i++ {
 				step(1, fmt.Sprintf("decode step %d after compaction", i))
 			}
-			for h := 0; h < c.kvHeads; h++ {
-				if gc.Len(0, h) != cc.Len(0, h) {
-					t.Fatalf("head %d holds %d tokens, cpu %d", h, gc.Len(0, h), cc.Len(0, h))
-				}
-				backendtest.Check(t, fmt.Sprintf("keys of head %d", h), gc.Keys(0, h), cc.Keys(0, h), 0)
-				backendtest.Check(t, fmt.Sprintf("values of head %d", h), gc.Values(0, h), cc.Values(0, h), 0)
-			}
+			sameHeads(t, gc, cc)
 		})
+	}
+}
+
+// randomKeep picks, per head of layer 0 of c, the first entry and each other one with
+// probability keepFrac scaled from 0.5x to 1x across the heads: a different length per
+// head, for Compact.
+func randomKeep(r *rand.Rand, c lrt.KVCache, keepFrac float64) [][]int {
+	keep := make([][]int, c.KVHeads())
+	for h := range keep {
+		frac := keepFrac * (0.5 + float64(h+1)/float64(2*c.KVHeads()))
+		for j := 0; j < c.Len(0, h); j++ {
+			if j == 0 || r.Float64() < frac {
+				keep[h] = append(keep[h], j)
+			}
+		}
+	}
+	return keep
+}
+
+// sameHeads fails unless every head of layer 0 of got holds exactly ref's entries.
+func sameHeads(t *testing.T, got, ref lrt.KVCache) {
+	t.Helper()
+	for h := 0; h < ref.KVHeads(); h++ {
+		if got.Len(0, h) != ref.Len(0, h) {
+			t.Fatalf("head %d holds %d tokens, cpu %d", h, got.Len(0, h), ref.Len(0, h))
+		}
+		backendtest.Check(t, fmt.Sprintf("keys of head %d", h), got.Keys(0, h), ref.Keys(0, h), 0)
+		backendtest.Check(t, fmt.Sprintf("values of head %d", h), got.Values(0, h), ref.Values(0, h), 0)
 	}
 }
 

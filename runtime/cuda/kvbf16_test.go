@@ -99,15 +99,7 @@ func TestKVBF16AttentionAgainstCPU(t *testing.T) {
 			for i := 0; i < c.decode; i++ {
 				step(1, fmt.Sprintf("decode step %d before compaction", i))
 			}
-			keep := make([][]int, c.kvHeads)
-			for h := range keep {
-				frac := c.keepFrac * (0.5 + float64(h+1)/float64(2*c.kvHeads))
-				for j := 0; j < rc.Len(0, h); j++ {
-					if j == 0 || r.Float64() < frac {
-						keep[h] = append(keep[h], j)
-					}
-				}
-			}
+			keep := randomKeep(r, rc, c.keepFrac)
 			for _, cache := range []lrt.KVCache{gc, rc, xc} {
 				if err := cache.Compact(0, keep, 1); err != nil {
 					t.Fatal(err)
@@ -116,13 +108,7 @@ func TestKVBF16AttentionAgainstCPU(t *testing.T) {
 			for i := 0; i < c.decode; i++ {
 				step(1, fmt.Sprintf("decode step %d after compaction", i))
 			}
-			for h := 0; h < c.kvHeads; h++ {
-				if gc.Len(0, h) != rc.Len(0, h) {
-					t.Fatalf("head %d holds %d tokens, cpu %d", h, gc.Len(0, h), rc.Len(0, h))
-				}
-				backendtest.Check(t, fmt.Sprintf("keys of head %d", h), gc.Keys(0, h), rc.Keys(0, h), 0)
-				backendtest.Check(t, fmt.Sprintf("values of head %d", h), gc.Values(0, h), rc.Values(0, h), 0)
-			}
+			sameHeads(t, gc, rc)
 			// The unrounded reference differs: the cache really is bf16.
 			if e := backendtest.RelErr(gc.Keys(0, 0), xc.Keys(0, 0)); e < 1e-5 {
 				t.Errorf("keys read back within %.2g of the unrounded ones: not stored as bf16", e)
