@@ -3,13 +3,10 @@
 package cuda
 
 import (
-	"path/filepath"
 	"reflect"
 	"testing"
 
 	"github.com/lukv/lukv/generate"
-	"github.com/lukv/lukv/model"
-	"github.com/lukv/lukv/tokenizer"
 )
 
 // TestGenerateBatchOnGPU: on the GPU, sequences decoded together in batches of up to 8
@@ -17,15 +14,8 @@ import (
 // what lets the evaluation runner batch its methods without changing any answer.
 func TestGenerateBatchOnGPU(t *testing.T) {
 	b := testBackend(t)
-	dir := filepath.Join("..", "..", "models", "lukv-tiny")
-	m, err := model.Load(dir, b)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tok, err := tokenizer.Load(filepath.Join(dir, "tokenizer.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	m := loadTiny(t, b)
+	tok := tinyTokenizer(t)
 	g := &generate.Generator{Model: m, Tokenizer: tok}
 	var prompts [][]int
 	var cached []int

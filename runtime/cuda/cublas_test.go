@@ -20,7 +20,6 @@ import (
 	lrt "github.com/lukv/lukv/runtime"
 	"github.com/lukv/lukv/runtime/backendtest"
 	"github.com/lukv/lukv/runtime/cpu"
-	"github.com/lukv/lukv/tokenizer"
 )
 
 // Tolerances of the tensor-core matmul (relative: max|got-want| / max|want|).
@@ -221,25 +220,13 @@ func TestConvertBF16Kernel(t *testing.T) {
 // logit change (0.016) that a CPU simulation of the bf16 prefill caused in them.
 func TestTensorCoresDefaultModel(t *testing.T) {
 	b := tcBackend(t)
-	// The checkpoint the lukv-run binary embeds, read from the repository (importing the
-	// embedded copy would grow this test binary by its 16 MB).
-	dir := filepath.Join("..", "..", "models", "lukv-tiny")
-	tok, err := tokenizer.Load(filepath.Join(dir, "tokenizer.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	tok := tinyTokenizer(t)
 	ids := tok.Encode("The old lighthouse keeper climbed the stairs every evening to light the lamp. One night a storm came in from the sea, and the ships", true)
 	if len(ids) <= gemvMaxRows {
 		t.Fatalf("prompt of %d tokens is too short for the tensor-core path", len(ids))
 	}
-	gm, err := model.Load(dir, b)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cm, err := model.Load(dir, cpu.New())
-	if err != nil {
-		t.Fatal(err)
-	}
+	gm := loadTiny(t, b)
+	cm := loadTiny(t, cpu.New())
 	if got := gm.Layers[0].Wq.(*Tensor).DType(); got != "bfloat16" {
 		t.Fatalf("q_proj stored as %s, want bfloat16", got)
 	}

@@ -18,6 +18,7 @@ import (
 	"github.com/lukv/lukv/runtime/backendtest"
 	"github.com/lukv/lukv/runtime/cpu"
 	"github.com/lukv/lukv/tests/golden"
+	"github.com/lukv/lukv/tokenizer"
 )
 
 // f32Tol is the tolerance (max|got-want| / max|want|) for results the GPU computes in
@@ -298,6 +299,30 @@ func TestAttentionAgainstCPU(t *testing.T) {
 			sameHeads(t, gc, cc)
 		})
 	}
+}
+
+// tinyDir is the default model's folder in the repository: the checkpoint lukv-run
+// embeds (importing the embedded copy would grow the test binaries by its 16 MB).
+var tinyDir = filepath.Join("..", "..", "models", "lukv-tiny")
+
+// loadTiny loads the default model on backend b.
+func loadTiny(t *testing.T, b lrt.Backend) *model.Model {
+	t.Helper()
+	m, err := model.Load(tinyDir, b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// tinyTokenizer loads the default model's tokenizer.
+func tinyTokenizer(t *testing.T) *tokenizer.Tokenizer {
+	t.Helper()
+	tok, err := tokenizer.Load(filepath.Join(tinyDir, "tokenizer.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
 }
 
 // randomKeep picks, per head of layer 0 of c, the first entry and each other one with

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
-	"path/filepath"
 	"slices"
 	"testing"
 	"unsafe"
@@ -14,7 +13,6 @@ import (
 	"gorgonia.org/cu"
 
 	"github.com/lukv/lukv/generate"
-	"github.com/lukv/lukv/model"
 	lrt "github.com/lukv/lukv/runtime"
 	"github.com/lukv/lukv/runtime/backendtest"
 	"github.com/lukv/lukv/runtime/cpu"
@@ -314,15 +312,8 @@ func TestFusedRoPEAppend(t *testing.T) {
 // Options.Unfused (every op launched when called, RoPE by rope.cu) as with the held-back
 // fusion: prompt logits and 8 decode steps within float32 accuracy, same tokens.
 func TestUnfusedModel(t *testing.T) {
-	dir := filepath.Join("..", "..", "models", "lukv-tiny")
-	fm, err := model.Load(dir, testBackend(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	um, err := model.Load(dir, unfusedBackend(t))
-	if err != nil {
-		t.Fatal(err)
-	}
+	fm := loadTiny(t, testBackend(t))
+	um := loadTiny(t, unfusedBackend(t))
 	ids := []int{1, 450, 2030, 17, 3, 99, 1200, 5} // vocabulary 8192
 	fc, uc := fm.NewCache(8), um.NewCache(8)
 	fl, err := fm.Forward(ids, 0, fc, true)

@@ -6,15 +6,12 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
-	"path/filepath"
 	"testing"
 
 	"github.com/lukv/lukv/generate"
-	"github.com/lukv/lukv/model"
 	lrt "github.com/lukv/lukv/runtime"
 	"github.com/lukv/lukv/runtime/backendtest"
 	"github.com/lukv/lukv/runtime/cpu"
-	"github.com/lukv/lukv/tokenizer"
 )
 
 // Tolerances of a bf16 KV cache (Options.KVBF16), as max|got-want| / max|want|.
@@ -269,24 +266,11 @@ func TestKVBF16TensorCoreAttention(t *testing.T) {
 // over these steps is 0.110, against a largest logit change of 0.043 from the rounding.
 func TestKVBF16DefaultModel(t *testing.T) {
 	b := kvBF16Backend(t)
-	dir := filepath.Join("..", "..", "models", "lukv-tiny")
-	tok, err := tokenizer.Load(filepath.Join(dir, "tokenizer.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	tok := tinyTokenizer(t)
 	ids := tok.Encode("The old lighthouse keeper climbed the stairs every evening to light the lamp. One night a storm came in from the sea, and the ships", true)
-	gm, err := model.Load(dir, b)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cm, err := model.Load(dir, cpu.New())
-	if err != nil {
-		t.Fatal(err)
-	}
-	sm, err := model.Load(dir, roundingKV{cpu.New()})
-	if err != nil {
-		t.Fatal(err)
-	}
+	gm := loadTiny(t, b)
+	cm := loadTiny(t, cpu.New())
+	sm := loadTiny(t, roundingKV{cpu.New()})
 	const steps = 16
 	gc, cc, sc := gm.NewCache(steps), cm.NewCache(steps), sm.NewCache(steps)
 	if got := gc.(*KVCache).DType(); got != "bfloat16" {

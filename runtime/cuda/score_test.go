@@ -19,9 +19,7 @@ import (
 
 	"github.com/lukv/lukv/eviction"
 	"github.com/lukv/lukv/generate"
-	"github.com/lukv/lukv/model"
 	lrt "github.com/lukv/lukv/runtime"
-	"github.com/lukv/lukv/tokenizer"
 )
 
 // Tolerances of the device scorers against eviction's float64 host scorers.
@@ -549,16 +547,9 @@ func scoringState(t testing.TB, b *Backend) *scoreState {
 // expected attention and SnapKV (float32 logits) keep at least 99% of the same tokens.
 func TestDeviceEvictionDefaultModel(t *testing.T) {
 	b := testBackend(t)
-	dir := filepath.Join("..", "..", "models", "lukv-tiny")
-	m, err := model.Load(dir, b)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tok, err := tokenizer.Load(filepath.Join(dir, "tokenizer.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	raw, err := os.ReadFile(filepath.Join(dir, "calibration.json"))
+	m := loadTiny(t, b)
+	tok := tinyTokenizer(t)
+	raw, err := os.ReadFile(filepath.Join(tinyDir, "calibration.json"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -582,7 +573,7 @@ func TestDeviceEvictionDefaultModel(t *testing.T) {
 			}
 			var curve *eviction.BudgetCurve
 			if allocName == "lukv" {
-				if curve, err = eviction.ReadNPY(filepath.Join(dir, "curves", scorer+".npy")); err != nil {
+				if curve, err = eviction.ReadNPY(filepath.Join(tinyDir, "curves", scorer+".npy")); err != nil {
 					t.Fatal(err)
 				}
 			}
