@@ -12,6 +12,7 @@ import (
 
 	"github.com/lukv/lukv/model"
 	lrt "github.com/lukv/lukv/runtime"
+	"github.com/lukv/lukv/runtime/backendtest"
 	"github.com/lukv/lukv/runtime/cpu"
 )
 
@@ -45,21 +46,6 @@ func prefillTiny(t *testing.T, b lrt.Backend, n int, obs func(m *model.Model) mo
 	}
 	m.Observer = nil
 	return m, cache
-}
-
-// sameCache fails unless a and b hold the same entries in every head.
-func sameCache(t *testing.T, what string, a, b lrt.KVCache) {
-	t.Helper()
-	for l := 0; l < a.Layers(); l++ {
-		for h := 0; h < a.KVHeads(); h++ {
-			if a.Len(l, h) != b.Len(l, h) {
-				t.Fatalf("%s: layer %d head %d holds %d tokens, want %d", what, l, h, a.Len(l, h), b.Len(l, h))
-			}
-			if !slices.Equal(a.Keys(l, h), b.Keys(l, h)) || !slices.Equal(a.Values(l, h), b.Values(l, h)) {
-				t.Fatalf("%s: layer %d head %d holds other entries", what, l, h)
-			}
-		}
-	}
 }
 
 // TestHostPathOnCPU: the CPU backend and cache implement neither device interface, so a
@@ -101,7 +87,7 @@ func TestHostPathOnCPU(t *testing.T) {
 	if err := host.Compress(other, col.Scores, 8); err != nil {
 		t.Fatal(err)
 	}
-	sameCache(t, "Compress vs HostOnly on the CPU", cache, other)
+	backendtest.SameCache(t, "Compress vs HostOnly on the CPU", cache, other)
 	if got, want := cache.Len(0, 0), max(1, uniformBudget(48, 0.5)); got != want {
 		t.Fatalf("kept %d tokens per head, want %d", got, want)
 	}
@@ -410,7 +396,7 @@ func TestCompressDevicePath(t *testing.T) {
 			if err := host.Compress(hc, scores, 5); err != nil {
 				t.Fatalf("%s: host: %v", name, err)
 			}
-			sameCache(t, name, dc, hc)
+			backendtest.SameCache(t, name, dc, hc)
 		}
 	}
 
@@ -435,7 +421,7 @@ func TestCompressDevicePath(t *testing.T) {
 	if err := (Method{Scorer: col.Scorer, Allocator: UniformAllocator{}, Ratio: 0.5, Sink: 4, Window: 1, HostOnly: true}).Compress(hc, scores, 0); err != nil {
 		t.Fatal(err)
 	}
-	sameCache(t, "after a refusal", fc.KVCache, hc)
+	backendtest.SameCache(t, "after a refusal", fc.KVCache, hc)
 }
 
 // everyOther keeps every other token: an allocator without a device form.

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"testing"
 
 	lrt "github.com/lukv/lukv/runtime"
@@ -441,5 +442,21 @@ func testAttentionRows(t *testing.T, b lrt.Backend, tol float64) {
 	Check(t, "attention through Rows views", b.Read(out), want, tol)
 	if got := b.Read(b.Rows(qt, 6, 12)); len(got) != 12*heads*hd || got[0] != q[6*heads*hd] {
 		t.Errorf("Rows(6, 12) reads %d values starting %v, want %d starting %v", len(got), got[0], 12*heads*hd, q[6*heads*hd])
+	}
+}
+
+// SameCache fails unless got holds, in every layer and head, exactly want's entries
+// (same count, same keys and values bit for bit).
+func SameCache(t *testing.T, what string, got, want lrt.KVCache) {
+	t.Helper()
+	for l := 0; l < want.Layers(); l++ {
+		for h := 0; h < want.KVHeads(); h++ {
+			if got.Len(l, h) != want.Len(l, h) {
+				t.Fatalf("%s: layer %d head %d holds %d tokens, want %d", what, l, h, got.Len(l, h), want.Len(l, h))
+			}
+			if !slices.Equal(got.Keys(l, h), want.Keys(l, h)) || !slices.Equal(got.Values(l, h), want.Values(l, h)) {
+				t.Fatalf("%s: layer %d head %d holds other entries", what, l, h)
+			}
+		}
 	}
 }

@@ -138,7 +138,7 @@ func TestAttentionTCAgainstCPU(t *testing.T) {
 					compactHeadsApart(t, r, gc, cc)
 				}
 			}
-			sameHeads(t, gc, cc)
+			backendtest.SameCache(t, "caches at the end", gc, cc)
 		})
 	}
 }

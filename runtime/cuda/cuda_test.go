@@ -296,7 +296,7 @@ func TestAttentionAgainstCPU(t *testing.T) {
 			for i := 0; i < c.decode; i++ {
 				step(1, fmt.Sprintf("decode step %d after compaction", i))
 			}
-			sameHeads(t, gc, cc)
+			backendtest.SameCache(t, "caches at the end", gc, cc)
 		})
 	}
 }
@@ -339,18 +339,6 @@ func randomKeep(r *rand.Rand, c lrt.KVCache, keepFrac float64) [][]int {
 		}
 	}
 	return keep
-}
-
-// sameHeads fails unless every head of layer 0 of got holds exactly ref's entries.
-func sameHeads(t *testing.T, got, ref lrt.KVCache) {
-	t.Helper()
-	for h := 0; h < ref.KVHeads(); h++ {
-		if got.Len(0, h) != ref.Len(0, h) {
-			t.Fatalf("head %d holds %d tokens, cpu %d", h, got.Len(0, h), ref.Len(0, h))
-		}
-		backendtest.Check(t, fmt.Sprintf("keys of head %d", h), got.Keys(0, h), ref.Keys(0, h), 0)
-		backendtest.Check(t, fmt.Sprintf("values of head %d", h), got.Values(0, h), ref.Values(0, h), 0)
-	}
 }
 
 // TestPlanAttention checks the launch planner's invariants for many shapes: every query

@@ -20,6 +20,7 @@ import (
 	"github.com/lukv/lukv/eviction"
 	"github.com/lukv/lukv/generate"
 	lrt "github.com/lukv/lukv/runtime"
+	"github.com/lukv/lukv/runtime/backendtest"
 )
 
 // Tolerances of the device scorers against eviction's float64 host scorers.
@@ -401,16 +402,7 @@ func sameCaches(t *testing.T, what string, a, b lrt.KVCache) {
 	if a.Bytes() != b.Bytes() || a.LiveBytes() != b.LiveBytes() {
 		t.Fatalf("%s: %d / %d bytes (live), want %d / %d", what, a.Bytes(), a.LiveBytes(), b.Bytes(), b.LiveBytes())
 	}
-	for l := 0; l < a.Layers(); l++ {
-		for h := 0; h < a.KVHeads(); h++ {
-			if a.Len(l, h) != b.Len(l, h) {
-				t.Fatalf("%s: layer %d head %d holds %d tokens, want %d", what, l, h, a.Len(l, h), b.Len(l, h))
-			}
-			if !slices.Equal(a.Keys(l, h), b.Keys(l, h)) || !slices.Equal(a.Values(l, h), b.Values(l, h)) {
-				t.Fatalf("%s: layer %d head %d holds other entries", what, l, h)
-			}
-		}
-	}
+	backendtest.SameCache(t, what, a, b)
 }
 
 // TestDeviceSelectAndCompact: on scores full of ties, the device's kept indices equal
