@@ -1,8 +1,13 @@
 package eval
 
 import (
+	"bytes"
+	"compress/gzip"
 	"crypto/sha256"
 	"encoding/hex"
+	"os"
+	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -31,5 +36,40 @@ func TestDefaultEvalSplit(t *testing.T) {
 		if len(w) < 3 || len(w) > 10 || strings.Trim(w, "abcdefghijklmnopqrstuvwxyz") != "" {
 			t.Fatalf("key %q breaks the split contract ([a-z]{3,10})", w)
 		}
+	}
+}
+
+// TestLoadCellsGzip: a results file reads the same plain and gzip-compressed (results/
+// keeps them compressed), and a broken line is an error naming the file and the line.
+func TestLoadCellsGzip(t *testing.T) {
+	dir := t.TempDir()
+	text := `{"task":"vt","length":4096,"index":3,"method":"lukv","ratio":0.8,"score":0.5,"pred":" a b"}` + "\n" +
+		`{"task":"cwe","length":8192,"index":0,"method":"full","ratio":0,"score":1,"pred":"x"}` + "\n"
+	plain, zipped := filepath.Join(dir, "results.jsonl"), filepath.Join(dir, "results.jsonl.gz")
+	if err := os.WriteFile(plain, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	zw := gzip.NewWriter(&buf)
+	zw.Write([]byte(text))
+	zw.Close()
+	if err := os.WriteFile(zipped, buf.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	a, err := LoadCells(plain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := LoadCells(zipped)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(a) != 2 || !reflect.DeepEqual(a, b) || a[0].Method != "lukv" || a[0].Ratio != 0.8 {
+		t.Fatalf("plain %+v, gzip %+v", a, b)
+	}
+	bad := filepath.Join(dir, "bad.jsonl")
+	os.WriteFile(bad, []byte(text+"{not json\n"), 0o644)
+	if _, err := LoadCells(bad); err == nil || !strings.Contains(err.Error(), "bad.jsonl:3") {
+		t.Fatalf("broken line: %v, want an error naming bad.jsonl:3", err)
 	}
 }

@@ -2,6 +2,7 @@ package eval
 
 import (
 	"bufio"
+	"compress/gzip"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -270,7 +271,8 @@ func (m *multiScorer) ObserveLayer(layer int, positions []int, x, q, k, v lrt.Te
 	m.elapsed += time.Since(start)
 }
 
-// LoadCells reads a results .jsonl (missing file: none), for resuming.
+// LoadCells reads a results .jsonl, or .jsonl.gz as results/ keeps them (missing file:
+// none), for resuming and for reports.
 func LoadCells(path string) ([]Cell, error) {
 	f, err := os.Open(path)
 	if os.IsNotExist(err) {
@@ -280,8 +282,16 @@ func LoadCells(path string) ([]Cell, error) {
 		return nil, err
 	}
 	defer f.Close()
+	var r io.Reader = f
+	if strings.HasSuffix(path, ".gz") {
+		zr, err := gzip.NewReader(f)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+		r = zr
+	}
 	var cells []Cell
-	sc := bufio.NewScanner(f)
+	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 1<<20), 1<<24)
 	for line := 1; sc.Scan(); line++ {
 		if strings.TrimSpace(sc.Text()) == "" {

@@ -404,7 +404,7 @@ func writeEvalReport(dir string, cells []eval.Cell, header string) error {
 func runEvalReport(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("eval report", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	in := fs.String("in", "", "comma-separated run folders (each with results.jsonl)")
+	in := fs.String("in", "", "comma-separated run folders (each with results.jsonl or results.jsonl.gz)")
 	out := fs.String("out", "eval-report", "output folder: results.jsonl (merged), report.md, report.json, PNG plots")
 	title := fs.String("title", "", "text under the report's heading (e.g. model, samples, commands)")
 	if err := fs.Parse(args); err != nil {
@@ -422,7 +422,11 @@ func runEvalReport(args []string, stdout, stderr io.Writer) error {
 	for _, d := range dirs {
 		path := filepath.Join(d, "results.jsonl")
 		if _, err := os.Stat(path); err != nil {
-			return fmt.Errorf("--in %s: %w", d, err)
+			// results/ keeps its cells compressed.
+			if _, zerr := os.Stat(path + ".gz"); zerr != nil {
+				return fmt.Errorf("--in %s: %w", d, err)
+			}
+			path += ".gz"
 		}
 		cs, err := eval.LoadCells(path)
 		if err != nil {

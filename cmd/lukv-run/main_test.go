@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"compress/gzip"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -240,5 +241,31 @@ func TestEvalRulerQA(t *testing.T) {
 		"--words", filepath.Join("..", "..", "eval", "testdata", "words.txt"))
 	if err == nil || !strings.Contains(err.Error(), "--squad") {
 		t.Errorf("qa_1 without --squad: %v, want an error naming --squad", err)
+	}
+}
+
+// TestEvalReportGzip: `eval report` reads a folder whose cells are compressed, as
+// results/ keeps them.
+func TestEvalReportGzip(t *testing.T) {
+	in, out := t.TempDir(), t.TempDir()
+	text := `{"task":"vt","length":4096,"index":0,"method":"full","ratio":0,"score":1,"pred":"x"}` + "\n" +
+		`{"task":"vt","length":4096,"index":0,"method":"lukv","ratio":0.8,"score":0.5,"pred":"y"}` + "\n"
+	var buf bytes.Buffer
+	zw := gzip.NewWriter(&buf)
+	zw.Write([]byte(text))
+	zw.Close()
+	if err := os.WriteFile(filepath.Join(in, "results.jsonl.gz"), buf.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	table, _, err := runCLI(t, "eval", "report", "--in", in, "--out", out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(table, "| lukv | 80% | 50.0 |") {
+		t.Errorf("report lacks the lukv row:\n%s", table)
+	}
+	merged, err := os.ReadFile(filepath.Join(out, "results.jsonl"))
+	if err != nil || strings.Count(string(merged), "\n") != 2 {
+		t.Errorf("merged results: %v, %q; want both cells", err, merged)
 	}
 }

@@ -23,11 +23,8 @@
 package main
 
 import (
-	"compress/gzip"
-	"encoding/json"
 	"flag"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -37,16 +34,6 @@ import (
 	"github.com/lukv/lukv/models"
 	"github.com/lukv/lukv/tokenizer"
 )
-
-type cell struct {
-	Task   string  `json:"task"`
-	Length int     `json:"length"`
-	Index  int     `json:"index"`
-	Method string  `json:"method"`
-	Ratio  float64 `json:"ratio"`
-	Score  float64 `json:"score"`
-	Pred   string  `json:"pred"`
-}
 
 // values finds the answer-shaped strings of a text: uuids, or numbers of 5+ digits, or
 // (for word-valued tasks) the gold values themselves.
@@ -68,9 +55,12 @@ func main() {
 }
 
 func run(path, task string, length int, method string, ratio float64, seed uint64) error {
-	cells, err := readCells(path)
+	cells, err := eval.LoadCells(path)
 	if err != nil {
 		return err
+	}
+	if cells == nil {
+		return fmt.Errorf("%s: no such file", path)
 	}
 	dir, err := models.DefaultDir()
 	if err != nil {
@@ -204,30 +194,4 @@ func editDistance(a, b string) int {
 		}
 	}
 	return d[len(b)]
-}
-
-func readCells(path string) ([]cell, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	var r io.Reader = f
-	if strings.HasSuffix(path, ".gz") {
-		zr, err := gzip.NewReader(f)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", path, err)
-		}
-		r = zr
-	}
-	var cells []cell
-	dec := json.NewDecoder(r)
-	for dec.More() {
-		var c cell
-		if err := dec.Decode(&c); err != nil {
-			return nil, fmt.Errorf("%s: %w", path, err)
-		}
-		cells = append(cells, c)
-	}
-	return cells, nil
 }
