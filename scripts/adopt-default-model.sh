@@ -11,6 +11,13 @@
 set -euo pipefail
 src=${1:?usage: adopt-default-model.sh DIR (model.safetensors, lukv-tiny-files.tgz, lukv-tiny-golden.tgz)}
 cd "$(dirname "$0")/.."
+# Weights over the device tool's 16 MiB per file come back in parts (default-model.sh).
+if [[ ! -e "$src/model.safetensors" ]] && compgen -G "$src/model.safetensors.part-*" >/dev/null; then
+	joined=$(mktemp -d)
+	cat "$src"/model.safetensors.part-* >"$joined/model.safetensors"
+	cp "$src"/lukv-tiny-*.tgz "$joined/"
+	src=$joined
+fi
 for f in model.safetensors lukv-tiny-files.tgz lukv-tiny-golden.tgz; do
 	[[ -s "$src/$f" ]] || { echo "adopt-default-model: $src/$f is missing or empty" >&2; exit 1; }
 done
