@@ -186,7 +186,7 @@ func runEval(args []string, stdout, stderr io.Writer) error {
 	} else if *lbData == "" {
 		return fmt.Errorf("eval longbench: --data FOLDER (LongBench's jsonl files) is required")
 	}
-	_, m, tok, err := openModel(*modelFlag, *device, *threads)
+	dir, m, tok, err := openModel(*modelFlag, *device, *threads)
 	if err != nil {
 		return err
 	}
@@ -197,6 +197,7 @@ func runEval(args []string, stdout, stderr io.Writer) error {
 	defer stopProfile()
 	// LU-KV curves: --curve for every lukv method, else the default model's curve
 	// profiled with the method's scorer.
+	curveHashes := map[string]string{}
 	curves := func(scorer string) (*eviction.BudgetCurve, error) {
 		path := *curveFlag
 		if path == "" {
@@ -211,6 +212,9 @@ func runEval(args []string, stdout, stderr io.Writer) error {
 		c, err := eviction.ReadNPY(path)
 		if err != nil {
 			return nil, fmt.Errorf("lukv curve: %w", err)
+		}
+		if curveHashes[filepath.Base(path)], err = hashFile(path); err != nil {
+			return nil, err
 		}
 		if err := c.CheckFits(m.Config.NumLayers, m.Config.NumKVHeads); err != nil {
 			return nil, fmt.Errorf("lukv curve %s: %w", path, err)
@@ -271,6 +275,19 @@ func runEval(args []string, stdout, stderr io.Writer) error {
 	jsonl := filepath.Join(*out, "results.jsonl")
 	cells, err := eval.LoadCells(jsonl)
 	if err != nil {
+		return err
+	}
+	run := evalRun{Suite: suite, Curves: curveHashes}
+	if run.Model, err = fingerprintModel(dir); err != nil {
+		return fmt.Errorf("eval: fingerprinting the model: %w", err)
+	}
+	if suite == "ruler" {
+		run.Seed, run.Haystack, run.Words = *seed, hashLines(hay), hashLines(words)
+	}
+	if len(curveHashes) == 0 {
+		run.Curves = nil
+	}
+	if err := checkEvalRun(*out, run, len(cells), stderr); err != nil {
 		return err
 	}
 	done := map[string]bool{}
@@ -407,6 +424,7 @@ func runEvalReport(args []string, stdout, stderr io.Writer) error {
 	in := fs.String("in", "", "comma-separated run folders (each with results.jsonl or results.jsonl.gz)")
 	out := fs.String("out", "eval-report", "output folder: results.jsonl (merged), report.md, report.json, PNG plots")
 	title := fs.String("title", "", "text under the report's heading (e.g. model, samples, commands)")
+	mixed := fs.Bool("allow-mixed-runs", false, "merge folders whose run.json differ (another model, seed, haystack or curve)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
@@ -419,7 +437,21 @@ func runEvalReport(args []string, stdout, stderr io.Writer) error {
 	}
 	seen := map[string]string{}
 	var cells []eval.Cell
+	var first *evalRun
+	firstDir := ""
 	for _, d := range dirs {
+		r, err := readEvalRun(d)
+		if err != nil {
+			return err
+		}
+		if r != nil && first != nil && !*mixed {
+			if diff := r.diff(*first); len(diff) > 0 {
+				return fmt.Errorf("--in %s and %s come from different runs (%s); --allow-mixed-runs merges them anyway", firstDir, d, strings.Join(diff, "; "))
+			}
+		}
+		if r != nil && first == nil {
+			first, firstDir = r, d
+		}
 		path := filepath.Join(d, "results.jsonl")
 		if _, err := os.Stat(path); err != nil {
 			// results/ keeps its cells compressed.
@@ -456,6 +488,12 @@ func runEvalReport(args []string, stdout, stderr io.Writer) error {
 	}
 	if err := f.Close(); err != nil {
 		return err
+	}
+	// The merged folder keeps the runs' identity when they share one.
+	if first != nil && !*mixed {
+		if err := checkEvalRun(*out, *first, 0, stderr); err != nil {
+			return err
+		}
 	}
 	header := *title
 	if header == "" {

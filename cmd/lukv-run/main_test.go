@@ -182,6 +182,49 @@ func TestEvalSmokeArtifacts(t *testing.T) {
 	}
 }
 
+// TestEvalRunIdentity: a folder remembers what produced its cells (run.json). Resuming it
+// with another seed or model is refused, naming what differs, as is merging two such
+// folders in a report (unless --allow-mixed-runs); a matching rerun resumes.
+func TestEvalRunIdentity(t *testing.T) {
+	a, b, merged := t.TempDir(), t.TempDir(), t.TempDir()
+	common := []string{"eval", "ruler", "--tasks", "niah_single_1", "--samples", "1", "--lengths", "512",
+		"--methods", "full", "--haystack", filepath.Join("..", "..", "eval", "testdata", "haystack.txt"),
+		"--words", filepath.Join("..", "..", "eval", "testdata", "words.txt")}
+	if _, _, err := runCLI(t, append(common, "--out", a)...); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(a, "run.json")); err != nil {
+		t.Fatalf("no run.json: %v", err)
+	}
+	if _, _, err := runCLI(t, append(common, "--out", a)...); err != nil {
+		t.Fatalf("matching rerun: %v", err)
+	}
+	_, _, err := runCLI(t, append(common, "--out", a, "--seed", "7")...)
+	if err == nil || !strings.Contains(err.Error(), "another run") || !strings.Contains(err.Error(), "seed 7 vs 42") {
+		t.Errorf("rerun with another seed: %v, want a refusal naming the seed", err)
+	}
+	// Another model: the same folder with one byte of the weights' header changed.
+	run, err := os.ReadFile(filepath.Join(a, "run.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(a, "run.json"), []byte(strings.Replace(string(run), `"model": "`, `"model": "0`, 1)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := runCLI(t, append(common, "--out", a)...); err == nil || !strings.Contains(err.Error(), "model ") {
+		t.Errorf("rerun after the model changed: %v, want a refusal naming the model", err)
+	}
+	if _, _, err := runCLI(t, append(common, "--out", b, "--lengths", "640", "--seed", "7")...); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := runCLI(t, "eval", "report", "--in", a+","+b, "--out", merged); err == nil || !strings.Contains(err.Error(), "different runs") {
+		t.Errorf("merging runs of two models and seeds: %v, want a refusal", err)
+	}
+	if _, _, err := runCLI(t, "eval", "report", "--in", a+","+b, "--out", merged, "--allow-mixed-runs"); err != nil {
+		t.Errorf("--allow-mixed-runs: %v", err)
+	}
+}
+
 // TestEvalLongBenchSmoke: LongBench-format files (handmade fixtures) run through the
 // same runner and are scored with LongBench's metrics.
 func TestEvalLongBenchSmoke(t *testing.T) {

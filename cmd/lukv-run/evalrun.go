@@ -1,0 +1,185 @@
+package main
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+)
+
+// evalRunFile records, in an evaluation folder, what produced its cells: resuming with
+// another model, seed, haystack or curve would silently mix two runs in one table (it
+// nearly happened when lukv-tiny was retrained and an old shard folder was still there).
+const evalRunFile = "run.json"
+
+// evalRun is the identity of an evaluation run; every field must match to resume.
+// Tasks, lengths, samples, methods and ratios are not part of it: a rerun may add cells.
+type evalRun struct {
+	Suite    string            `json:"suite"`
+	Model    string            `json:"model"`              // fingerprintModel of the checkpoint folder
+	Seed     uint64            `json:"seed,omitempty"`     // ruler
+	Haystack string            `json:"haystack,omitempty"` // sha256 of the haystack lines (ruler)
+	Words    string            `json:"words,omitempty"`    // sha256 of the word list (ruler)
+	Curves   map[string]string `json:"curves,omitempty"`   // LU-KV curve file name -> sha256
+}
+
+// diff names the fields where r and o differ.
+func (r evalRun) diff(o evalRun) []string {
+	var d []string
+	add := func(name, a, b string) {
+		if a != b {
+			d = append(d, fmt.Sprintf("%s %s vs %s", name, short(a), short(b)))
+		}
+	}
+	add("suite", r.Suite, o.Suite)
+	add("model", r.Model, o.Model)
+	add("seed", fmt.Sprint(r.Seed), fmt.Sprint(o.Seed))
+	add("haystack", r.Haystack, o.Haystack)
+	add("words", r.Words, o.Words)
+	names := map[string]bool{}
+	for n := range r.Curves {
+		names[n] = true
+	}
+	for n := range o.Curves {
+		names[n] = true
+	}
+	keys := make([]string, 0, len(names))
+	for n := range names {
+		keys = append(keys, n)
+	}
+	sort.Strings(keys)
+	for _, n := range keys {
+		// A curve only one run used is no conflict: a rerun may add a method.
+		if a, ok := r.Curves[n]; ok {
+			if b, ok := o.Curves[n]; ok {
+				add("curve "+n, a, b)
+			}
+		}
+	}
+	return d
+}
+
+func short(s string) string {
+	if len(s) > 12 {
+		return s[:12]
+	}
+	if s == "" {
+		return "(none)"
+	}
+	return s
+}
+
+// checkEvalRun compares run with the folder's run.json. A folder without one is given
+// it (with a note when it already holds cells that cannot be checked); a folder whose
+// run.json differs is refused, naming what differs.
+func checkEvalRun(dir string, run evalRun, haveCells int, stderr io.Writer) error {
+	path := filepath.Join(dir, evalRunFile)
+	data, err := os.ReadFile(path)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		if haveCells > 0 {
+			fmt.Fprintf(stderr, "eval: %s has %d cells but no %s: cannot check they came from this model and settings; recording this run's\n", dir, haveCells, evalRunFile)
+		}
+		out, err := json.MarshalIndent(run, "", " ")
+		if err != nil {
+			return err
+		}
+		return os.WriteFile(path, append(out, '\n'), 0o644)
+	case err != nil:
+		return err
+	}
+	var prev evalRun
+	if err := json.Unmarshal(data, &prev); err != nil {
+		return fmt.Errorf("%s: %w (delete it to record this run)", path, err)
+	}
+	if d := run.diff(prev); len(d) > 0 {
+		return fmt.Errorf("eval: %s holds cells of another run (%s): use a new --out folder, or delete that one", dir, strings.Join(d, "; "))
+	}
+	return nil
+}
+
+// fingerprintModel identifies a checkpoint folder without reading all of its weights
+// (an 8B model's 16 GB would take longer than a short evaluation): config.json and
+// tokenizer.json whole, and of each *.safetensors its name, size, and first and last MiB
+// (the header, which names every tensor and offset, and the end of the data).
+func fingerprintModel(dir string) (string, error) {
+	h := sha256.New()
+	for _, name := range []string{"config.json", "tokenizer.json"} {
+		b, err := os.ReadFile(filepath.Join(dir, name))
+		if err != nil {
+			return "", err
+		}
+		fmt.Fprintf(h, "%s %d\n", name, len(b))
+		h.Write(b)
+	}
+	shards, err := filepath.Glob(filepath.Join(dir, "*.safetensors"))
+	if err != nil {
+		return "", err
+	}
+	sort.Strings(shards)
+	const edge = 1 << 20
+	for _, p := range shards {
+		f, err := os.Open(p)
+		if err != nil {
+			return "", err
+		}
+		st, err := f.Stat()
+		if err != nil {
+			f.Close()
+			return "", err
+		}
+		fmt.Fprintf(h, "%s %d\n", filepath.Base(p), st.Size())
+		buf := make([]byte, min(int64(edge), st.Size()))
+		for _, off := range []int64{0, max(0, st.Size()-edge)} {
+			if _, err := f.ReadAt(buf, off); err != nil && !errors.Is(err, io.EOF) {
+				f.Close()
+				return "", fmt.Errorf("%s: %w", p, err)
+			}
+			h.Write(buf)
+		}
+		f.Close()
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// hashLines is the sha256 of lines joined by newlines.
+func hashLines(lines []string) string {
+	h := sha256.New()
+	for _, l := range lines {
+		io.WriteString(h, l)
+		h.Write([]byte{'\n'})
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// hashFile is the sha256 of a file's bytes.
+func hashFile(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", err
+	}
+	s := sha256.Sum256(b)
+	return hex.EncodeToString(s[:]), nil
+}
+
+// readEvalRun reads a folder's run.json (nil when it has none).
+func readEvalRun(dir string) (*evalRun, error) {
+	data, err := os.ReadFile(filepath.Join(dir, evalRunFile))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var r evalRun
+	if err := json.Unmarshal(data, &r); err != nil {
+		return nil, fmt.Errorf("%s: %w", filepath.Join(dir, evalRunFile), err)
+	}
+	return &r, nil
+}
