@@ -12,7 +12,7 @@
 #
 # Knobs (environment): TRAIN_SECONDS (380), PHASES (see train_model.py), EVAL_N (50),
 # EVAL_LENGTHS (4096,16384), EVAL_TASKS (all 11;
-# a comma list), EVAL_TIMEOUT (180; the full n=50 evaluation needs ~200 s, see models/lukv-tiny/README.md), SEED (1234), EXTRA_TRAIN_ARGS.
+# a comma list), EVAL (0: no evaluation in this call, e.g. to give training all of it), EVAL_TIMEOUT (180; the full n=50 evaluation needs ~200 s, see models/lukv-tiny/README.md), SEED (1234), EXTRA_TRAIN_ARGS.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p "${OUT:-out}"
@@ -42,7 +42,7 @@ export PYTHONUNBUFFERED=1
   # test (tests/testdata/lukv-tiny): adopting a model needs no second call for them.
   python3 scripts/make_goldens.py --checkpoint "$W" "$W/golden" \
     && (cd "$W" && tar czf "$OUTDIR/lukv-tiny-golden.tgz" golden) || echo "goldens failed: $?"
-  timeout "${EVAL_TIMEOUT:-180}" python3 scripts/eval_model_hf.py --model "$W" --data data/corpus \
+  [[ ${EVAL:-1} == 0 ]] || timeout "${EVAL_TIMEOUT:-180}" python3 scripts/eval_model_hf.py --model "$W" --data data/corpus \
     --n "${EVAL_N:-50}" --lengths "${EVAL_LENGTHS:-4096,16384}" ${EVAL_TASKS:+--tasks "$EVAL_TASKS"} --out "$OUTDIR/eval.json" || echo "eval failed: $?"
   ls -l "$OUTDIR"
 } 2>&1 | tee "$OUTDIR/log"
