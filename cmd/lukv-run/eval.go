@@ -118,6 +118,7 @@ func runEval(args []string, stdout, stderr io.Writer) error {
 	device := fs.String("device", "cpu", "cpu or cuda")
 	threads := fs.Int("threads", 0, "CPU threads (0: all cores)")
 	cpuProfile := fs.String("cpuprofile", "", "write a Go CPU profile of the run to this file")
+	resumeUnchecked := fs.Bool("resume-unchecked", false, "resume a --out folder whose cells predate run.json (which model made them cannot be checked)")
 	hostScoring := fs.Bool("host-scoring", false, "score on the host even where the device can (the device's float32 scores may order near-ties differently)")
 	// RULER
 	tasksFlag := fs.String("tasks", strings.Join(eval.Tasks(), ","), "ruler: tasks")
@@ -287,7 +288,7 @@ func runEval(args []string, stdout, stderr io.Writer) error {
 	if len(curveHashes) == 0 {
 		run.Curves = nil
 	}
-	if err := checkEvalRun(*out, run, len(cells), stderr); err != nil {
+	if err := checkEvalRun(*out, run, len(cells), *resumeUnchecked, stderr); err != nil {
 		return err
 	}
 	done := map[string]bool{}
@@ -491,7 +492,7 @@ func runEvalReport(args []string, stdout, stderr io.Writer) error {
 	}
 	// The merged folder keeps the runs' identity when they share one.
 	if first != nil && !*mixed {
-		if err := checkEvalRun(*out, *first, 0, stderr); err != nil {
+		if err := checkEvalRun(*out, *first, 0, false, stderr); err != nil {
 			return err
 		}
 	}

@@ -76,15 +76,18 @@ func short(s string) string {
 }
 
 // checkEvalRun compares run with the folder's run.json. A folder without one is given
-// it (with a note when it already holds cells that cannot be checked); a folder whose
-// run.json differs is refused, naming what differs.
-func checkEvalRun(dir string, run evalRun, haveCells int, stderr io.Writer) error {
+// it; one whose run.json differs is refused, naming what differs. Cells without a
+// run.json (written before it existed) cannot be checked: refused unless unchecked.
+func checkEvalRun(dir string, run evalRun, haveCells int, unchecked bool, stderr io.Writer) error {
 	path := filepath.Join(dir, evalRunFile)
 	data, err := os.ReadFile(path)
 	switch {
 	case errors.Is(err, os.ErrNotExist):
+		if haveCells > 0 && !unchecked {
+			return fmt.Errorf("eval: %s has %d cells but no %s, so which model and settings made them cannot be checked: use a new --out folder, or --resume-unchecked if you know they are this run's", dir, haveCells, evalRunFile)
+		}
 		if haveCells > 0 {
-			fmt.Fprintf(stderr, "eval: %s has %d cells but no %s: cannot check they came from this model and settings; recording this run's\n", dir, haveCells, evalRunFile)
+			fmt.Fprintf(stderr, "eval: resuming %d unchecked cells in %s; recording this run in %s\n", haveCells, dir, evalRunFile)
 		}
 		out, err := json.MarshalIndent(run, "", " ")
 		if err != nil {

@@ -214,6 +214,19 @@ func TestEvalRunIdentity(t *testing.T) {
 	if _, _, err := runCLI(t, append(common, "--out", a)...); err == nil || !strings.Contains(err.Error(), "model ") {
 		t.Errorf("rerun after the model changed: %v, want a refusal naming the model", err)
 	}
+	// Cells from before run.json existed: refused, unless --resume-unchecked.
+	if err := os.Remove(filepath.Join(a, "run.json")); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := runCLI(t, append(common, "--out", a)...); err == nil || !strings.Contains(err.Error(), "cannot be checked") {
+		t.Errorf("cells without run.json: %v, want a refusal", err)
+	}
+	if _, _, err := runCLI(t, append(common, "--out", a, "--resume-unchecked")...); err != nil {
+		t.Errorf("--resume-unchecked: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(a, "run.json")); err != nil {
+		t.Errorf("--resume-unchecked did not record run.json: %v", err)
+	}
 	if _, _, err := runCLI(t, append(common, "--out", b, "--lengths", "640", "--seed", "7")...); err != nil {
 		t.Fatal(err)
 	}
