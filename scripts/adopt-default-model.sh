@@ -11,30 +11,29 @@
 set -euo pipefail
 src=${1:?usage: adopt-default-model.sh DIR (model.safetensors, lukv-tiny-files.tgz, lukv-tiny-golden.tgz)}
 cd "$(dirname "$0")/.."
-# Weights over the device tool's 16 MiB per file come back in parts (default-model.sh).
-if [[ ! -e "$src/model.safetensors" ]] && compgen -G "$src/model.safetensors.part-*" >/dev/null; then
-	joined=$(mktemp -d)
-	cat "$src"/model.safetensors.part-* >"$joined/model.safetensors"
-	cp "$src"/lukv-tiny-*.tgz "$joined/"
-	src=$joined
-fi
-for f in model.safetensors lukv-tiny-files.tgz lukv-tiny-golden.tgz; do
-	[[ -s "$src/$f" ]] || { echo "adopt-default-model: $src/$f is missing or empty" >&2; exit 1; }
-done
-size=$(stat -c %s "$src/model.safetensors")
-if ((size > 32 * 1024 * 1024)); then
-	echo "adopt-default-model: $src/model.safetensors is $size bytes, over the 32 MiB cap of issue #3" >&2
-	exit 1
-fi
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
+# Weights over the device tool's 16 MiB per file come back in parts (default-model.sh).
+weights=$src/model.safetensors
+if [[ ! -e "$weights" ]] && compgen -G "$src/model.safetensors.part-*" >/dev/null; then
+	weights=$tmp/model.safetensors
+	cat "$src"/model.safetensors.part-* >"$weights"
+fi
+for f in "$weights" "$src/lukv-tiny-files.tgz" "$src/lukv-tiny-golden.tgz"; do
+	[[ -s "$f" ]] || { echo "adopt-default-model: $f is missing or empty" >&2; exit 1; }
+done
+size=$(stat -c %s "$weights")
+if ((size > 32 * 1024 * 1024)); then
+	echo "adopt-default-model: $weights is $size bytes, over the 32 MiB cap of issue #3" >&2
+	exit 1
+fi
 tar xzf "$src/lukv-tiny-files.tgz" -C "$tmp"
 tar xzf "$src/lukv-tiny-golden.tgz" -C "$tmp"
 for f in config.json generation_config.json tokenizer.json tokenizer_config.json golden/golden.json golden/golden.safetensors; do
 	[[ -s "$tmp/$f" ]] || { echo "adopt-default-model: the archives lack $f" >&2; exit 1; }
 done
 m=models/lukv-tiny
-cp "$src/model.safetensors" "$m/"
+cp "$weights" "$m/model.safetensors"
 for f in config.json generation_config.json tokenizer.json tokenizer_config.json loss.csv loss.png train_log.json; do
 	[[ -f "$tmp/$f" ]] && cp "$tmp/$f" "$m/"
 done

@@ -285,9 +285,6 @@ func runEval(args []string, stdout, stderr io.Writer) error {
 	if suite == "ruler" {
 		run.Seed, run.Haystack, run.Words = *seed, hashLines(hay), hashLines(words)
 	}
-	if len(curveHashes) == 0 {
-		run.Curves = nil
-	}
 	if err := checkEvalRun(*out, run, len(cells), *resumeUnchecked, stderr); err != nil {
 		return err
 	}
@@ -440,18 +437,22 @@ func runEvalReport(args []string, stdout, stderr io.Writer) error {
 	var cells []eval.Cell
 	var first *evalRun
 	firstDir := ""
+	sameRun := true // every folder has a run.json, and they agree
 	for _, d := range dirs {
 		r, err := readEvalRun(d)
 		if err != nil {
 			return err
 		}
-		if r != nil && first != nil && !*mixed {
-			if diff := r.diff(*first); len(diff) > 0 {
-				return fmt.Errorf("--in %s and %s come from different runs (%s); --allow-mixed-runs merges them anyway", firstDir, d, strings.Join(diff, "; "))
-			}
-		}
-		if r != nil && first == nil {
+		switch {
+		case r == nil:
+			sameRun = false
+		case first == nil:
 			first, firstDir = r, d
+		case len(r.diff(*first)) > 0:
+			if !*mixed {
+				return fmt.Errorf("--in %s and %s come from different runs (%s); --allow-mixed-runs merges them anyway", firstDir, d, strings.Join(r.diff(*first), "; "))
+			}
+			sameRun = false
 		}
 		path := filepath.Join(d, "results.jsonl")
 		if _, err := os.Stat(path); err != nil {
@@ -490,11 +491,18 @@ func runEvalReport(args []string, stdout, stderr io.Writer) error {
 	if err := f.Close(); err != nil {
 		return err
 	}
-	// The merged folder keeps the runs' identity when they share one.
-	if first != nil && !*mixed {
-		if err := checkEvalRun(*out, *first, 0, false, stderr); err != nil {
-			return err
+	// The merged folder keeps the runs' identity when they all share one; otherwise a
+	// run.json left there by an earlier merge would misname its cells.
+	if sameRun && first != nil {
+		err = writeEvalRun(*out, *first)
+	} else {
+		err = os.Remove(filepath.Join(*out, evalRunFile))
+		if errors.Is(err, os.ErrNotExist) {
+			err = nil
 		}
+	}
+	if err != nil {
+		return err
 	}
 	header := *title
 	if header == "" {

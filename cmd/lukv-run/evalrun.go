@@ -42,24 +42,15 @@ func (r evalRun) diff(o evalRun) []string {
 	add("seed", fmt.Sprint(r.Seed), fmt.Sprint(o.Seed))
 	add("haystack", r.Haystack, o.Haystack)
 	add("words", r.Words, o.Words)
-	names := map[string]bool{}
+	names := make([]string, 0, len(r.Curves))
 	for n := range r.Curves {
-		names[n] = true
+		names = append(names, n)
 	}
-	for n := range o.Curves {
-		names[n] = true
-	}
-	keys := make([]string, 0, len(names))
-	for n := range names {
-		keys = append(keys, n)
-	}
-	sort.Strings(keys)
-	for _, n := range keys {
+	sort.Strings(names)
+	for _, n := range names {
 		// A curve only one run used is no conflict: a rerun may add a method.
-		if a, ok := r.Curves[n]; ok {
-			if b, ok := o.Curves[n]; ok {
-				add("curve "+n, a, b)
-			}
+		if b, ok := o.Curves[n]; ok {
+			add("curve "+n, r.Curves[n], b)
 		}
 	}
 	return d
@@ -79,32 +70,32 @@ func short(s string) string {
 // it; one whose run.json differs is refused, naming what differs. Cells without a
 // run.json (written before it existed) cannot be checked: refused unless unchecked.
 func checkEvalRun(dir string, run evalRun, haveCells int, unchecked bool, stderr io.Writer) error {
-	path := filepath.Join(dir, evalRunFile)
-	data, err := os.ReadFile(path)
-	switch {
-	case errors.Is(err, os.ErrNotExist):
-		if haveCells > 0 && !unchecked {
-			return fmt.Errorf("eval: %s has %d cells but no %s, so which model and settings made them cannot be checked: use a new --out folder, or --resume-unchecked if you know they are this run's", dir, haveCells, evalRunFile)
+	prev, err := readEvalRun(dir)
+	if err != nil {
+		return fmt.Errorf("%w (delete it to record this run)", err)
+	}
+	if prev != nil {
+		if d := run.diff(*prev); len(d) > 0 {
+			return fmt.Errorf("eval: %s holds cells of another run (%s): use a new --out folder, or delete that one", dir, strings.Join(d, "; "))
 		}
-		if haveCells > 0 {
-			fmt.Fprintf(stderr, "eval: resuming %d unchecked cells in %s; recording this run in %s\n", haveCells, dir, evalRunFile)
-		}
-		out, err := json.MarshalIndent(run, "", " ")
-		if err != nil {
-			return err
-		}
-		return os.WriteFile(path, append(out, '\n'), 0o644)
-	case err != nil:
+		return nil
+	}
+	if haveCells > 0 && !unchecked {
+		return fmt.Errorf("eval: %s has %d cells but no %s, so which model and settings made them cannot be checked: use a new --out folder, or --resume-unchecked if you know they are this run's", dir, haveCells, evalRunFile)
+	}
+	if haveCells > 0 {
+		fmt.Fprintf(stderr, "eval: resuming %d unchecked cells in %s; recording this run in %s\n", haveCells, dir, evalRunFile)
+	}
+	return writeEvalRun(dir, run)
+}
+
+// writeEvalRun writes run as the folder's run.json.
+func writeEvalRun(dir string, run evalRun) error {
+	out, err := json.MarshalIndent(run, "", " ")
+	if err != nil {
 		return err
 	}
-	var prev evalRun
-	if err := json.Unmarshal(data, &prev); err != nil {
-		return fmt.Errorf("%s: %w (delete it to record this run)", path, err)
-	}
-	if d := run.diff(prev); len(d) > 0 {
-		return fmt.Errorf("eval: %s holds cells of another run (%s): use a new --out folder, or delete that one", dir, strings.Join(d, "; "))
-	}
-	return nil
+	return os.WriteFile(filepath.Join(dir, evalRunFile), append(out, '\n'), 0o644)
 }
 
 // fingerprintModel identifies a checkpoint folder without reading all of its weights

@@ -233,8 +233,18 @@ func TestEvalRunIdentity(t *testing.T) {
 	if _, _, err := runCLI(t, "eval", "report", "--in", a+","+b, "--out", merged); err == nil || !strings.Contains(err.Error(), "different runs") {
 		t.Errorf("merging runs of two models and seeds: %v, want a refusal", err)
 	}
+	// A merge of one run keeps its run.json; a mixed merge into the same folder removes it.
+	if _, _, err := runCLI(t, "eval", "report", "--in", a, "--out", merged); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(merged, "run.json")); err != nil {
+		t.Errorf("merging one run: no run.json: %v", err)
+	}
 	if _, _, err := runCLI(t, "eval", "report", "--in", a+","+b, "--out", merged, "--allow-mixed-runs"); err != nil {
 		t.Errorf("--allow-mixed-runs: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(merged, "run.json")); !os.IsNotExist(err) {
+		t.Errorf("a mixed merge kept a run.json (%v)", err)
 	}
 }
 
