@@ -29,6 +29,13 @@ bin=${LUKV_RUN:-gpubin/lukv-run}
 # and host-side scoring, which separate processes overlap.
 tasks=${TASKS:-"niah_single_1 niah_single_2 niah_single_3 niah_multikey_1 niah_multikey_2 niah_multikey_3 niah_multivalue niah_multiquery vt cwe fwe"}
 mkdir -p "$out"
+# A fresh GPU machine has no kernels/build: every shard would stop at once with
+# "compiled kernels not found" (seen 2026-11-29), so build them first when nvcc is there.
+if [[ $device == cuda && -z ${LUKV_KERNELS:-} ]] && ! compgen -G "kernels/build/*.cubin" >/dev/null \
+	&& ! compgen -G "kernels/build/*.ptx" >/dev/null; then
+	echo "eval-default-model: kernels/build is empty: bash scripts/build-kernels.sh"
+	bash scripts/build-kernels.sh >/dev/null || { echo "eval-default-model: building the kernels failed" >&2; exit 1; }
+fi
 pids=()
 for len in $lengths; do
 	for task in $tasks; do
@@ -44,8 +51,11 @@ for p in "${pids[@]}"; do wait "$p"; done
 for d in "$out"/*/; do
 	# The progress bar redraws with \r: keep the lines that are not the bar.
 	tr '\r' '\n' <"$d/stderr.txt" | grep -v '^eval ruler\|^ *$' >"$d/log.txt"
-	echo "$d: $(wc -l <"$d/results.jsonl" 2>/dev/null || echo 0) cells; $(grep 'eval: time' "$d/log.txt" | tail -1)"
+	echo "$d: $(cat "$d/results.jsonl" 2>/dev/null | wc -l) cells; $(grep 'eval: time' "$d/log.txt" | tail -1)"
+	# A shard that failed (not one stopped by the budget) says why in its log: show it.
+	grep -m1 '^lukv-run: ' "$d/log.txt" && failed=1
 done
 if [[ -n "${OUT:-}" ]]; then
 	tar czf "$OUT/eval.tgz" -C "$out" --exclude stderr.txt .
 fi
+exit "${failed:-0}"
