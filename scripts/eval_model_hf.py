@@ -9,7 +9,7 @@ A sample of length L has a prompt of at most L - tokens_to_generate tokens (RULE
 scoring is RULER's string_match_all (fraction of gold strings found in the output).
 
 Usage: python3 scripts/eval_model_hf.py --model models/lukv-tiny [--data data/corpus]
-           [--lengths 4096,16384] [--n 50] [--seed 20261128] [--out eval.json]
+           [--lengths 4096,16384] [--n 50] [--seed 20261128] [--out eval.json] [--keep-preds]
 """
 import argparse
 import json
@@ -104,6 +104,8 @@ def main():
     ap.add_argument("--seed", type=int, default=20261128)
     ap.add_argument("--ppl-chunks", type=int, default=64)
     ap.add_argument("--out", default="")
+    ap.add_argument("--keep-preds", action="store_true",
+                    help="store every sample's gold, prediction and score in the output (error analysis)")
     a = ap.parse_args()
     t0 = time.time()
     model, raw, info = load(a.model)
@@ -153,6 +155,10 @@ def main():
                 "prompt_tokens_mean": round(sum(map(len, pids)) / len(pids), 1),
                 "prompt_tokens_max": max(map(len, pids))}
             res["examples"].append({"task": task, "length": L, "gold": samples[0].gold, "pred": preds[0]})
+            if a.keep_preds:
+                res.setdefault("samples", []).extend(
+                    {"task": task, "length": L, "index": i, "gold": s.gold, "pred": p, "score": sc}
+                    for i, (s, p, sc) in enumerate(zip(samples, preds, scores)))
             log(f"L={L} {task}: {acc:.1f}% (prompt tokens max {max(map(len, pids))}, "
                 f"{time.time() - t1:.1f}s) e.g. gold={samples[0].gold} pred={preds[0][:80]!r}")
             save()
