@@ -12,6 +12,10 @@
 #   SECONDS_BUDGET=420      every shard stops after this long; rerun to resume
 #   DEVICE=cuda
 #
+# Builds kernels/build first when it is empty (a fresh GPU machine). A shard stopped by the
+# budget says "eval: interrupted" and resumes on the next run; a shard that failed prints
+# its "lukv-run: ..." reason below the summary and makes the script exit 1.
+#
 # The shards' results.jsonl are merged afterwards with
 #   cat EVAL_DIR/*/results.jsonl > merged/results.jsonl
 #   lukv-run eval ruler --out merged <same flags>   (every cell done: writes the report)
