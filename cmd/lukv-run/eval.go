@@ -448,11 +448,13 @@ func runEvalReport(args []string, stdout, stderr io.Writer) error {
 			sameRun = false
 		case first == nil:
 			first, firstDir = r, d
-		case len(r.diff(*first)) > 0:
-			if !*mixed {
-				return fmt.Errorf("--in %s and %s come from different runs (%s); --allow-mixed-runs merges them anyway", firstDir, d, strings.Join(r.diff(*first), "; "))
+		default:
+			if diffs := r.diff(*first); len(diffs) > 0 {
+				if !*mixed {
+					return fmt.Errorf("--in %s and %s come from different runs (%s); --allow-mixed-runs merges them anyway", firstDir, d, strings.Join(diffs, "; "))
+				}
+				sameRun = false
 			}
-			sameRun = false
 		}
 		path := filepath.Join(d, "results.jsonl")
 		if _, err := os.Stat(path); err != nil {
