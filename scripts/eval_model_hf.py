@@ -157,7 +157,9 @@ def main():
             res["examples"].append({"task": task, "length": L, "gold": samples[0].gold, "pred": preds[0]})
             if a.keep_preds:
                 res.setdefault("samples", []).extend(
-                    {"task": task, "length": L, "index": i, "gold": s.gold, "pred": p, "score": sc}
+                    {"task": task, "length": L, "index": i, "gold": s.gold, "pred": p, "score": sc,
+                     # where the first gold value sits in the prompt (0: start, far from the question)
+                     "depth": round(max(0, s.prompt.find(s.gold[0] if s.gold else "")) / len(s.prompt), 3)}
                     for i, (s, p, sc) in enumerate(zip(samples, preds, scores)))
             log(f"L={L} {task}: {acc:.1f}% (prompt tokens max {max(map(len, pids))}, "
                 f"{time.time() - t1:.1f}s) e.g. gold={samples[0].gold} pred={preds[0][:80]!r}")
