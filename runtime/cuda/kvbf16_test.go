@@ -30,14 +30,18 @@ const (
 	kvBF16RawTol = 8.0 / 512
 	// kvBF16ModelTol: the default model's logits against the exact CPU. A CPU simulation
 	// of the bf16 cache (k and v rounded before they enter a float32 cache; same model,
-	// prompt and steps as TestKVBF16DefaultModel) moved the prompt logits by 5.8e-3 and
-	// the decode steps' by at most 3.4e-3; the bound is 2e-2.
+	// prompt and steps as TestKVBF16DefaultModel) moves the logits by at most 3.3e-3 on
+	// lukv-tiny attempt 6 (5.8e-3 on attempt 1); the bound is 2e-2.
 	kvBF16ModelTol = 2e-2
 	// kvBF16ModelRoundedTol: against that simulation (the same function up to float32
 	// order). A k or v computed one float32 ulp apart on the GPU can round to the
-	// neighbouring bf16 (probability ~2^-15 per element, a few elements of the model's
-	// ~60k), a change ~100x smaller than rounding all of them (5.8e-3): 1e-3.
-	kvBF16ModelRoundedTol = 1e-3
+	// neighbouring bf16, and on this small model a single such flip is not small: the CPU
+	// simulation with k and v first moved by random ±1..4 ulps (6 seeds each) gave logits up
+	// to 2.3e-3 away (GPU, 2026-11-29: 1.2e-3), against 3.3e-3 for not rounding at all.
+	// So this check only catches gross errors (a wrong row or half-word: order 1); that the
+	// cache rounds exactly as the CPU does is TestKVBF16AttentionAgainstCPU's job, and that
+	// it rounds at all is checked below (prompt logits more than 1e-5 from the exact CPU's).
+	kvBF16ModelRoundedTol = 3e-3
 )
 
 // kvBF16Backend is a backend with Options.KVBF16 (and every launch checked).
@@ -263,7 +267,8 @@ func TestKVBF16TensorCoreAttention(t *testing.T) {
 // logits within kvBF16ModelTol of the exact CPU's, and every step's logits within
 // kvBF16ModelRoundedTol of a CPU run whose keys and values are rounded to bf16 before
 // they enter its cache (the same function). The CPU simulation's smallest top-2 gap
-// over these steps is 0.110, against a largest logit change of 0.043 from the rounding.
+// over these steps is 0.075, against a largest logit change of 0.060 from the rounding
+// (lukv-tiny attempt 6).
 func TestKVBF16DefaultModel(t *testing.T) {
 	b := kvBF16Backend(t)
 	tok := tinyTokenizer(t)
