@@ -19,8 +19,11 @@ def main():
     d = json.load(open(a.eval_json))
     if "samples" not in d:
         raise SystemExit(f"{a.eval_json}: no per-sample rows (run eval_model_hf.py with --keep-preds)")
-    cells = {}
+    cells, unplaced = {}, 0
     for s in d["samples"]:
+        if s.get("depth") is None:  # gold not found verbatim in the prompt
+            unplaced += 1
+            continue
         b = min(a.bins - 1, int(s["depth"] * a.bins))
         cells.setdefault((s["task"], s["length"], b), []).append(s["score"])
     print(f"{a.eval_json}")
@@ -29,6 +32,8 @@ def main():
     for (task, L, b), sc in sorted(cells.items()):
         lo, hi = 100 * b // a.bins, 100 * (b + 1) // a.bins
         print(f"| {task} | {L} | {lo}-{hi} % | {sum(sc):g} | {len(sc)} | {100 * sum(sc) / len(sc):.1f} |")
+    if unplaced:
+        print(f"\n{unplaced} samples left out: their gold value is not in the prompt verbatim")
 
 
 if __name__ == "__main__":

@@ -94,6 +94,13 @@ def perplexity(model, raw, docs, ctx, max_chunks, batch=8):
             "bits_per_byte": round(tot / math.log(2) / text_bytes, 4)}
 
 
+def depth(sample):
+    """Where the first gold value sits in the prompt (0: the start, farthest from the
+    question), or None when the prompt does not contain it verbatim."""
+    at = sample.prompt.find(sample.gold[0]) if sample.gold else -1
+    return round(at / len(sample.prompt), 3) if at >= 0 else None
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", required=True)
@@ -158,8 +165,7 @@ def main():
             if a.keep_preds:
                 res.setdefault("samples", []).extend(
                     {"task": task, "length": L, "index": i, "gold": s.gold, "pred": p, "score": sc,
-                     # where the first gold value sits in the prompt (0: start, far from the question)
-                     "depth": round(max(0, s.prompt.find(s.gold[0] if s.gold else "")) / len(s.prompt), 3)}
+                     "depth": depth(s)}
                     for i, (s, p, sc) in enumerate(zip(samples, preds, scores)))
             log(f"L={L} {task}: {acc:.1f}% (prompt tokens max {max(map(len, pids))}, "
                 f"{time.time() - t1:.1f}s) e.g. gold={samples[0].gold} pred={preds[0][:80]!r}")

@@ -37,7 +37,8 @@ const (
 	// order). A k or v computed one float32 ulp apart on the GPU can round to the
 	// neighbouring bf16, and on this small model a single such flip is not small: the CPU
 	// simulation with k and v first moved by random ±1..4 ulps (6 seeds each) gave logits up
-	// to 2.3e-3 away (GPU, 2026-11-29: 1.2e-3), against 3.3e-3 for not rounding at all.
+	// to 2.3e-3 away (GPU, 2026-11-29: 1.2e-3), against 3.3e-3 for not rounding at all
+	// (scripts/bf16-noise; results/cpu/2026-11-29-bf16-kv-noise.txt).
 	// So this check only catches gross errors (a wrong row or half-word: order 1); that the
 	// cache rounds exactly as the CPU does is TestKVBF16AttentionAgainstCPU's job, and that
 	// it rounds at all is checked below (prompt logits more than 1e-5 from the exact CPU's).
@@ -268,14 +269,14 @@ func TestKVBF16TensorCoreAttention(t *testing.T) {
 // kvBF16ModelRoundedTol of a CPU run whose keys and values are rounded to bf16 before
 // they enter its cache (the same function). The CPU simulation's smallest top-2 gap
 // over these steps is 0.075, against a largest logit change of 0.060 from the rounding
-// (lukv-tiny attempt 6).
+// (lukv-tiny attempt 6; scripts/bf16-noise).
 func TestKVBF16DefaultModel(t *testing.T) {
 	b := kvBF16Backend(t)
 	tok := tinyTokenizer(t)
 	ids := tok.Encode("The old lighthouse keeper climbed the stairs every evening to light the lamp. One night a storm came in from the sea, and the ships", true)
 	gm := loadTiny(t, b)
 	cm := loadTiny(t, cpu.New())
-	sm := loadTiny(t, roundingKV{cpu.New()})
+	sm := loadTiny(t, backendtest.RoundedKV{Backend: cpu.New()})
 	const steps = 16
 	gc, cc, sc := gm.NewCache(steps), cm.NewCache(steps), sm.NewCache(steps)
 	if got := gc.(*KVCache).DType(); got != "bfloat16" {
@@ -321,19 +322,4 @@ func TestKVBF16DefaultModel(t *testing.T) {
 	if fmt.Sprint(gtoks) != fmt.Sprint(ctoks) {
 		t.Errorf("greedy tokens with a bf16 cache differ from the CPU's\n got %v\nwant %v", gtoks, ctoks)
 	}
-}
-
-// roundingKV is a backend whose Attention rounds the new keys and values to bf16 before
-// they enter the (float32) cache: a bf16 cache, simulated.
-type roundingKV struct{ lrt.Backend }
-
-func (r roundingKV) Attention(out, q, k, v lrt.Tensor, cache lrt.KVCache, layer int, scale float32) {
-	round := func(t lrt.Tensor) lrt.Tensor {
-		w, err := r.Weight(roundBF16(r.Read(t)), t.Rows(), t.Cols())
-		if err != nil {
-			panic(err)
-		}
-		return w
-	}
-	r.Backend.Attention(out, q, round(k), round(v), cache, layer, scale)
 }
