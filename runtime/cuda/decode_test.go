@@ -152,7 +152,7 @@ func TestDecodeAttention(t *testing.T) {
 				step := func(n int, what string) {
 					q, k, v := randn(r, n*c.heads*c.hd), randn(r, n*c.kvHeads*c.hd), randn(r, n*c.kvHeads*c.hd)
 					if bfKV {
-						k, v = roundBF16(k), roundBF16(v)
+						k, v = backendtest.RoundBF16(k), backendtest.RoundBF16(v)
 					}
 					var outs [2][]float32
 					for i, be := range []lrt.Backend{b, ref} {

@@ -48,9 +48,6 @@ const (
 // kvBF16Backend is a backend with Options.KVBF16 (and every launch checked).
 func kvBF16Backend(t testing.TB) *Backend { return backendWith(t, Options{KVBF16: true, Sync: true}) }
 
-// roundBF16 rounds every value to the nearest bfloat16 (ties to even), as float32.
-func roundBF16(x []float32) []float32 { return roundTo(x, bf16) }
-
 // TestKVBF16AttentionAgainstCPU runs prefill (in chunks), per-head compaction, and
 // decode steps with a bf16 cache on the GPU and float32 caches on the CPU: one CPU cache
 // given the keys and values rounded to bf16 (the GPU must match it to float32 accuracy,
@@ -92,7 +89,7 @@ func TestKVBF16AttentionAgainstCPU(t *testing.T) {
 					return be.Read(out)
 				}
 				got := run(b, gc, k, v)
-				backendtest.Check(t, what+" vs rounded", got, run(ref, rc, roundBF16(k), roundBF16(v)), kvBF16RoundedTol)
+				backendtest.Check(t, what+" vs rounded", got, run(ref, rc, backendtest.RoundBF16(k), backendtest.RoundBF16(v)), kvBF16RoundedTol)
 				backendtest.Check(t, what+" vs exact", got, run(ref, xc, k, v), kvBF16RawTol)
 			}
 			for i, n := range c.prefill {
@@ -151,7 +148,7 @@ func TestKVBF16CacheOps(t *testing.T) {
 		for _, j := range idx {
 			out = append(out, data[(j*kvHeads+h)*hd:(j*kvHeads+h+1)*hd]...)
 		}
-		return roundBF16(out)
+		return backendtest.RoundBF16(out)
 	}
 	check := func(what string, c *KVCache, keepIdx func(l, h int) []int) {
 		t.Helper()
