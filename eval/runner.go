@@ -12,10 +12,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/lukv/lukv/backend"
 	"github.com/lukv/lukv/eviction"
 	"github.com/lukv/lukv/generate"
 	"github.com/lukv/lukv/model"
-	lrt "github.com/lukv/lukv/runtime"
 	"github.com/lukv/lukv/tokenizer"
 )
 
@@ -66,7 +66,7 @@ type Runner struct {
 // DefaultBatch keeps decode batches within the GPU's matrix-vector kernel (at most 8
 // rows), whose per-row arithmetic is meant not to depend on the batch, so that batched
 // and one-at-a-time evaluation give the same answers on the GPU too. On the CPU that is
-// tested (TestRunSampleMatchesRunCell); on the GPU runtime/cuda's TestGenerateBatchOnGPU
+// tested (TestRunSampleMatchesRunCell); on the GPU backend/cuda's TestGenerateBatchOnGPU
 // checks it (it passed on the H200, results/gpu/2026-11-28-h200-run3).
 const DefaultBatch = 8
 
@@ -107,7 +107,7 @@ func (r *Runner) RunCell(s Sample, index int, m MethodSpec, ratio float64) (Cell
 		collector := eviction.NewCollector(r.Model, m.Scorer)
 		collector.HostOnly = r.HostScoring
 		opt.Observer = collector
-		opt.AfterPrefill = func(cache lrt.KVCache, _ int) error {
+		opt.AfterPrefill = func(cache backend.KVCache, _ int) error {
 			return method.Compress(cache, collector.Scores, len(prompt)-len(ctx)+s.MaxNewTokens)
 		}
 	} else {
@@ -232,7 +232,7 @@ func (r *Runner) RunSample(s Sample, index int, jobs []Job, emit func(Cell) erro
 
 // release frees a cache's device memory now where the backend can (the CUDA cache);
 // elsewhere the garbage collector does it.
-func release(c lrt.KVCache) {
+func release(c backend.KVCache) {
 	if r, ok := c.(interface{ Release() }); ok {
 		r.Release()
 	}
@@ -265,7 +265,7 @@ func (m *multiScorer) add(s eviction.Scorer) int {
 // scores are scorer i's scores of the last prefill, [layer][Nkv][T].
 func (m *multiScorer) scores(i int) [][][]float32 { return m.collectors[i].Scores }
 
-func (m *multiScorer) ObserveLayer(layer int, positions []int, x, q, k, v lrt.Tensor) {
+func (m *multiScorer) ObserveLayer(layer int, positions []int, x, q, k, v backend.Tensor) {
 	start := time.Now()
 	m.collectors.ObserveLayer(layer, positions, x, q, k, v)
 	m.elapsed += time.Since(start)

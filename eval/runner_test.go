@@ -6,10 +6,10 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/lukv/lukv/backend/cpu"
 	"github.com/lukv/lukv/eviction"
 	"github.com/lukv/lukv/model"
 	"github.com/lukv/lukv/models"
-	"github.com/lukv/lukv/runtime/cpu"
 	"github.com/lukv/lukv/tokenizer"
 )
 

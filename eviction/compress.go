@@ -5,8 +5,8 @@ import (
 	"fmt"
 	"sync"
 
+	"github.com/lukv/lukv/backend"
 	"github.com/lukv/lukv/model"
-	lrt "github.com/lukv/lukv/runtime"
 )
 
 // Method is one eviction configuration: a scorer ranks tokens, an allocator splits the
@@ -18,7 +18,7 @@ type Method struct {
 	Sink      int
 	Window    int
 	// HostOnly makes Compress select and compact through the host path even when the
-	// cache can do it on the device (runtime.DeviceCompaction); both keep the same
+	// cache can do it on the device (backend.DeviceCompaction); both keep the same
 	// tokens. For comparisons and debugging.
 	HostOnly bool
 }
@@ -30,7 +30,7 @@ func (m Method) String() string {
 // Collector is a model.Observer that scores every layer's tokens during a prefill, so
 // the cache can be compressed right after it. It holds only the scores, [layer][Nkv][T].
 //
-// When the model's backend scores on the device (runtime.DeviceScoring) and the scorer
+// When the model's backend scores on the device (backend.DeviceScoring) and the scorer
 // has a device form (DeviceSpec), a layer is scored where its activations are, without
 // the host View; the device scores of all layers are copied into Scores once, when the
 // last layer has been observed (so during the pass a device-scored layer's entry is
@@ -46,8 +46,8 @@ type Collector struct {
 	// HostOnly scores on the host even when the backend could score on the device.
 	HostOnly bool
 
-	dev   lrt.DeviceScores // this pass's device scores, [layers][Nkv][T]
-	onDev []bool           // [layer] scored into dev in this pass
+	dev   backend.DeviceScores // this pass's device scores, [layers][Nkv][T]
+	onDev []bool               // [layer] scored into dev in this pass
 }
 
 // NewCollector returns a collector for model m and scorer s.
@@ -57,7 +57,7 @@ func NewCollector(m *model.Model, s Scorer) *Collector {
 
 // ObserveLayer scores the layer: on the device when it can (see Collector), else from
 // the host view of the backend's activations.
-func (c *Collector) ObserveLayer(layer int, positions []int, x, q, k, v lrt.Tensor) {
+func (c *Collector) ObserveLayer(layer int, positions []int, x, q, k, v backend.Tensor) {
 	Collectors{c}.ObserveLayer(layer, positions, x, q, k, v)
 }
 
@@ -66,7 +66,7 @@ func (c *Collector) ObserveLayer(layer int, positions []int, x, q, k, v lrt.Tens
 // share one host view of the layer (copied once) and score it concurrently.
 type Collectors []*Collector
 
-func (cs Collectors) ObserveLayer(layer int, positions []int, x, q, k, v lrt.Tensor) {
+func (cs Collectors) ObserveLayer(layer int, positions []int, x, q, k, v backend.Tensor) {
 	var host []*Collector
 	for _, c := range cs {
 		if layer == 0 {
@@ -100,30 +100,30 @@ func (cs Collectors) ObserveLayer(layer int, positions []int, x, q, k, v lrt.Ten
 	}
 }
 
-// DeviceSpec returns the device form of s (runtime.ScorerSpec, defaults filled in) and
+// DeviceSpec returns the device form of s (backend.ScorerSpec, defaults filled in) and
 // true when s is one of the scorers a backend may run on the device (expected
 // attention, SnapKV, KeyDiff, K-norm, as values or non-nil pointers) with a valid
 // configuration.
-func DeviceSpec(s Scorer) (lrt.ScorerSpec, bool) {
+func DeviceSpec(s Scorer) (backend.ScorerSpec, bool) {
 	switch p := s.(type) {
 	case *ExpectedAttentionScorer:
 		if p == nil {
-			return lrt.ScorerSpec{}, false
+			return backend.ScorerSpec{}, false
 		}
 		s = *p
 	case *SnapKVScorer:
 		if p == nil {
-			return lrt.ScorerSpec{}, false
+			return backend.ScorerSpec{}, false
 		}
 		s = *p
 	case *KeyDiffScorer:
 		if p == nil {
-			return lrt.ScorerSpec{}, false
+			return backend.ScorerSpec{}, false
 		}
 		s = *p
 	case *KNormScorer:
 		if p == nil {
-			return lrt.ScorerSpec{}, false
+			return backend.ScorerSpec{}, false
 		}
 		s = *p
 	}
@@ -133,28 +133,28 @@ func DeviceSpec(s Scorer) (lrt.ScorerSpec, bool) {
 	case SnapKVScorer:
 		return snapSpec(sc)
 	case KeyDiffScorer:
-		return lrt.ScorerSpec{Kind: lrt.ScoreKeyDiff}, true
+		return backend.ScorerSpec{Kind: backend.ScoreKeyDiff}, true
 	case KNormScorer:
-		return lrt.ScorerSpec{Kind: lrt.ScoreKNorm}, true
+		return backend.ScorerSpec{Kind: backend.ScoreKNorm}, true
 	}
-	return lrt.ScorerSpec{}, false
+	return backend.ScorerSpec{}, false
 }
 
-func expectedSpec(s ExpectedAttentionScorer) (lrt.ScorerSpec, bool) {
+func expectedSpec(s ExpectedAttentionScorer) (backend.ScorerSpec, bool) {
 	if s.Validate() != nil {
-		return lrt.ScorerSpec{}, false
+		return backend.ScorerSpec{}, false
 	}
 	n := s.NFuture
 	if n == 0 {
 		n = DefaultEANFuture
 	}
-	return lrt.ScorerSpec{Kind: lrt.ScoreExpectedAttention, Epsilon: s.Epsilon, NFuture: n, NSink: s.NSink,
+	return backend.ScorerSpec{Kind: backend.ScoreExpectedAttention, Epsilon: s.Epsilon, NFuture: n, NSink: s.NSink,
 		UseCovariance: s.UseCovariance, UseVNorm: s.UseVNorm}, true
 }
 
-func snapSpec(s SnapKVScorer) (lrt.ScorerSpec, bool) {
+func snapSpec(s SnapKVScorer) (backend.ScorerSpec, bool) {
 	if s.Validate() != nil {
-		return lrt.ScorerSpec{}, false
+		return backend.ScorerSpec{}, false
 	}
 	w, k := s.Window, s.Kernel
 	if w == 0 {
@@ -163,16 +163,16 @@ func snapSpec(s SnapKVScorer) (lrt.ScorerSpec, bool) {
 	if k == 0 {
 		k = DefaultSnapKVKernel
 	}
-	return lrt.ScorerSpec{Kind: lrt.ScoreSnapKV, Window: w, Kernel: k, MaxPool: s.Pool == "max"}, true
+	return backend.ScorerSpec{Kind: backend.ScoreSnapKV, Window: w, Kernel: k, MaxPool: s.Pool == "max"}, true
 }
 
 // scoreOnDevice scores the layer into this pass's device scores, reporting false (with
 // nothing recorded) when the host path must do it.
-func (c *Collector) scoreOnDevice(layer int, positions []int, q, k, v lrt.Tensor) bool {
+func (c *Collector) scoreOnDevice(layer int, positions []int, q, k, v backend.Tensor) bool {
 	if c.OnView != nil || c.HostOnly || c.Model == nil {
 		return false
 	}
-	ds, ok := c.Model.Backend.(lrt.DeviceScoring)
+	ds, ok := c.Model.Backend.(backend.DeviceScoring)
 	if !ok {
 		return false
 	}
@@ -190,7 +190,7 @@ func (c *Collector) scoreOnDevice(layer int, positions []int, q, k, v lrt.Tensor
 		}
 		c.dev, c.onDev = d, make([]bool, len(c.Scores))
 	}
-	in := lrt.LayerInput{Layer: layer, Positions: positions, Q: q, K: k, V: v,
+	in := backend.LayerInput{Layer: layer, Positions: positions, Q: q, K: k, V: v,
 		NumHeads: cfg.NumHeads, NumKVHeads: cfg.NumKVHeads, HeadDim: cfg.HeadDim, RoPE: c.Model.RoPE}
 	if err := ds.ScoreLayer(spec, in, c.dev); err != nil {
 		return false // unsupported here (or failed): the host path scores this layer
@@ -236,7 +236,7 @@ func (c *Collector) dropDevice() {
 
 // View copies one layer's activations to the host as a LayerView, recomputing the
 // pre-RoPE queries from the normalised input x.
-func (c *Collector) View(layer int, positions []int, x, q, k, v lrt.Tensor) *LayerView {
+func (c *Collector) View(layer int, positions []int, x, q, k, v backend.Tensor) *LayerView {
 	m, b := c.Model, c.Model.Backend
 	cfg := m.Config
 	n, d := len(positions), cfg.HeadDim
@@ -277,19 +277,19 @@ func splitHeads(x []float32, n, heads, d int) [][]float32 {
 // collector scored: per layer it protects sink and window, allocates, and compacts,
 // leaving room for reserve more tokens per head.
 //
-// When the cache selects and compacts on the device (runtime.DeviceCompaction), all
+// When the cache selects and compacts on the device (backend.DeviceCompaction), all
 // heads hold the same T and the allocator's rule has a device form (uniform, pyramid and
 // LU-KV budgets: per-head counts computed here; AdaKV: the pooled rule), the scores go to
 // the device once and the kept indices never come back; the cache ends up exactly as the
 // host path leaves it. Otherwise (or with HostOnly) the host path runs.
-func (m Method) Compress(cache lrt.KVCache, scores [][][]float32, reserve int) error {
-	if dc, ok := cache.(lrt.DeviceCompaction); ok && !m.HostOnly {
+func (m Method) Compress(cache backend.KVCache, scores [][][]float32, reserve int) error {
+	if dc, ok := cache.(backend.DeviceCompaction); ok && !m.HostOnly {
 		req, ok, err := m.deviceRequest(cache, scores, reserve)
 		if err != nil {
 			return err
 		}
 		if ok {
-			if err := dc.Evict(req); !errors.Is(err, lrt.ErrUnsupported) {
+			if err := dc.Evict(req); !errors.Is(err, backend.ErrUnsupported) {
 				return err
 			}
 		}
@@ -298,7 +298,7 @@ func (m Method) Compress(cache lrt.KVCache, scores [][][]float32, reserve int) e
 }
 
 // compressHost is Compress's host path, the reference.
-func (m Method) compressHost(cache lrt.KVCache, scores [][][]float32, reserve int) error {
+func (m Method) compressHost(cache backend.KVCache, scores [][][]float32, reserve int) error {
 	for layer, s := range scores {
 		if s == nil {
 			return fmt.Errorf("eviction: layer %d was not scored", layer)
@@ -324,12 +324,12 @@ func (m Method) compressHost(cache lrt.KVCache, scores [][][]float32, reserve in
 	return nil
 }
 
-// deviceRequest turns the method into a runtime.EvictRequest: ok is false when the host
+// deviceRequest turns the method into a backend.EvictRequest: ok is false when the host
 // path must run (an allocator without a device form, heads of different lengths); err
 // is the error the host path would return before compacting anything (an unscored
 // layer, a length mismatch, a bad ratio or curve), checked for every layer up front.
-func (m Method) deviceRequest(cache lrt.KVCache, scores [][][]float32, reserve int) (lrt.EvictRequest, bool, error) {
-	req := lrt.EvictRequest{Scores: scores, Sink: m.Sink, Window: m.Window, Reserve: reserve}
+func (m Method) deviceRequest(cache backend.KVCache, scores [][][]float32, reserve int) (backend.EvictRequest, bool, error) {
+	req := backend.EvictRequest{Scores: scores, Sink: m.Sink, Window: m.Window, Reserve: reserve}
 	L, nkv, T := len(scores), cache.KVHeads(), -1
 	if L == 0 || L > cache.Layers() || reserve < 0 {
 		return req, false, nil
@@ -426,7 +426,7 @@ func (m Method) deviceRequest(cache lrt.KVCache, scores [][][]float32, reserve i
 	case AdaKVAllocator:
 		nKept := uniformBudget(T, m.Ratio)
 		nSafe := int(float64(nKept) * a.Safeguard)
-		req.Pooled = &lrt.PooledBudget{Safe: nSafe, Left: nKept*nkv - nkv*max(0, min(nSafe, T))}
+		req.Pooled = &backend.PooledBudget{Safe: nSafe, Left: nKept*nkv - nkv*max(0, min(nSafe, T))}
 	default:
 		return req, false, nil
 	}

@@ -10,10 +10,10 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/lukv/lukv/backend"
+	"github.com/lukv/lukv/backend/backendtest"
+	"github.com/lukv/lukv/backend/cpu"
 	"github.com/lukv/lukv/model"
-	lrt "github.com/lukv/lukv/runtime"
-	"github.com/lukv/lukv/runtime/backendtest"
-	"github.com/lukv/lukv/runtime/cpu"
 )
 
 // The device paths of Collector and Method.Compress, checked on the CPU: the CPU backend
@@ -26,7 +26,7 @@ var tinyDir = filepath.Join("..", "models", "lukv-tiny")
 
 // prefillTiny loads the default model on backend b and prefills n pseudo-random tokens
 // with observer obs, returning the model and its cache.
-func prefillTiny(t *testing.T, b lrt.Backend, n int, obs func(m *model.Model) model.Observer) (*model.Model, lrt.KVCache) {
+func prefillTiny(t *testing.T, b backend.Backend, n int, obs func(m *model.Model) model.Observer) (*model.Model, backend.KVCache) {
 	t.Helper()
 	m, err := model.Load(tinyDir, b)
 	if err != nil {
@@ -53,19 +53,19 @@ func prefillTiny(t *testing.T, b lrt.Backend, n int, obs func(m *model.Model) mo
 // Compress keeps what its host path keeps.
 func TestHostPathOnCPU(t *testing.T) {
 	b := cpu.New()
-	if _, ok := any(b).(lrt.DeviceScoring); ok {
+	if _, ok := any(b).(backend.DeviceScoring); ok {
 		t.Fatal("the CPU backend claims to score on a device")
 	}
 	var col *Collector
 	var views []*LayerView
 	_, cache := prefillTiny(t, b, 48, func(m *model.Model) model.Observer {
 		col = NewCollector(m, DefaultExpectedAttentionScorer())
-		return model.Observer(observerFunc(func(layer int, positions []int, x, q, k, v lrt.Tensor) {
+		return model.Observer(observerFunc(func(layer int, positions []int, x, q, k, v backend.Tensor) {
 			views = append(views, col.View(layer, positions, x, q, k, v))
 			col.ObserveLayer(layer, positions, x, q, k, v)
 		}))
 	})
-	if _, ok := cache.(lrt.DeviceCompaction); ok {
+	if _, ok := cache.(backend.DeviceCompaction); ok {
 		t.Fatal("the CPU cache claims to compact on a device")
 	}
 	for l, v := range views {
@@ -93,9 +93,9 @@ func TestHostPathOnCPU(t *testing.T) {
 	}
 }
 
-type observerFunc func(layer int, positions []int, x, q, k, v lrt.Tensor)
+type observerFunc func(layer int, positions []int, x, q, k, v backend.Tensor)
 
-func (f observerFunc) ObserveLayer(layer int, positions []int, x, q, k, v lrt.Tensor) {
+func (f observerFunc) ObserveLayer(layer int, positions []int, x, q, k, v backend.Tensor) {
 	f(layer, positions, x, q, k, v)
 }
 
@@ -116,7 +116,7 @@ func equalScores(a, b [][]float32) bool {
 type fakeScoring struct {
 	*cpu.Backend
 	refuse int // layer answered with ErrUnsupported
-	specs  []lrt.ScorerSpec
+	specs  []backend.ScorerSpec
 	layers []int
 	freed  int
 }
@@ -133,14 +133,14 @@ func (s *fakeScores) Tokens() int              { return s.tokens }
 func (s *fakeScores) Read() ([]float32, error) { return slices.Clone(s.data), nil }
 func (s *fakeScores) Free()                    { s.f.freed++ }
 
-func (f *fakeScoring) NewScores(layers, kvHeads, tokens int) (lrt.DeviceScores, error) {
+func (f *fakeScoring) NewScores(layers, kvHeads, tokens int) (backend.DeviceScores, error) {
 	return &fakeScores{f: f, data: make([]float32, layers*kvHeads*tokens), layers: layers, kvHeads: kvHeads, tokens: tokens}, nil
 }
 
-func (f *fakeScoring) ScoreLayer(spec lrt.ScorerSpec, in lrt.LayerInput, dst lrt.DeviceScores) error {
+func (f *fakeScoring) ScoreLayer(spec backend.ScorerSpec, in backend.LayerInput, dst backend.DeviceScores) error {
 	f.specs = append(f.specs, spec)
 	if in.Layer == f.refuse {
-		return fmt.Errorf("fake: %w", lrt.ErrUnsupported)
+		return fmt.Errorf("fake: %w", backend.ErrUnsupported)
 	}
 	f.layers = append(f.layers, in.Layer)
 	s := dst.(*fakeScores)
@@ -170,7 +170,7 @@ func TestCollectorDevicePath(t *testing.T) {
 		dev = NewCollector(m, KNormScorer{})
 		host = NewCollector(m, KNormScorer{})
 		host.HostOnly = true
-		return observerFunc(func(layer int, positions []int, x, q, k, v lrt.Tensor) {
+		return observerFunc(func(layer int, positions []int, x, q, k, v backend.Tensor) {
 			dev.ObserveLayer(layer, positions, x, q, k, v)
 			host.ObserveLayer(layer, positions, x, q, k, v)
 		})
@@ -182,7 +182,7 @@ func TestCollectorDevicePath(t *testing.T) {
 	if want := []int{0, 1, 2, 4, 5, 6, 7}; !slices.Equal(f.layers, want) {
 		t.Fatalf("device-scored layers %v, want %v", f.layers, want)
 	}
-	if f.specs[0] != (lrt.ScorerSpec{Kind: lrt.ScoreKNorm}) {
+	if f.specs[0] != (backend.ScorerSpec{Kind: backend.ScoreKNorm}) {
 		t.Fatalf("spec %+v", f.specs[0])
 	}
 	if f.freed != 1 {
@@ -210,7 +210,7 @@ func TestCollectorsShareOnePass(t *testing.T) {
 			a.HostOnly = true
 			alone = append(alone, a)
 		}
-		return observerFunc(func(layer int, positions []int, x, q, k, v lrt.Tensor) {
+		return observerFunc(func(layer int, positions []int, x, q, k, v backend.Tensor) {
 			together.ObserveLayer(layer, positions, x, q, k, v)
 			for _, a := range alone {
 				a.ObserveLayer(layer, positions, x, q, k, v)
@@ -238,13 +238,13 @@ func TestDeviceSpecDefaults(t *testing.T) {
 	ea := DefaultExpectedAttentionScorer()
 	ea.NFuture = 0
 	spec, ok := DeviceSpec(&ea)
-	want := lrt.ScorerSpec{Kind: lrt.ScoreExpectedAttention, Epsilon: DefaultEAEpsilon, NFuture: DefaultEANFuture,
+	want := backend.ScorerSpec{Kind: backend.ScoreExpectedAttention, Epsilon: DefaultEAEpsilon, NFuture: DefaultEANFuture,
 		NSink: DefaultEANSink, UseCovariance: true, UseVNorm: true}
 	if !ok || spec != want {
 		t.Errorf("expected attention: %+v, %v; want %+v", spec, ok, want)
 	}
 	spec, ok = DeviceSpec(SnapKVScorer{Pool: "max"})
-	if want := (lrt.ScorerSpec{Kind: lrt.ScoreSnapKV, Window: DefaultSnapKVWindow, Kernel: DefaultSnapKVKernel, MaxPool: true}); !ok || spec != want {
+	if want := (backend.ScorerSpec{Kind: backend.ScoreSnapKV, Window: DefaultSnapKVWindow, Kernel: DefaultSnapKVKernel, MaxPool: true}); !ok || spec != want {
 		t.Errorf("snapkv: %+v, %v; want %+v", spec, ok, want)
 	}
 	for _, s := range []Scorer{TOVAScorer{}, RandomScorer{}, SnapKVScorer{Pool: "median"}, ExpectedAttentionScorer{NSink: -1}, (*KNormScorer)(nil)} {
@@ -258,15 +258,15 @@ func TestDeviceSpecDefaults(t *testing.T) {
 // as runtime documents it, with code of its own (protection, per-head top-k or the
 // pooled rule), then compacts through the CPU cache.
 type fakeCompaction struct {
-	lrt.KVCache
+	backend.KVCache
 	refuse bool
-	reqs   []lrt.EvictRequest
+	reqs   []backend.EvictRequest
 }
 
-func (c *fakeCompaction) Evict(req lrt.EvictRequest) error {
+func (c *fakeCompaction) Evict(req backend.EvictRequest) error {
 	c.reqs = append(c.reqs, req)
 	if c.refuse {
-		return fmt.Errorf("fake: %w", lrt.ErrUnsupported)
+		return fmt.Errorf("fake: %w", backend.ErrUnsupported)
 	}
 	for l, s := range req.Scores {
 		prot := make([][]float32, len(s))
@@ -306,7 +306,7 @@ func refTopK(s []float32, k int) []int {
 	return out
 }
 
-// refPooled is runtime.PooledBudget's rule, written from its documentation.
+// refPooled is backend.PooledBudget's rule, written from its documentation.
 func refPooled(s [][]float32, safe, left int) [][]int {
 	type tok struct {
 		h, j int
@@ -438,7 +438,7 @@ func (everyOther) Keep(layer, numLayers int, scores [][]float32, ratio float64) 
 	return keep, nil
 }
 
-func cloneCache(t *testing.T, c lrt.KVCache) lrt.KVCache {
+func cloneCache(t *testing.T, c backend.KVCache) backend.KVCache {
 	t.Helper()
 	n, err := c.Clone(0)
 	if err != nil {
@@ -482,7 +482,7 @@ func TestCompressDeviceErrors(t *testing.T) {
 		if len(fc.reqs) != 0 {
 			t.Errorf("%s: %d device requests", tc.name, len(fc.reqs))
 		}
-		if errors.Is(errDev, lrt.ErrUnsupported) {
+		if errors.Is(errDev, backend.ErrUnsupported) {
 			t.Errorf("%s: %v", tc.name, errDev)
 		}
 	}

@@ -3,8 +3,8 @@ package eviction
 import (
 	"fmt"
 
+	"github.com/lukv/lukv/backend"
 	"github.com/lukv/lukv/model"
-	lrt "github.com/lukv/lukv/runtime"
 )
 
 // DecodeEvictor keeps a cache within budget during long generation (decode-time
@@ -38,7 +38,7 @@ func NewDecodeEvictor(m *model.Model, method Method, every, buffer int) (*Decode
 }
 
 // SetBudgets records every head's current size as its budget.
-func (e *DecodeEvictor) SetBudgets(cache lrt.KVCache) {
+func (e *DecodeEvictor) SetBudgets(cache backend.KVCache) {
 	e.budget = make([][]int, cache.Layers())
 	for l := range e.budget {
 		e.budget[l] = make([]int, cache.KVHeads())
@@ -49,7 +49,7 @@ func (e *DecodeEvictor) SetBudgets(cache lrt.KVCache) {
 }
 
 // ObserveLayer buffers the queries of the decode step's token (model.Observer).
-func (e *DecodeEvictor) ObserveLayer(layer int, positions []int, x, q, k, v lrt.Tensor) {
+func (e *DecodeEvictor) ObserveLayer(layer int, positions []int, x, q, k, v backend.Tensor) {
 	view := e.collector.View(layer, positions, x, q, k, v)
 	w := view.NumHeads * view.HeadDim
 	for i := range positions {
@@ -69,7 +69,7 @@ func (e *DecodeEvictor) ObserveLayer(layer int, positions []int, x, q, k, v lrt.
 }
 
 // AfterStep cuts heads back to their budgets every Every generated tokens.
-func (e *DecodeEvictor) AfterStep(cache lrt.KVCache, generated int) error {
+func (e *DecodeEvictor) AfterStep(cache backend.KVCache, generated int) error {
 	if e.budget == nil || generated%e.Every != 0 || len(e.recentPos) == 0 {
 		return nil
 	}

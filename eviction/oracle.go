@@ -3,8 +3,8 @@ package eviction
 import (
 	"math"
 
+	"github.com/lukv/lukv/backend"
 	"github.com/lukv/lukv/model"
-	lrt "github.com/lukv/lukv/runtime"
 )
 
 // oracle measures the long-horizon importance of the T context tokens while the model
@@ -28,7 +28,7 @@ type oracle struct {
 
 // newOracle copies the context's keys and computes value-output norms from a cache that
 // holds exactly the T context tokens.
-func newOracle(m *model.Model, cache lrt.KVCache, T int) *oracle {
+func newOracle(m *model.Model, cache backend.KVCache, T int) *oracle {
 	cfg, b := m.Config, m.Backend
 	L, Nkv, Nq, D, H := cfg.NumLayers, cfg.NumKVHeads, cfg.NumHeads, cfg.HeadDim, cfg.HiddenSize
 	group := Nq / Nkv
@@ -89,7 +89,7 @@ func (o *oracle) start() {
 }
 
 // ObserveLayer records the new tokens' keys and, on decode steps, their attention.
-func (o *oracle) ObserveLayer(layer int, positions []int, x, q, k, v lrt.Tensor) {
+func (o *oracle) ObserveLayer(layer int, positions []int, x, q, k, v backend.Tensor) {
 	cfg, b := o.m.Config, o.m.Backend
 	D, Nkv, Nq := cfg.HeadDim, cfg.NumKVHeads, cfg.NumHeads
 	group := Nq / Nkv

@@ -22,8 +22,8 @@ import (
 	"fmt"
 	"strconv"
 
+	"github.com/lukv/lukv/backend"
 	"github.com/lukv/lukv/loader"
-	lrt "github.com/lukv/lukv/runtime"
 )
 
 // LayerViewFormat names the layout DumpLayerView writes.
@@ -135,7 +135,7 @@ func ReadLayerView(path string) (*LayerView, error) {
 		v.Keys[h] = data["keys"][h*T*d : (h+1)*T*d]
 		v.Values[h] = data["values"][h*T*d : (h+1)*T*d]
 	}
-	v.RoPE = &lrt.RoPE{InvFreq: make([]float64, d/2)}
+	v.RoPE = &backend.RoPE{InvFreq: make([]float64, d/2)}
 	for i, x := range data["inv_freq"] {
 		v.RoPE.InvFreq[i] = float64(x)
 	}

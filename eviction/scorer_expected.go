@@ -7,7 +7,7 @@ import (
 	"gonum.org/v1/gonum/blas"
 	"gonum.org/v1/gonum/blas/blas64"
 
-	lrt "github.com/lukv/lukv/runtime"
+	"github.com/lukv/lukv/backend"
 )
 
 // ExpectedAttentionScorer ranks tokens by the attention that future queries are expected
@@ -210,7 +210,7 @@ func queryStatistics(x []float32, rows []int, heads, h, d int, withCov bool) ([]
 // the positions first .. first+n-1: Rbar rotates pair (i, i+D/2) by the 2x2 block
 // [[cbar_i, -sbar_i], [sbar_i, cbar_i]]. Angles are formed in float32 (rope.CosSin, as
 // transformers does).
-func averageRotation(rope *lrt.RoPE, first, n int) (cbar, sbar []float64) {
+func averageRotation(rope *backend.RoPE, first, n int) (cbar, sbar []float64) {
 	positions := make([]int, n)
 	for i := range positions {
 		positions[i] = first + i

@@ -6,7 +6,7 @@ import (
 	"sort"
 	"testing"
 
-	lrt "github.com/lukv/lukv/runtime"
+	"github.com/lukv/lukv/backend"
 )
 
 // scorerViewSpec describes a random LayerView for the scorer tests: nq query heads,
@@ -49,7 +49,7 @@ func testRotate(x []float32, p int, invFreq []float64) []float32 {
 func newScorerTestView(s scorerViewSpec) *LayerView {
 	r := rand.New(rand.NewPCG(s.seed, 0x5c0e))
 	invFreq := testInvFreq(s.d)
-	v := &LayerView{Layer: 3, NumHeads: s.nq, NumKVHeads: s.nkv, HeadDim: s.d, RoPE: &lrt.RoPE{InvFreq: invFreq}}
+	v := &LayerView{Layer: 3, NumHeads: s.nq, NumKVHeads: s.nkv, HeadDim: s.d, RoPE: &backend.RoPE{InvFreq: invFreq}}
 	for j := 0; j < s.T; j++ {
 		v.Positions = append(v.Positions, s.start+j)
 	}

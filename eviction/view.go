@@ -1,9 +1,9 @@
 // Package eviction decides which cached tokens each KV head keeps: scorers rank tokens,
 // allocators split a budget across heads, the LU-KV solver (profile) builds budget
-// curves offline, and Compress applies all of it to a runtime.KVCache.
+// curves offline, and Compress applies all of it to a backend.KVCache.
 package eviction
 
-import lrt "github.com/lukv/lukv/runtime"
+import "github.com/lukv/lukv/backend"
 
 // LayerView is what a scorer sees of one layer: the keys and values of the T tokens to
 // rank, and the queries of Tq tokens. After a prefill (context or query-aware
@@ -16,13 +16,13 @@ type LayerView struct {
 	Layer                int
 	NumHeads, NumKVHeads int
 	HeadDim              int
-	Positions            []int       // [T] absolute positions of the keys' tokens
-	QueryPositions       []int       // [Tq] absolute positions of the queries' tokens
-	Queries              []float32   // [Tq, Nq*D] rotated (RoPE applied) queries
-	PreRoPEQueries       []float32   // [Tq, Nq*D] queries before RoPE (after bias and q-norm)
-	Keys                 [][]float32 // [Nkv][T*D] rotated keys, as cached
-	Values               [][]float32 // [Nkv][T*D]
-	RoPE                 *lrt.RoPE   // the model's rotary frequencies
+	Positions            []int         // [T] absolute positions of the keys' tokens
+	QueryPositions       []int         // [Tq] absolute positions of the queries' tokens
+	Queries              []float32     // [Tq, Nq*D] rotated (RoPE applied) queries
+	PreRoPEQueries       []float32     // [Tq, Nq*D] queries before RoPE (after bias and q-norm)
+	Keys                 [][]float32   // [Nkv][T*D] rotated keys, as cached
+	Values               [][]float32   // [Nkv][T*D]
+	RoPE                 *backend.RoPE // the model's rotary frequencies
 }
 
 // T is the number of tokens in the view.

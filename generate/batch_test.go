@@ -5,9 +5,9 @@ import (
 	"reflect"
 	"testing"
 
+	"github.com/lukv/lukv/backend/cpu"
 	"github.com/lukv/lukv/model"
 	"github.com/lukv/lukv/models"
-	"github.com/lukv/lukv/runtime/cpu"
 	"github.com/lukv/lukv/tokenizer"
 )
 

@@ -6,8 +6,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/lukv/lukv/backend"
 	"github.com/lukv/lukv/model"
-	lrt "github.com/lukv/lukv/runtime"
 	"github.com/lukv/lukv/tokenizer"
 )
 
@@ -24,7 +24,7 @@ type Options struct {
 	OnText func(piece string)
 	// AfterPrefill, when set, runs once the prompt is in the cache and before decoding
 	// (eviction compresses the cache here). It gets the prompt's length in tokens.
-	AfterPrefill func(cache lrt.KVCache, promptTokens int) error
+	AfterPrefill func(cache backend.KVCache, promptTokens int) error
 	// ContextTokens, when in (0, len(prompt)), splits the prefill: prompt[:ContextTokens]
 	// (the context) is prefilled and handed to AfterPrefill, then the rest (the question)
 	// follows. This is query-agnostic compression: eviction cannot see the question.
@@ -36,11 +36,11 @@ type Options struct {
 	DecodeObserver model.Observer
 	// AfterStep, when set, runs after each decode step with the cache and the number of
 	// tokens generated so far (decode-time eviction).
-	AfterStep func(cache lrt.KVCache, generated int) error
+	AfterStep func(cache backend.KVCache, generated int) error
 	// Cache, when set, already holds the first Cached tokens of the prompt (a clone of an
 	// earlier prefill, possibly compressed): only the rest is prefilled, into Cache. The
 	// evaluation runner prefills a context once and reuses it for every method this way.
-	Cache  lrt.KVCache
+	Cache  backend.KVCache
 	Cached int
 }
 
@@ -103,7 +103,7 @@ func (g *Generator) Generate(prompt []int, opt Options) (*Result, error) {
 	if opt.ContextTokens > 0 && opt.ContextTokens < len(prompt) {
 		first = opt.ContextTokens
 	}
-	var cache lrt.KVCache
+	var cache backend.KVCache
 	var logits []float32
 	var err error
 	if opt.Cache != nil {

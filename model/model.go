@@ -1,5 +1,5 @@
 // Package model is the Llama-family forward pass (Llama, Mistral, Qwen2, Qwen3), written
-// once against runtime.Backend.
+// once against backend.Backend.
 package model
 
 import (
@@ -8,8 +8,8 @@ import (
 	"math"
 	"path/filepath"
 
+	"github.com/lukv/lukv/backend"
 	"github.com/lukv/lukv/loader"
-	lrt "github.com/lukv/lukv/runtime"
 )
 
 // Model holds a loaded checkpoint's weights on one backend.
@@ -17,13 +17,13 @@ import (
 // F = intermediate size, V = vocabulary.
 type Model struct {
 	Config  *loader.Config
-	Backend lrt.Backend
-	RoPE    *lrt.RoPE
+	Backend backend.Backend
+	RoPE    *backend.RoPE
 
-	Embed  lrt.Tensor // [V, H]
+	Embed  backend.Tensor // [V, H]
 	Layers []Layer
-	Norm   lrt.Tensor // [1, H]
-	LMHead lrt.Tensor // [V, H]; the same tensor as Embed when tied
+	Norm   backend.Tensor // [1, H]
+	LMHead backend.Tensor // [V, H]; the same tensor as Embed when tied
 
 	// Observer, when set, sees every layer's attention inputs during Forward (scorers
 	// for eviction read queries, keys and values here).
@@ -32,31 +32,31 @@ type Model struct {
 
 // Layer is one transformer block's weights.
 type Layer struct {
-	AttnNorm   lrt.Tensor // [1, H]
-	Wq         lrt.Tensor // [Nq*D, H]
-	Wk, Wv     lrt.Tensor // [Nkv*D, H]
-	Wo         lrt.Tensor // [H, Nq*D]
-	Bq         lrt.Tensor // [1, Nq*D]  Qwen2 only, else nil
-	Bk, Bv     lrt.Tensor // [1, Nkv*D] Qwen2 only, else nil
-	QNorm      lrt.Tensor // [1, D]     Qwen3 only, else nil
-	KNorm      lrt.Tensor // [1, D]     Qwen3 only, else nil
-	MLPNorm    lrt.Tensor // [1, H]
-	Wgate, Wup lrt.Tensor // [F, H]
-	Wdown      lrt.Tensor // [H, F]
+	AttnNorm   backend.Tensor // [1, H]
+	Wq         backend.Tensor // [Nq*D, H]
+	Wk, Wv     backend.Tensor // [Nkv*D, H]
+	Wo         backend.Tensor // [H, Nq*D]
+	Bq         backend.Tensor // [1, Nq*D]  Qwen2 only, else nil
+	Bk, Bv     backend.Tensor // [1, Nkv*D] Qwen2 only, else nil
+	QNorm      backend.Tensor // [1, D]     Qwen3 only, else nil
+	KNorm      backend.Tensor // [1, D]     Qwen3 only, else nil
+	MLPNorm    backend.Tensor // [1, H]
+	Wgate, Wup backend.Tensor // [F, H]
+	Wdown      backend.Tensor // [H, F]
 }
 
 // Observer receives each layer's activations during a forward pass. x is the layer's
 // input after the attention RMSNorm [n, H]; q [n, Nq*D] and k [n, Nkv*D] are rotated;
 // v [n, Nkv*D]. It is called before the new keys and values enter the cache.
 type Observer interface {
-	ObserveLayer(layer int, positions []int, x, q, k, v lrt.Tensor)
+	ObserveLayer(layer int, positions []int, x, q, k, v backend.Tensor)
 }
 
 // ErrContextTooLong is returned when tokens would pass the model's context length.
 var ErrContextTooLong = errors.New("context too long")
 
 // Load reads config.json and the safetensors weights from dir onto backend b.
-func Load(dir string, b lrt.Backend) (*Model, error) {
+func Load(dir string, b backend.Backend) (*Model, error) {
 	cfg, err := loader.LoadConfig(filepath.Join(dir, "config.json"))
 	if err != nil {
 		return nil, err
@@ -70,7 +70,7 @@ func Load(dir string, b lrt.Backend) (*Model, error) {
 }
 
 // FromCheckpoint builds a model from an opened checkpoint, checking every tensor's shape.
-func FromCheckpoint(cfg *loader.Config, ck *loader.Checkpoint, b lrt.Backend) (*Model, error) {
+func FromCheckpoint(cfg *loader.Config, ck *loader.Checkpoint, b backend.Backend) (*Model, error) {
 	rope, err := NewRoPE(cfg)
 	if err != nil {
 		return nil, err
@@ -80,7 +80,7 @@ func FromCheckpoint(cfg *loader.Config, ck *loader.Checkpoint, b lrt.Backend) (*
 	q, kv := cfg.NumHeads*D, cfg.NumKVHeads*D
 
 	// get loads one tensor of shape [rows, cols] (a vector when rows is 0).
-	get := func(name string, rows, cols int) (lrt.Tensor, error) {
+	get := func(name string, rows, cols int) (backend.Tensor, error) {
 		shape := []int{rows, cols}
 		if rows == 0 {
 			shape, rows = []int{cols}, 1
@@ -92,7 +92,7 @@ func FromCheckpoint(cfg *loader.Config, ck *loader.Checkpoint, b lrt.Backend) (*
 		return b.Weight(data, rows, cols)
 	}
 	type want struct {
-		dst        *lrt.Tensor
+		dst        *backend.Tensor
 		name       string
 		rows, cols int
 	}
@@ -139,7 +139,7 @@ func FromCheckpoint(cfg *loader.Config, ck *loader.Checkpoint, b lrt.Backend) (*
 }
 
 // NewCache makes an empty KV cache for this model with room for reserve tokens per head.
-func (m *Model) NewCache(reserve int) lrt.KVCache {
+func (m *Model) NewCache(reserve int) backend.KVCache {
 	c := m.Config
 	return m.Backend.NewKVCache(c.NumLayers, c.NumKVHeads, c.HeadDim, reserve)
 }
@@ -147,7 +147,7 @@ func (m *Model) NewCache(reserve int) lrt.KVCache {
 // Forward runs tokens ids, at positions pos0 .. pos0+n-1, through the model: their keys
 // and values are appended to cache, and the logits come back for every row ([n*V]) or,
 // with lastOnly, for the last row ([V]).
-func (m *Model) Forward(ids []int, pos0 int, cache lrt.KVCache, lastOnly bool) (logits []float32, err error) {
+func (m *Model) Forward(ids []int, pos0 int, cache backend.KVCache, lastOnly bool) (logits []float32, err error) {
 	return m.forward([]Segment{{IDs: ids, Pos0: pos0, Cache: cache}}, lastOnly)
 }
 
@@ -156,7 +156,7 @@ func (m *Model) Forward(ids []int, pos0 int, cache lrt.KVCache, lastOnly bool) (
 type Segment struct {
 	IDs   []int
 	Pos0  int
-	Cache lrt.KVCache
+	Cache backend.KVCache
 }
 
 // ForwardBatch runs several sequences in one pass: the matmuls see all their rows at
@@ -186,10 +186,10 @@ func (m *Model) ForwardBatch(segs []Segment) ([][]float32, error) {
 // it returns the logits of each segment's last row ([len(segs)*V]), else of every row.
 func (m *Model) forward(segs []Segment, lastOnly bool) (logits []float32, err error) {
 	// Backend methods without an error result (Alloc, the ops) panic with an error wrapping
-	// runtime.ErrOutOfMemory when the device is full; turn that into an error here.
+	// backend.ErrOutOfMemory when the device is full; turn that into an error here.
 	defer func() {
 		if r := recover(); r != nil {
-			if e, ok := r.(error); ok && errors.Is(e, lrt.ErrOutOfMemory) {
+			if e, ok := r.(error); ok && errors.Is(e, backend.ErrOutOfMemory) {
 				logits, err = nil, fmt.Errorf("model: forward of %d sequences at position %d: %w", len(segs), segs[0].Pos0, e)
 				return
 			}
@@ -237,7 +237,7 @@ func (m *Model) forward(segs []Segment, lastOnly bool) (logits []float32, err er
 	gate := b.Alloc(n, F) // SwiGLU gate, then the product
 	up := b.Alloc(n, F)   // SwiGLU up projection
 	defer func() {
-		for _, t := range []lrt.Tensor{x, xn, q, k, v, att, proj, gate, up} {
+		for _, t := range []backend.Tensor{x, xn, q, k, v, att, proj, gate, up} {
 			b.Free(t)
 		}
 	}()

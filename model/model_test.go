@@ -6,8 +6,8 @@ import (
 	"path/filepath"
 	"testing"
 
-	lrt "github.com/lukv/lukv/runtime"
-	"github.com/lukv/lukv/runtime/cpu"
+	"github.com/lukv/lukv/backend"
+	"github.com/lukv/lukv/backend/cpu"
 )
 
 // oomBackend is a CPU backend whose allocations fail once a budget is spent, as a full
@@ -17,9 +17,9 @@ type oomBackend struct {
 	left int
 }
 
-func (b *oomBackend) Alloc(rows, cols int) lrt.Tensor {
+func (b *oomBackend) Alloc(rows, cols int) backend.Tensor {
 	if b.left -= rows * cols; b.left < 0 {
-		panic(fmt.Errorf("alloc [%d, %d]: %w", rows, cols, lrt.ErrOutOfMemory))
+		panic(fmt.Errorf("alloc [%d, %d]: %w", rows, cols, backend.ErrOutOfMemory))
 	}
 	return b.Backend.Alloc(rows, cols)
 }
@@ -32,7 +32,7 @@ func TestForwardOutOfMemoryIsAnError(t *testing.T) {
 	}
 	b.left = 1000 // less than the activations of a 40-token forward pass
 	_, err = m.Forward(make([]int, 40), 0, m.NewCache(40), true)
-	if !errors.Is(err, lrt.ErrOutOfMemory) {
+	if !errors.Is(err, backend.ErrOutOfMemory) {
 		t.Fatalf("error %v, want one wrapping ErrOutOfMemory", err)
 	}
 	b.left = 1 << 30

@@ -4,8 +4,8 @@ import (
 	"fmt"
 	"math"
 
+	"github.com/lukv/lukv/backend"
 	"github.com/lukv/lukv/loader"
-	lrt "github.com/lukv/lukv/runtime"
 )
 
 // NewRoPE computes the rotary inverse frequencies for a config: theta^(-2j/headDim) for
@@ -14,7 +14,7 @@ import (
 // llama3 scaling (Llama 3.1): with wavelength w = 2*pi/f, original context C, low/high
 // frequency factors lo/hi and factor s: w > C/lo (long waves) gets f/s; w < C/hi (short
 // waves) stays f; in between, f is blended: (1-a) f/s + a f with a = (C/w - lo)/(hi - lo).
-func NewRoPE(cfg *loader.Config) (*lrt.RoPE, error) {
+func NewRoPE(cfg *loader.Config) (*backend.RoPE, error) {
 	half := cfg.HeadDim / 2
 	inv := make([]float64, half)
 	for j := range inv {
@@ -23,7 +23,7 @@ func NewRoPE(cfg *loader.Config) (*lrt.RoPE, error) {
 	}
 	sc := cfg.RopeScaling
 	if sc == nil {
-		return &lrt.RoPE{InvFreq: inv}, nil
+		return &backend.RoPE{InvFreq: inv}, nil
 	}
 	switch sc.Type {
 	case "", "default":
@@ -48,5 +48,5 @@ func NewRoPE(cfg *loader.Config) (*lrt.RoPE, error) {
 	default:
 		return nil, fmt.Errorf("model: rope scaling type %q is not supported (supported: llama3, linear)", sc.Type)
 	}
-	return &lrt.RoPE{InvFreq: inv}, nil
+	return &backend.RoPE{InvFreq: inv}, nil
 }

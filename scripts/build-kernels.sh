@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Compiles kernels/*.cu with nvcc into kernels/build/<name>.cubin (one module per op
-# family), which the CUDA backend loads at run time (runtime/cuda/kernels.go).
+# family), which the CUDA backend loads at run time (backend/cuda/kernels.go).
 # Runs where nvcc is: the GPU machine, or any machine with the CUDA toolkit.
 #
 #   LUKV_CUDA_ARCH=sm_90      target (default: the first GPU's compute capability from

@@ -43,7 +43,7 @@ fi
 
 note "== tests"
 testlog=$out/cuda-test.log
-(cd runtime/cuda && timeout 420 ../../gpubin/cuda.test -test.v -test.count=1 -test.timeout=400s) >"$testlog" 2>&1
+(cd backend/cuda && timeout 420 ../../gpubin/cuda.test -test.v -test.count=1 -test.timeout=400s) >"$testlog" 2>&1
 test_rc=$?
 cat "$testlog" >>"$log"
 # One row per top-level test and per subtest.
@@ -62,13 +62,13 @@ if [[ ${GPU_TEST_QUICK:-0} == 1 ]]; then
 	rows+=("benchmarks, memcheck, racecheck|INFO|skipped (GPU_TEST_QUICK=1)")
 else
 note "== benchmarks"
-(cd runtime/cuda && timeout 90 ../../gpubin/cuda.test -test.run '^$' -test.bench . -test.benchtime 20x) 2>&1 | tee -a "$log" | grep -E '^Benchmark|FAIL|panic' || rows+=("benchmarks|FAIL|no output")
+(cd backend/cuda && timeout 90 ../../gpubin/cuda.test -test.run '^$' -test.bench . -test.benchtime 20x) 2>&1 | tee -a "$log" | grep -E '^Benchmark|FAIL|panic' || rows+=("benchmarks|FAIL|no output")
 
 note "== compute-sanitizer memcheck (small tests)"
 if command -v compute-sanitizer >/dev/null; then
 	# --report-api-errors no: the kernel lookups probe every module for a name, and each
 	# miss is an API error that would fill the print limit before any memory error.
-	(cd runtime/cuda && timeout 200 compute-sanitizer --tool memcheck --report-api-errors no --error-exitcode 99 \
+	(cd backend/cuda && timeout 200 compute-sanitizer --tool memcheck --report-api-errors no --error-exitcode 99 \
 		../../gpubin/cuda.test -test.run 'TestConformance|TestMatMulDTypes|TestEmbedDTypes|TestAttentionAgainstCPU/small|TestGEMVFast|TestDecodeAttention|TestFusedRoPEAppend|TestKVBF16CacheOps|TestDeviceSelectAndCompact' -test.count=1) >"$out/memcheck.log" 2>&1
 	mc=$?
 	cat "$out/memcheck.log" >>"$log"
@@ -85,7 +85,7 @@ note "== compute-sanitizer racecheck (shared-memory kernels)"
 if command -v compute-sanitizer >/dev/null; then
 	# Small cases only (-test.short drops the long score tests' contexts): racecheck runs
 	# kernels hundreds of times slower (all of TestDecodeAttention did not finish in 150 s).
-	(cd runtime/cuda && timeout 200 compute-sanitizer --tool racecheck --report-api-errors no --error-exitcode 99 \
+	(cd backend/cuda && timeout 200 compute-sanitizer --tool racecheck --report-api-errors no --error-exitcode 99 \
 		../../gpubin/cuda.test -test.run 'TestAttentionTCAgainstCPU/n100|TestDecodeAttention/bf16_(false|true)/case(2|4|6)|TestDeviceScorersMatchHost|TestExpectedAttentionTensorCores|TestDeviceSelectAndCompact' -test.short -test.count=1) >"$out/racecheck.log" 2>&1
 	rc=$?
 	cat "$out/racecheck.log" >>"$log"

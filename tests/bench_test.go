@@ -3,9 +3,9 @@ package tests
 import (
 	"testing"
 
+	"github.com/lukv/lukv/backend/cpu"
 	"github.com/lukv/lukv/model"
 	"github.com/lukv/lukv/models"
-	"github.com/lukv/lukv/runtime/cpu"
 )
 
 // loadDefault loads the embedded default model on the CPU backend.

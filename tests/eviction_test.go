@@ -5,11 +5,11 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/lukv/lukv/backend"
+	"github.com/lukv/lukv/backend/cpu"
 	"github.com/lukv/lukv/eviction"
 	"github.com/lukv/lukv/generate"
 	"github.com/lukv/lukv/model"
-	lrt "github.com/lukv/lukv/runtime"
-	"github.com/lukv/lukv/runtime/cpu"
 	"github.com/lukv/lukv/tokenizer"
 )
 
@@ -66,7 +66,7 @@ func TestContextCompression(t *testing.T) {
 			collector := eviction.NewCollector(m, scorer)
 			var live [2]int64
 			opt := generate.Options{MaxNewTokens: 4, ContextTokens: len(ctx), Observer: collector, IgnoreEOS: true,
-				AfterPrefill: func(cache lrt.KVCache, n int) error {
+				AfterPrefill: func(cache backend.KVCache, n int) error {
 					live[0] = cache.LiveBytes()
 					err := method.Compress(cache, collector.Scores, len(question)+4)
 					live[1] = cache.LiveBytes()
@@ -106,7 +106,7 @@ func TestDecodeTimeEviction(t *testing.T) {
 		}
 		var budget, maxLen int
 		opt := generate.Options{MaxNewTokens: 40, IgnoreEOS: true, Observer: collector, DecodeObserver: ev,
-			AfterPrefill: func(cache lrt.KVCache, n int) error {
+			AfterPrefill: func(cache backend.KVCache, n int) error {
 				if err := method.Compress(cache, collector.Scores, 8); err != nil {
 					return err
 				}
@@ -114,7 +114,7 @@ func TestDecodeTimeEviction(t *testing.T) {
 				budget = cache.Len(0, 0)
 				return nil
 			},
-			AfterStep: func(cache lrt.KVCache, generated int) error {
+			AfterStep: func(cache backend.KVCache, generated int) error {
 				if err := ev.AfterStep(cache, generated); err != nil {
 					return err
 				}

@@ -8,10 +8,10 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/lukv/lukv/backend/backendtest"
+	"github.com/lukv/lukv/backend/cpu"
 	"github.com/lukv/lukv/generate"
 	"github.com/lukv/lukv/model"
-	"github.com/lukv/lukv/runtime/backendtest"
-	"github.com/lukv/lukv/runtime/cpu"
 	"github.com/lukv/lukv/tests/golden"
 	"github.com/lukv/lukv/tokenizer"
 )

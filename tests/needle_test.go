@@ -5,10 +5,10 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/lukv/lukv/backend"
 	"github.com/lukv/lukv/eviction"
 	"github.com/lukv/lukv/generate"
 	"github.com/lukv/lukv/models"
-	lrt "github.com/lukv/lukv/runtime"
 )
 
 // TestNeedleWithLUKV: the embedded default model answers a needle question with its
@@ -35,7 +35,7 @@ func TestNeedleWithLUKV(t *testing.T) {
 	method := eviction.Method{Scorer: scorer, Allocator: eviction.LUKVAllocator{Curve: curve}, Ratio: 0.8, Sink: 4, Window: 1}
 	collector := eviction.NewCollector(m, scorer)
 	opt := generate.Options{MaxNewTokens: 6, ContextTokens: len(ctx), Observer: collector,
-		AfterPrefill: func(cache lrt.KVCache, n int) error {
+		AfterPrefill: func(cache backend.KVCache, n int) error {
 			return method.Compress(cache, collector.Scores, len(prompt)-len(ctx)+6)
 		}}
 	res, err := (&generate.Generator{Model: m, Tokenizer: tok}).Generate(prompt, opt)

@@ -16,12 +16,12 @@ import (
 	"strings"
 	"time"
 
+	"github.com/lukv/lukv/backend"
 	"github.com/lukv/lukv/eviction"
 	"github.com/lukv/lukv/generate"
 	"github.com/lukv/lukv/loader"
 	"github.com/lukv/lukv/model"
 	"github.com/lukv/lukv/models"
-	lrt "github.com/lukv/lukv/runtime"
 )
 
 // Default ceilings of the floors: the H200's measured device-to-device copy rate and
@@ -143,7 +143,7 @@ type benchPrefill struct {
 	TFLOPS        float64 `json:"tflops"`
 	PctPeak       float64 `json:"pct_peak"`
 	// Kernels is the GPU time per kernel (LUKV_CUDA_PROFILE=1 on cuda; see KernelSteps).
-	Kernels []lrt.KernelStat `json:"kernels,omitempty"`
+	Kernels []backend.KernelStat `json:"kernels,omitempty"`
 }
 
 // benchDecode is one decode row: the full cache (compression 0) or one compressed.
@@ -174,8 +174,8 @@ type benchDecode struct {
 	KVBytesReleased  int64   `json:"kv_bytes_released,omitempty"`
 	// Kernels is the GPU time per kernel over KernelSteps decode steps (the timed ones
 	// and the 2 warmup steps), with LUKV_CUDA_PROFILE=1 on cuda.
-	Kernels     []lrt.KernelStat `json:"kernels,omitempty"`
-	KernelSteps int              `json:"kernel_steps,omitempty"`
+	Kernels     []backend.KernelStat `json:"kernels,omitempty"`
+	KernelSteps int                  `json:"kernel_steps,omitempty"`
 }
 
 // benchOver is the eviction overhead: scoring (the prefill with the scorer's collector
@@ -362,7 +362,7 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 }
 
 // deviceName describes the backend's hardware.
-func deviceName(b lrt.Backend, threads int) string {
+func deviceName(b backend.Backend, threads int) string {
 	if d, ok := b.(deviceNamer); ok {
 		return d.Device()
 	}
@@ -374,7 +374,7 @@ func deviceName(b lrt.Backend, threads int) string {
 
 // tensorBytes is t's size as stored: 2 bytes per element for bfloat16/float16 tensors
 // of backends that say so, else 4 (float32).
-func tensorBytes(t lrt.Tensor) int64 {
+func tensorBytes(t backend.Tensor) int64 {
 	if t == nil {
 		return 0
 	}
@@ -394,7 +394,7 @@ func describeModel(dir string, m *model.Model) benchModel {
 	d.LayerParams = int64(c.NumLayers) * (H*nq + 2*H*nkv + nq*H + 3*H*F)
 	var layers int64
 	for _, l := range m.Layers {
-		for _, t := range []lrt.Tensor{l.AttnNorm, l.Wq, l.Wk, l.Wv, l.Wo, l.Bq, l.Bk, l.Bv, l.QNorm, l.KNorm, l.MLPNorm, l.Wgate, l.Wup, l.Wdown} {
+		for _, t := range []backend.Tensor{l.AttnNorm, l.Wq, l.Wk, l.Wv, l.Wo, l.Bq, l.Bk, l.Bv, l.QNorm, l.KNorm, l.MLPNorm, l.Wgate, l.Wup, l.Wdown} {
 			layers += tensorBytes(t)
 		}
 	}
@@ -435,7 +435,7 @@ type benchObserver struct {
 	inner model.Observer
 }
 
-func (o *benchObserver) ObserveLayer(layer int, positions []int, x, q, k, v lrt.Tensor) {
+func (o *benchObserver) ObserveLayer(layer int, positions []int, x, q, k, v backend.Tensor) {
 	o.bn.check()
 	o.bn.sample()
 	if o.inner != nil {
@@ -470,12 +470,12 @@ func (bn *bencher) sample() {
 	}
 }
 
-// guard runs f, turning a panic with an error that wraps runtime.ErrOutOfMemory or is
+// guard runs f, turning a panic with an error that wraps backend.ErrOutOfMemory or is
 // errBudget into an error (backend calls without an error result panic that way).
 func guard(f func() error) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
-			if e, ok := r.(error); ok && (errors.Is(e, lrt.ErrOutOfMemory) || errors.Is(e, errBudget)) {
+			if e, ok := r.(error); ok && (errors.Is(e, backend.ErrOutOfMemory) || errors.Is(e, errBudget)) {
 				err = e
 				return
 			}
@@ -494,7 +494,7 @@ func (bn *bencher) sync() error {
 }
 
 // release frees a cache's memory now where the backend can, else leaves it to the GC.
-func release(c lrt.KVCache) {
+func release(c backend.KVCache) {
 	if c == nil {
 		return
 	}
@@ -531,7 +531,7 @@ func (bn *bencher) warmup(n int) error {
 // decode runs 2 warmup steps and then steps timed ones from position pos, the first
 // token being first; it returns the time per timed step. Before the first timed step it
 // calls atStart (nil: nothing).
-func (bn *bencher) decode(cache lrt.KVCache, pos, first, steps int, atStart func()) (time.Duration, error) {
+func (bn *bencher) decode(cache backend.KVCache, pos, first, steps int, atStart func()) (time.Duration, error) {
 	tok := first
 	var t0 time.Time
 	for i := 0; i < 2+steps; i++ {
@@ -556,8 +556,8 @@ func (bn *bencher) decode(cache lrt.KVCache, pos, first, steps int, atStart func
 
 // kernels reads the backend's kernel profile and starts a new period: nil unless the
 // backend profiles (LUKV_CUDA_PROFILE=1 with --device cuda).
-func (bn *bencher) kernels() []lrt.KernelStat {
-	kp, ok := bn.m.Backend.(lrt.KernelProfiler)
+func (bn *bencher) kernels() []backend.KernelStat {
+	kp, ok := bn.m.Backend.(backend.KernelProfiler)
 	if !ok {
 		return nil
 	}
@@ -593,7 +593,7 @@ func (bn *bencher) context(T int, over bool, ratios []float64) (row benchContext
 		}
 	}
 	m, c := bn.m, bn.m.Config
-	var cache lrt.KVCache
+	var cache backend.KVCache
 	defer func() { release(cache) }()
 	mem := &benchMemory{}
 	free0, total, haveMem := bn.memFree()
@@ -737,7 +737,7 @@ func (bn *bencher) context(T int, over bool, ratios []float64) (row benchContext
 	}
 	switch {
 	case err == nil:
-	case errors.Is(err, lrt.ErrOutOfMemory):
+	case errors.Is(err, backend.ErrOutOfMemory):
 		row.Status, row.Error = "oom", fmt.Sprintf("%s: %v", phase, err)
 	case errors.Is(err, errBudget):
 		row.Status, row.Error = "time budget", phase+": stopped by --max-seconds/--context-seconds"
@@ -754,7 +754,7 @@ func (bn *bencher) context(T int, over bool, ratios []float64) (row benchContext
 // to the uniform budget of T tokens at ratio, floor(T*(1-ratio)), with random scores
 // (sink 4 and window 1 protected, as generation does), leaving room for the decode
 // rows. It returns the allocation and compaction time, the device included.
-func (bn *bencher) compressTo(cache lrt.KVCache, T int, ratio float64) (time.Duration, error) {
+func (bn *bencher) compressTo(cache backend.KVCache, T int, ratio float64) (time.Duration, error) {
 	target := max(1, int(math.Floor(float64(T)*(1-ratio)+1e-9)))
 	held := cache.Len(0, 0)
 	r := rand.New(rand.NewPCG(bn.seed, uint64(T)^math.Float64bits(ratio)))
@@ -846,7 +846,7 @@ func writeBenchTables(w io.Writer, r *benchReport) {
 // time: the rest is launch gaps and host time. Only runs with LUKV_CUDA_PROFILE=1 have
 // profiles (and their wall times include the profiling's own cost).
 func writeKernelProfiles(w io.Writer, r *benchReport) {
-	table := func(title string, stats []lrt.KernelStat, per float64, wallMs float64, unit string) {
+	table := func(title string, stats []backend.KernelStat, per float64, wallMs float64, unit string) {
 		total := 0.0
 		for _, s := range stats {
 			total += s.Seconds

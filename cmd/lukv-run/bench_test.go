@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	lrt "github.com/lukv/lukv/runtime"
+	"github.com/lukv/lukv/backend"
 )
 
 // readBench parses a --json report.
@@ -182,9 +182,9 @@ func TestCUDATensorCoresSetting(t *testing.T) {
 func TestKernelProfileTables(t *testing.T) {
 	rep := &benchReport{Contexts: []benchContext{{
 		Context: 8192,
-		Prefill: &benchPrefill{Seconds: 0.3, Kernels: []lrt.KernelStat{{Name: "cublasGemmEx", Calls: 224, Seconds: 0.2}}},
+		Prefill: &benchPrefill{Seconds: 0.3, Kernels: []backend.KernelStat{{Name: "cublasGemmEx", Calls: 224, Seconds: 0.2}}},
 		Decode: []benchDecode{
-			{MsPerToken: 6, KernelSteps: 4, Kernels: []lrt.KernelStat{
+			{MsPerToken: 6, KernelSteps: 4, Kernels: []backend.KernelStat{
 				{Name: "gemv_bf16_n1", Calls: 4 * 96, Seconds: 4 * 3.6e-3}, {Name: "rmsnorm", Calls: 4 * 65, Seconds: 4 * 0.4e-3}}},
 			{Compression: 0.8, MsPerToken: 5},
 		},

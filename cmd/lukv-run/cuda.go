@@ -7,8 +7,8 @@ import (
 	"os"
 	"strings"
 
-	lrt "github.com/lukv/lukv/runtime"
-	"github.com/lukv/lukv/runtime/cuda"
+	"github.com/lukv/lukv/backend"
+	"github.com/lukv/lukv/backend/cuda"
 )
 
 // In binaries built with -tags cuda, --device cuda opens GPU 0. Environment:
@@ -32,7 +32,7 @@ import (
 //   - LUKV_KERNELS names the folder of compiled kernels (default: kernels/build next to
 //     the binary or above the working directory).
 func init() {
-	newCUDABackend = func() (lrt.Backend, error) {
+	newCUDABackend = func() (backend.Backend, error) {
 		opt := cuda.Options{}
 		switch w := os.Getenv("LUKV_CUDA_WEIGHTS"); w {
 		case "", "exact":

@@ -5,11 +5,11 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/lukv/lukv/backend"
 	"github.com/lukv/lukv/eviction"
 	"github.com/lukv/lukv/generate"
 	"github.com/lukv/lukv/model"
 	"github.com/lukv/lukv/models"
-	lrt "github.com/lukv/lukv/runtime"
 )
 
 // evictFlags are generate's KV-cache eviction flags.
@@ -86,8 +86,8 @@ func (f *evictFlags) apply(opt *generate.Options, m *model.Model, method *evicti
 	collector := eviction.NewCollector(m, method.Scorer)
 	opt.Observer = collector
 	// compress evicts after the first prefill, leaving room for reserve more tokens.
-	compressFor := func(reserve int) func(lrt.KVCache, int) error {
-		return func(cache lrt.KVCache, _ int) error { return method.Compress(cache, collector.Scores, reserve) }
+	compressFor := func(reserve int) func(backend.KVCache, int) error {
+		return func(cache backend.KVCache, _ int) error { return method.Compress(cache, collector.Scores, reserve) }
 	}
 	switch *f.at {
 	case "context":
@@ -103,7 +103,7 @@ func (f *evictFlags) apply(opt *generate.Options, m *model.Model, method *evicti
 		if err != nil {
 			return err
 		}
-		opt.AfterPrefill = func(cache lrt.KVCache, n int) error {
+		opt.AfterPrefill = func(cache backend.KVCache, n int) error {
 			if err := compress(cache, n); err != nil {
 				return err
 			}

@@ -10,12 +10,12 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/lukv/lukv/backend"
+	"github.com/lukv/lukv/backend/cpu"
 	"github.com/lukv/lukv/eviction"
 	"github.com/lukv/lukv/generate"
 	"github.com/lukv/lukv/model"
 	"github.com/lukv/lukv/models"
-	lrt "github.com/lukv/lukv/runtime"
-	"github.com/lukv/lukv/runtime/cpu"
 	"github.com/lukv/lukv/tokenizer"
 )
 
@@ -26,10 +26,10 @@ func (s *stringList) String() string     { return strings.Join(*s, ",") }
 func (s *stringList) Set(v string) error { *s = append(*s, v); return nil }
 
 // newCUDABackend is set by cuda.go in binaries built with -tags cuda.
-var newCUDABackend func() (lrt.Backend, error)
+var newCUDABackend func() (backend.Backend, error)
 
 // backendFor returns the backend a --device flag names.
-func backendFor(device string, threads int) (lrt.Backend, error) {
+func backendFor(device string, threads int) (backend.Backend, error) {
 	switch device {
 	case "cpu":
 		return &cpu.Backend{Threads: threads}, nil

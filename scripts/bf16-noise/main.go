@@ -1,6 +1,6 @@
 // Command bf16-noise measures, on the CPU, how far a bf16 KV cache moves a model's logits
 // and how much of that a GPU can differ by without any bug: it runs the prompt and greedy
-// steps of runtime/cuda's TestKVBF16DefaultModel with an exact float32 cache, with keys
+// steps of backend/cuda's TestKVBF16DefaultModel with an exact float32 cache, with keys
 // and values rounded to bf16 (backendtest.RoundedKV), and with them first moved by random
 // ±1..J float32 ulps and then rounded (what another order of float32 operations can do).
 // It prints each run's largest relative error (max|diff| / max|logit|, over the prompt
@@ -17,11 +17,11 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/lukv/lukv/backend"
+	"github.com/lukv/lukv/backend/backendtest"
+	"github.com/lukv/lukv/backend/cpu"
 	"github.com/lukv/lukv/generate"
 	"github.com/lukv/lukv/model"
-	lrt "github.com/lukv/lukv/runtime"
-	"github.com/lukv/lukv/runtime/backendtest"
-	"github.com/lukv/lukv/runtime/cpu"
 	"github.com/lukv/lukv/tokenizer"
 )
 
@@ -44,7 +44,7 @@ type trace [][]float32
 
 // runWith feeds the prompt, then the given tokens (or, when toks is nil, its own greedy
 // choices), and returns its logits and the tokens it was fed.
-func runWith(dir string, b lrt.Backend, ids, toks []int, steps int) (trace, []int, error) {
+func runWith(dir string, b backend.Backend, ids, toks []int, steps int) (trace, []int, error) {
 	m, err := model.Load(dir, b)
 	if err != nil {
 		return nil, nil, err

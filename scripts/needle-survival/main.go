@@ -18,12 +18,12 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/lukv/lukv/backend"
+	"github.com/lukv/lukv/backend/cpu"
 	"github.com/lukv/lukv/eval"
 	"github.com/lukv/lukv/eviction"
 	"github.com/lukv/lukv/model"
 	"github.com/lukv/lukv/models"
-	lrt "github.com/lukv/lukv/runtime"
-	"github.com/lukv/lukv/runtime/cpu"
 	"github.com/lukv/lukv/tokenizer"
 )
 
@@ -50,7 +50,7 @@ type viewScorer struct {
 	scores  map[string][][][]float32 // scorer -> [layer][head][T]
 }
 
-func (v *viewScorer) ObserveLayer(layer int, positions []int, x, q, k, val lrt.Tensor) {
+func (v *viewScorer) ObserveLayer(layer int, positions []int, x, q, k, val backend.Tensor) {
 	view := (&eviction.Collector{Model: v.m}).View(layer, positions, x, q, k, val)
 	for name, s := range v.scorers {
 		v.scores[name][layer] = s.Score(view)

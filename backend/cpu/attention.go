@@ -1,0 +1,64 @@
+package cpu
+
+import (
+	"math"
+
+	"gonum.org/v1/gonum/blas/blas32"
+
+	"github.com/lukv/lukv/backend"
+)
+
+// Attention appends the new keys and values to the layer's per-head cache, then for every
+// query head and query row computes softmax(q.K^T * scale) V over the visible entries of
+// its KV head. Work is split over (query head, block of rows).
+func (b *Backend) Attention(out, q, k, v backend.Tensor, cache backend.KVCache, layer int, scale float32) {
+	c := cache.(*KVCache)
+	om, qm := mat(out), mat(q)
+	c.appendTokens(layer, mat(k), mat(v))
+
+	d := c.headDim
+	n := qm.R
+	heads := qm.C / d
+	group := heads / c.kvHeads
+	l := &c.l[layer]
+	const rowsPerTask = 16
+	rowBlocks := (n + rowsPerTask - 1) / rowsPerTask
+	parallelFor(b.threads(), heads*rowBlocks, func(task int) {
+		h, blk := task/rowBlocks, task%rowBlocks
+		kvh := h / group
+		total := l.len[kvh]
+		keys := l.k[l.off[kvh]*d : (l.off[kvh]+total)*d]
+		vals := l.v[l.off[kvh]*d : (l.off[kvh]+total)*d]
+		scores := make([]float32, total)
+		for i := blk * rowsPerTask; i < min((blk+1)*rowsPerTask, n); i++ {
+			visible := total - n + i + 1
+			qrow := blas32.Vector{N: d, Inc: 1, Data: qm.Data[i*qm.C+h*d : i*qm.C+(h+1)*d]}
+			orow := om.Data[i*om.C+h*d : i*om.C+(h+1)*d]
+			attendRow(orow, qrow, keys, vals, scores[:visible], d, scale)
+		}
+	})
+}
+
+// attendRow writes softmax(q.K^T*scale) V for one query over the first len(scores) keys.
+func attendRow(out []float32, q blas32.Vector, keys, vals, scores []float32, d int, scale float32) {
+	maxs := float32(math.Inf(-1))
+	for j := range scores {
+		s := blas32.Dot(q, blas32.Vector{N: d, Inc: 1, Data: keys[j*d : (j+1)*d]}) * scale
+		scores[j] = s
+		maxs = max(maxs, s)
+	}
+	var sum float64
+	for j, s := range scores {
+		e := float32(math.Exp(float64(s - maxs)))
+		scores[j] = e
+		sum += float64(e)
+	}
+	for x := range out {
+		out[x] = 0
+	}
+	inv := float32(1 / sum)
+	acc := blas32.Vector{N: d, Inc: 1, Data: out}
+	for j, p := range scores {
+		blas32.Axpy(p*inv, blas32.Vector{N: d, Inc: 1, Data: vals[j*d : (j+1)*d]}, acc)
+	}
+}

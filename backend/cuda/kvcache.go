@@ -1,0 +1,422 @@
+//go:build cuda
+
+package cuda
+
+import (
+	"fmt"
+	"math"
+	"runtime"
+	"unsafe"
+
+	"gorgonia.org/cu"
+
+	"github.com/lukv/lukv/backend"
+)
+
+// KVCache is the per-head KV cache in device memory: float32 by default (the
+// conformance suite reads back exactly the keys and values it stored), bfloat16 when the
+// backend has Options.KVBF16 (values rounded to nearest even on append, widened to
+// float32 by Keys and Values). Each layer keeps one flat key buffer and one flat value
+// buffer [rows, headDim]; head h owns rows [off[h], off[h]+cap[h]) and uses the first
+// len[h]. The host keeps off, len and cap; a per-layer device table int32 [3*kvHeads]
+// holds off and two copies of len, of which cur[layer] says which is current: the
+// append kernel reads the current lengths and writes the advanced ones into the other
+// array, and the host then flips cur (no launch to advance them; kernels take lenPtr).
+// Growing or compacting a layer gathers the kept rows into new buffers and frees the
+// old ones with cuMemFree (not into the tensor pool), so the device memory is really
+// released: cuMemGetInfo shows it.
+type KVCache struct {
+	b                        *Backend
+	layers, kvHeads, headDim int
+	reserve                  int
+	bf16                     bool    // elements are bfloat16 words (Options.KVBF16 at creation)
+	cur                      []uint8 // [layers] the current device length array (0 or 1)
+	l                        []layerCache
+	buf                      *kvBuffers
+	cleanup                  runtime.Cleanup
+}
+
+// layerCache is one layer's host-side bookkeeping.
+type layerCache struct {
+	rows int   // rows of the key and value buffers: sum(cap)
+	off  []int // [kvHeads] first row of each head
+	len  []int // [kvHeads] rows in use
+	cap  []int // [kvHeads] rows owned
+}
+
+// kvBuffers holds the device pointers of a cache, apart from the KVCache so that a
+// cleanup can free them when the cache is dropped without Reset.
+type kvBuffers struct {
+	k, v []cu.DevicePtr // [layers] float32 or bfloat16 [rows, headDim]
+	meta []cu.DevicePtr // [layers] int32 [3*kvHeads]: off, len (array 0), len (array 1)
+}
+
+var _ backend.KVCache = (*KVCache)(nil)
+
+// maxHeadDim is the largest head dimension the attention kernels take
+// (kernels/attention.cu: 8 dims per lane).
+const maxHeadDim = 256
+
+// NewKVCache makes an empty cache with room for reserve tokens per head. The head
+// dimension must be a multiple of 4 and at most 256 (the attention kernels' 16-byte
+// loads and register tiles); other values, or too little device memory, panic, as
+// backend.Backend.NewKVCache has no error result.
+func (b *Backend) NewKVCache(layers, kvHeads, headDim, reserve int) backend.KVCache {
+	if headDim <= 0 || headDim%4 != 0 || headDim > maxHeadDim || layers < 0 || kvHeads <= 0 || reserve < 0 {
+		panic(fmt.Sprintf("cuda: NewKVCache(layers %d, kvHeads %d, headDim %d, reserve %d): the CUDA backend needs kvHeads > 0 and a head dim that is a multiple of 4, at most %d",
+			layers, kvHeads, headDim, reserve, maxHeadDim))
+	}
+	defer b.enter()()
+	c := &KVCache{b: b, layers: layers, kvHeads: kvHeads, headDim: headDim, reserve: reserve, bf16: b.opt.KVBF16, cur: make([]uint8, layers)}
+	c.buf = &kvBuffers{k: make([]cu.DevicePtr, layers), v: make([]cu.DevicePtr, layers), meta: make([]cu.DevicePtr, layers)}
+	c.cleanup = runtime.AddCleanup(c, b.pool.freeKV, c.buf)
+	c.l = make([]layerCache, layers)
+	for i := range c.l {
+		meta, err := allocDevice(c.metaBytes(), "KV cache head table")
+		if err != nil {
+			panic(err)
+		}
+		c.buf.meta[i] = meta
+	}
+	if err := c.reset(); err != nil {
+		panic(err)
+	}
+	return c
+}
+
+// freeKV schedules a dropped cache's buffers for release (runs on the cleanup goroutine).
+func (p *pool) freeKV(kb *kvBuffers) {
+	for _, l := range [][]cu.DevicePtr{kb.k, kb.v, kb.meta} {
+		for _, ptr := range l {
+			if ptr != 0 {
+				p.schedule(allocation{ptr: ptr})
+			}
+		}
+	}
+}
+
+func (c *KVCache) Layers() int  { return c.layers }
+func (c *KVCache) KVHeads() int { return c.kvHeads }
+func (c *KVCache) HeadDim() int { return c.headDim }
+
+func (c *KVCache) Len(layer, head int) int { return c.l[layer].len[head] }
+
+// DType is the element type of the keys and values: "float32" or "bfloat16".
+func (c *KVCache) DType() string {
+	if c.bf16 {
+		return bf16.String()
+	}
+	return f32.String()
+}
+
+// esz is the bytes of one element.
+func (c *KVCache) esz() int64 {
+	if c.bf16 {
+		return 2
+	}
+	return 4
+}
+
+// metaBytes is the size of a layer's device head table.
+func (c *KVCache) metaBytes() int64 { return int64(3*c.kvHeads) * 4 }
+
+// Bytes is the device memory of the key and value buffers (allocated rows, 4 or 2
+// bytes per element).
+func (c *KVCache) Bytes() int64 {
+	var n int64
+	for _, l := range c.l {
+		n += int64(l.rows) * int64(c.headDim) * 2 * c.esz()
+	}
+	return n
+}
+
+// LiveBytes is the memory of the held entries (4 or 2 bytes per element).
+func (c *KVCache) LiveBytes() int64 {
+	var n int64
+	for _, l := range c.l {
+		for _, ln := range l.len {
+			n += int64(ln) * int64(c.headDim) * 2 * c.esz()
+		}
+	}
+	return n
+}
+
+// Release frees all of the cache's device memory now, instead of when the garbage
+// collector finds the cache unreachable. The cache must not be used afterwards.
+func (c *KVCache) Release() {
+	defer c.b.enter()()
+	c.cleanup.Stop()
+	for _, l := range [][]cu.DevicePtr{c.buf.k, c.buf.v, c.buf.meta} {
+		for i, ptr := range l {
+			freeDevice(ptr)
+			l[i] = 0
+		}
+	}
+	for i := range c.l {
+		c.l[i] = layerCache{off: make([]int, c.kvHeads), len: make([]int, c.kvHeads), cap: make([]int, c.kvHeads)}
+	}
+}
+
+// Reset empties the cache: every layer gets fresh buffers with the reserve per head.
+func (c *KVCache) Reset() {
+	defer c.b.enter()()
+	if err := c.reset(); err != nil {
+		panic(err)
+	}
+}
+
+func (c *KVCache) reset() error {
+	caps := make([]int, c.kvHeads)
+	for h := range caps {
+		caps[h] = c.reserve
+	}
+	for li := range c.l {
+		freeDevice(c.buf.k[li])
+		freeDevice(c.buf.v[li])
+		c.buf.k[li], c.buf.v[li], c.l[li].rows = 0, 0, 0
+		if err := c.relayout(li, caps, func(int) []int { return nil }); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// relayout moves layer's heads into new buffers with capacities caps, keeping for head
+// h the rows pick(h) (indices into its current entries, ascending) as its first
+// len(pick(h)) entries. The new buffers are allocated before anything changes, so on
+// error the cache is as it was.
+func (c *KVCache) relayout(layer int, caps []int, pick func(h int) []int) error {
+	nk, nv, nl, err := c.gather(c, layer, caps, pick)
+	if err != nil {
+		return err
+	}
+	// cuMemFree waits for the gather that reads the old buffers.
+	freeDevice(c.buf.k[layer])
+	freeDevice(c.buf.v[layer])
+	c.buf.k[layer], c.buf.v[layer] = nk, nv
+	c.l[layer] = nl
+	return c.uploadMeta(layer)
+}
+
+// gather allocates new key and value buffers for layer with capacities caps and copies
+// into them, for head h, the rows pick(h) of src's layer (src may be c itself). It
+// changes neither cache.
+func (c *KVCache) gather(src *KVCache, layer int, caps []int, pick func(h int) []int) (nk, nv cu.DevicePtr, nl layerCache, err error) {
+	d := c.headDim
+	old := src.l[layer]
+	nl = layerCache{off: make([]int, c.kvHeads), len: make([]int, c.kvHeads), cap: append([]int(nil), caps...)}
+	for h, cp := range caps {
+		nl.off[h] = nl.rows
+		nl.rows += cp
+	}
+	if nl.rows > math.MaxInt32 {
+		return 0, 0, nl, fmt.Errorf("cuda: kv cache layer %d: %d rows per layer do not fit 32-bit row indices", layer, nl.rows)
+	}
+	if src.bf16 != c.bf16 {
+		return 0, 0, nl, fmt.Errorf("cuda: kv cache layer %d: gathering %s rows into a %s cache", layer, src.DType(), c.DType())
+	}
+	bytes := int64(nl.rows) * int64(d) * c.esz()
+	what := fmt.Sprintf("kv cache layer %d (%d rows of %d %s)", layer, nl.rows, d, c.DType())
+	if nk, err = allocDevice(bytes, what); err != nil {
+		return 0, 0, nl, err
+	}
+	if nv, err = allocDevice(bytes, what); err != nil {
+		freeDevice(nk)
+		return 0, 0, nl, err
+	}
+	var pairs []int32 // (destination row, source row)
+	for h := 0; h < c.kvHeads; h++ {
+		rows := pick(h)
+		for i, r := range rows {
+			pairs = append(pairs, int32(nl.off[h]+i), int32(old.off[h]+r))
+		}
+		nl.len[h] = len(rows)
+	}
+	if len(pairs) > 0 {
+		if err = c.b.pairs.uploadInt32(pairs, "kv cache relayout"); err != nil {
+			freeDevice(nk)
+			freeDevice(nv)
+			return 0, 0, nl, err
+		}
+		// kv_gather copies 32-bit words: a row is d*esz/4 of them (d % 4 == 0).
+		n := int64(len(pairs) / 2)
+		words := int64(d) * c.esz() / 4
+		c.b.launch(c.b.k.kvGather, gridFor(n*words, c.b.sms), dim3{256, 1, 1}, 0,
+			nk, nv, src.buf.k[layer], src.buf.v[layer], c.b.pairs.ptr, n, int32(words))
+	}
+	return nk, nv, nl, nil
+}
+
+// Clone returns a copy of the cache in new device memory, every head holding the same
+// entries with room for reserve more.
+func (c *KVCache) Clone(reserve int) (backend.KVCache, error) {
+	if reserve < 0 {
+		return nil, fmt.Errorf("kv cache: clone with negative reserve %d", reserve)
+	}
+	defer c.b.enter()()
+	n := &KVCache{b: c.b, layers: c.layers, kvHeads: c.kvHeads, headDim: c.headDim, reserve: c.reserve, bf16: c.bf16, cur: make([]uint8, c.layers)}
+	n.buf = &kvBuffers{k: make([]cu.DevicePtr, c.layers), v: make([]cu.DevicePtr, c.layers), meta: make([]cu.DevicePtr, c.layers)}
+	n.cleanup = runtime.AddCleanup(n, c.b.pool.freeKV, n.buf)
+	n.l = make([]layerCache, c.layers)
+	for li := range c.l {
+		meta, err := allocDevice(n.metaBytes(), "KV cache head table")
+		if err != nil {
+			return nil, err
+		}
+		n.buf.meta[li] = meta
+		caps := make([]int, c.kvHeads)
+		for h, ln := range c.l[li].len {
+			caps[h] = ln + reserve
+		}
+		lens := c.l[li].len
+		nk, nv, nl, err := n.gather(c, li, caps, func(h int) []int { return seq(lens[h]) })
+		if err != nil {
+			return nil, err
+		}
+		n.buf.k[li], n.buf.v[li], n.l[li] = nk, nv, nl
+		if err := n.uploadMeta(li); err != nil {
+			return nil, err
+		}
+	}
+	return n, nil
+}
+
+// uploadMeta copies layer's off and len to the device (len into both length arrays, so
+// either may be current).
+func (c *KVCache) uploadMeta(layer int) error {
+	l := &c.l[layer]
+	meta := make([]int32, 3*c.kvHeads)
+	for h := 0; h < c.kvHeads; h++ {
+		meta[h], meta[c.kvHeads+h], meta[2*c.kvHeads+h] = int32(l.off[h]), int32(l.len[h]), int32(l.len[h])
+	}
+	if err := cu.MemcpyHtoD(c.buf.meta[layer], unsafe.Pointer(&meta[0]), int64(len(meta))*4); err != nil {
+		return fmt.Errorf("cuda: kv cache layer %d: head table to device: %w", layer, err)
+	}
+	return nil
+}
+
+// offPtr and lenPtr are layer's device off and (current) len arrays; nextLenPtr is the
+// other len array, which the append kernel fills with the advanced lengths.
+func (c *KVCache) offPtr(layer int) cu.DevicePtr { return c.buf.meta[layer] }
+func (c *KVCache) lenPtr(layer int) cu.DevicePtr {
+	return c.buf.meta[layer] + cu.DevicePtr(4*c.kvHeads*(1+int(c.cur[layer])))
+}
+func (c *KVCache) nextLenPtr(layer int) cu.DevicePtr {
+	return c.buf.meta[layer] + cu.DevicePtr(4*c.kvHeads*(2-int(c.cur[layer])))
+}
+
+// commit records an append of n rows to every head of layer: the array the append
+// kernel wrote becomes current, and the host lengths advance.
+func (c *KVCache) commit(layer, n int) {
+	c.cur[layer] ^= 1
+	for h := range c.l[layer].len {
+		c.l[layer].len[h] += n
+	}
+}
+
+// ensureRoom grows layer (doubling, as the CPU cache does) when a head cannot take n
+// more tokens.
+func (c *KVCache) ensureRoom(layer, n int) error {
+	l := &c.l[layer]
+	grow := false
+	for h := range l.len {
+		if l.len[h]+n > l.cap[h] {
+			grow = true
+		}
+	}
+	if !grow {
+		return nil
+	}
+	caps := make([]int, c.kvHeads)
+	lens := append([]int(nil), l.len...)
+	for h := range caps {
+		caps[h] = max(2*l.cap[h], l.len[h]+n, 16)
+	}
+	return c.relayout(layer, caps, func(h int) []int { return seq(lens[h]) })
+}
+
+func (c *KVCache) head(layer, head int, buf []cu.DevicePtr, what string) []float32 {
+	defer c.b.enter()()
+	l := &c.l[layer]
+	d := c.headDim
+	out := make([]float32, l.len[head]*d)
+	if len(out) == 0 {
+		return out
+	}
+	src := buf[layer] + cu.DevicePtr(int64(l.off[head])*int64(d)*c.esz())
+	if !c.bf16 {
+		if err := cu.MemcpyDtoH(unsafe.Pointer(&out[0]), src, int64(len(out))*4); err != nil {
+			panic(fmt.Errorf("cuda: kv cache %s of layer %d head %d: %w", what, layer, head, err))
+		}
+		return out
+	}
+	raw := make([]uint16, len(out))
+	if err := cu.MemcpyDtoH(unsafe.Pointer(&raw[0]), src, int64(len(raw))*2); err != nil {
+		panic(fmt.Errorf("cuda: kv cache %s of layer %d head %d: %w", what, layer, head, err))
+	}
+	for i, h := range raw {
+		out[i] = math.Float32frombits(uint32(h) << 16)
+	}
+	return out
+}
+
+// Keys copies head (layer, head)'s keys to the host, as float32: [Len, headDim].
+func (c *KVCache) Keys(layer, head int) []float32 { return c.head(layer, head, c.buf.k, "keys") }
+
+// Values copies head (layer, head)'s values to the host, as float32: [Len, headDim].
+func (c *KVCache) Values(layer, head int) []float32 { return c.head(layer, head, c.buf.v, "values") }
+
+// Truncate drops every head's entries past the first n, keeping the memory.
+func (c *KVCache) Truncate(n int) error {
+	for li := range c.l {
+		for h, ln := range c.l[li].len {
+			if n < 0 || n > ln {
+				return fmt.Errorf("kv cache: truncate to %d tokens, but layer %d head %d holds %d", n, li, h, ln)
+			}
+		}
+	}
+	defer c.b.enter()()
+	for li := range c.l {
+		for h := range c.l[li].len {
+			c.l[li].len[h] = n
+		}
+		if err := c.uploadMeta(li); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Compact keeps, for every head of layer, exactly the entries keep[head] (ascending)
+// and frees the rest, leaving room for reserve more tokens per head.
+func (c *KVCache) Compact(layer int, keep [][]int, reserve int) error {
+	if layer < 0 || layer >= c.layers {
+		return fmt.Errorf("kv cache: layer %d out of range [0, %d)", layer, c.layers)
+	}
+	if len(keep) != c.kvHeads {
+		return fmt.Errorf("kv cache: compact layer %d: %d keep lists for %d KV heads", layer, len(keep), c.kvHeads)
+	}
+	if reserve < 0 {
+		return fmt.Errorf("kv cache: compact layer %d: negative reserve %d", layer, reserve)
+	}
+	l := c.l[layer]
+	caps := make([]int, c.kvHeads)
+	for h, idx := range keep {
+		for i, j := range idx {
+			if j < 0 || j >= l.len[h] || (i > 0 && j <= idx[i-1]) {
+				return fmt.Errorf("kv cache: compact layer %d head %d: keep indices must be ascending in [0, %d), got %d at %d", layer, h, l.len[h], j, i)
+			}
+		}
+		caps[h] = len(idx) + reserve
+	}
+	defer c.b.enter()()
+	return c.relayout(layer, caps, func(h int) []int { return keep[h] })
+}
+
+func seq(n int) []int {
+	s := make([]int, n)
+	for i := range s {
+		s[i] = i
+	}
+	return s
+}

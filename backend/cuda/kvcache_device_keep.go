@@ -1,0 +1,334 @@
+//go:build cuda
+
+package cuda
+
+// Selection and compaction on the device: the KVCache implements
+// backend.DeviceCompaction with kernels/topk.cu. The scores come from the host (one
+// upload for all layers: eviction's Collector hands them out contiguous), the
+// sink/window protection, every head's top-k (or AdaKV's pooled choice) and the gather
+// of the kept rows run on the device; only the per-head counts are known on the host
+// (given, or, for AdaKV, read back once for all layers). The result is exactly what
+// Compact with eviction's host-selected indices gives (score_test.go checks it).
+
+import (
+	"fmt"
+	"math"
+	"unsafe"
+
+	"gorgonia.org/cu"
+
+	"github.com/lukv/lukv/backend"
+)
+
+var _ backend.DeviceCompaction = (*KVCache)(nil)
+
+// evictGroupBytes bounds the new key and value buffers allocated before the old ones of
+// their layers are freed: layers are compacted in groups, one device synchronisation
+// per group instead of one per layer, without doubling the cache's peak memory.
+const evictGroupBytes = 1 << 30
+
+// evictPlan is a checked EvictRequest.
+type evictPlan struct {
+	layers, kvHeads, T    int
+	counts                [][]int // [layer][head], nil with pooled
+	pooled                *backend.PooledBudget
+	sink, window, reserve int
+}
+
+// planEvict checks req against the cache.
+func (c *KVCache) planEvict(req backend.EvictRequest) (*evictPlan, error) {
+	L := len(req.Scores)
+	if L < 1 || L > c.layers {
+		return nil, fmt.Errorf("kv cache: evict: scores for %d layers, the cache has %d", L, c.layers)
+	}
+	if req.Reserve < 0 {
+		return nil, fmt.Errorf("kv cache: evict: negative reserve %d", req.Reserve)
+	}
+	if (req.Counts == nil) == (req.Pooled == nil) {
+		return nil, fmt.Errorf("kv cache: evict: want exactly one of Counts and Pooled")
+	}
+	p := &evictPlan{layers: L, kvHeads: c.kvHeads, T: -1, counts: req.Counts, pooled: req.Pooled,
+		sink: max(req.Sink, 0), window: max(req.Window, 0), reserve: req.Reserve}
+	for l, s := range req.Scores {
+		if len(s) != c.kvHeads {
+			return nil, fmt.Errorf("kv cache: evict: layer %d has scores for %d heads, the cache %d", l, len(s), c.kvHeads)
+		}
+		for h, hs := range s {
+			if p.T < 0 {
+				p.T = len(hs)
+			}
+			if len(hs) != p.T || c.l[l].len[h] != p.T {
+				return nil, fmt.Errorf("kv cache: evict: layer %d head %d has %d scores for %d cached tokens (every head must hold the same %d)",
+					l, h, len(hs), c.l[l].len[h], p.T)
+			}
+		}
+	}
+	if int64(L)*int64(c.kvHeads)*int64(p.T) > math.MaxInt32 {
+		return nil, unsupported("evicting %d layers x %d heads x %d tokens at once (32-bit indices)", L, c.kvHeads, p.T)
+	}
+	if req.Counts != nil {
+		if len(req.Counts) != L {
+			return nil, fmt.Errorf("kv cache: evict: counts for %d layers, scores for %d", len(req.Counts), L)
+		}
+		for l, cs := range req.Counts {
+			if len(cs) != c.kvHeads {
+				return nil, fmt.Errorf("kv cache: evict: layer %d has counts for %d heads, the cache %d", l, len(cs), c.kvHeads)
+			}
+			for h, n := range cs {
+				if n < 0 || n > p.T {
+					return nil, fmt.Errorf("kv cache: evict: layer %d head %d keeps %d of %d tokens", l, h, n, p.T)
+				}
+			}
+		}
+	} else if p.T >= 1<<24 || c.kvHeads > 256 {
+		return nil, unsupported("pooled selection over %d tokens x %d heads (keys need < 2^24 tokens, <= 256 heads)", p.T, c.kvHeads)
+	}
+	return p, nil
+}
+
+// Evict protects, selects and compacts on the device (backend.DeviceCompaction).
+func (c *KVCache) Evict(req backend.EvictRequest) error {
+	p, err := c.planEvict(req)
+	if err != nil {
+		return err
+	}
+	defer c.b.enter()()
+	st, err := c.b.scoring()
+	if err != nil {
+		return unsupported("device eviction unavailable: %v", err)
+	}
+	counts, err := c.selectOnDevice(st, p, req.Scores)
+	if err != nil {
+		return err
+	}
+	st.evictCalls++
+	return c.compactOnDevice(st, p, counts)
+}
+
+// SelectKeep runs Evict's protection and selection only and returns the kept indices
+// [layer][head] (ascending), leaving the cache as it is: what Evict would keep.
+func (c *KVCache) SelectKeep(req backend.EvictRequest) ([][][]int, error) {
+	p, err := c.planEvict(req)
+	if err != nil {
+		return nil, err
+	}
+	defer c.b.enter()()
+	st, err := c.b.scoring()
+	if err != nil {
+		return nil, unsupported("device eviction unavailable: %v", err)
+	}
+	counts, err := c.selectOnDevice(st, p, req.Scores)
+	if err != nil {
+		return nil, err
+	}
+	all := make([]int32, p.layers*p.kvHeads*p.T)
+	if len(all) > 0 {
+		if err := cu.MemcpyDtoH(unsafe.Pointer(&all[0]), st.keep.ptr, int64(len(all))*4); err != nil {
+			return nil, fmt.Errorf("cuda: reading kept indices: %w", err)
+		}
+	}
+	keep := make([][][]int, p.layers)
+	for l := range keep {
+		keep[l] = make([][]int, p.kvHeads)
+		for h := range keep[l] {
+			base := (l*p.kvHeads + h) * p.T
+			keep[l][h] = make([]int, counts[l][h])
+			for i := range keep[l][h] {
+				keep[l][h][i] = int(all[base+i])
+			}
+		}
+	}
+	return keep, nil
+}
+
+// uploadScores copies scores [layers][kvHeads][T] into st.sc: in one copy when they lie
+// back to back in memory (as eviction's Collector lays them out), else packed first.
+func (st *scoreState) uploadScores(scores [][][]float32, nkv, T int) error {
+	n := len(scores) * nkv * T
+	if err := st.sc.ensure(int64(max(n, 1))*4, "eviction scores"); err != nil {
+		return err
+	}
+	if n == 0 {
+		return nil
+	}
+	base := uintptr(unsafe.Pointer(&scores[0][0][0]))
+	contiguous := true
+	for l := range scores {
+		for h := range scores[l] {
+			if uintptr(unsafe.Pointer(&scores[l][h][0])) != base+uintptr((l*nkv+h)*T)*4 {
+				contiguous = false
+			}
+		}
+	}
+	src := unsafe.Pointer(&scores[0][0][0])
+	if !contiguous {
+		packed := make([]float32, 0, n)
+		for l := range scores {
+			for h := range scores[l] {
+				packed = append(packed, scores[l][h]...)
+			}
+		}
+		src = unsafe.Pointer(&packed[0])
+	}
+	if err := cu.MemcpyHtoD(st.sc.ptr, src, int64(n)*4); err != nil {
+		return fmt.Errorf("cuda: eviction scores to device: %w", err)
+	}
+	return nil
+}
+
+// selectOnDevice uploads the scores, protects sink and window and selects: st.keep
+// [layers][kvHeads][T] then holds each head's kept indices (the first counts[l][h]
+// entries, ascending) and st.counts the counts, which it also returns.
+func (c *KVCache) selectOnDevice(st *scoreState, p *evictPlan, scores [][][]float32) ([][]int, error) {
+	L, nkv, T := p.layers, p.kvHeads, p.T
+	n := L * nkv * T
+	if err := st.uploadScores(scores, nkv, T); err != nil {
+		return nil, err
+	}
+	if err := ensureAll("eviction selection", &st.keep, int64(n)*4, &st.counts, int64(L*nkv)*4); err != nil {
+		return nil, err
+	}
+	if T == 0 {
+		counts := make([][]int, L)
+		for l := range counts {
+			counts[l] = make([]int, nkv)
+		}
+		return counts, nil
+	}
+	if p.sink > 0 || p.window > 0 {
+		c.b.launch(st.k["layer_protect"], dim3{L, 1, 1}, dim3{1024, 1, 1}, 0,
+			st.sc.ptr, int32(nkv), int32(T), int32(0), int32(T), int32(min(p.sink, T)), int32(max(0, T-p.window)))
+	}
+	if p.pooled == nil {
+		flat := make([]int32, 0, L*nkv)
+		for _, cs := range p.counts {
+			for _, k := range cs {
+				flat = append(flat, int32(k))
+			}
+		}
+		if err := st.counts.uploadInt32(flat, "eviction counts"); err != nil {
+			return nil, err
+		}
+		c.b.launch(st.k["select_topk"], dim3{L * nkv, 1, 1}, dim3{selectThreads, 1, 1}, 0,
+			st.keep.ptr, st.sc.ptr, st.counts.ptr, int32(T))
+		return p.counts, nil
+	}
+	if err := st.chosen.ensure(int64(n), "adakv selection flags"); err != nil {
+		return nil, err
+	}
+	c.b.launch(st.k["select_pooled"], dim3{L, 1, 1}, dim3{selectThreads, 1, 1}, 0,
+		st.keep.ptr, st.counts.ptr, st.chosen.ptr, st.sc.ptr, int32(nkv), int32(T),
+		int32(min(max(p.pooled.Safe, -1), T)), int64(p.pooled.Left))
+	flat := make([]int32, L*nkv)
+	if err := cu.MemcpyDtoH(unsafe.Pointer(&flat[0]), st.counts.ptr, int64(len(flat))*4); err != nil {
+		return nil, fmt.Errorf("cuda: reading adakv counts: %w", err)
+	}
+	counts := make([][]int, L)
+	for l := range counts {
+		counts[l] = make([]int, nkv)
+		for h := range counts[l] {
+			counts[l][h] = int(flat[l*nkv+h])
+		}
+	}
+	return counts, nil
+}
+
+// newLayerBuf is a layer's new key and value buffers during compaction.
+type newLayerBuf struct {
+	layer  int
+	nk, nv cu.DevicePtr
+	nl     layerCache
+}
+
+// compactOnDevice moves each head's kept rows (st.keep, st.counts; counts on the host)
+// into new buffers with room for p.reserve more, a group of layers at a time, and frees
+// the old ones.
+func (c *KVCache) compactOnDevice(st *scoreState, p *evictPlan, counts [][]int) error {
+	nkv, T, d := p.kvHeads, p.T, c.headDim
+	esz := c.esz()
+	words := int64(d) * esz / 4 // 32-bit words per row (d % 4 == 0)
+	for l0 := 0; l0 < p.layers; {
+		var group []newLayerBuf
+		var bytes int64
+		release := func() {
+			for _, g := range group {
+				freeDevice(g.nk)
+				freeDevice(g.nv)
+			}
+		}
+		for l := l0; l < p.layers; l++ {
+			nl := layerCache{off: make([]int, nkv), len: make([]int, nkv), cap: make([]int, nkv)}
+			for h := 0; h < nkv; h++ {
+				nl.off[h] = nl.rows
+				nl.len[h] = counts[l][h]
+				nl.cap[h] = counts[l][h] + p.reserve
+				nl.rows += nl.cap[h]
+			}
+			if nl.rows > math.MaxInt32 {
+				release()
+				return fmt.Errorf("cuda: kv cache layer %d: %d rows per layer do not fit 32-bit row indices", l, nl.rows)
+			}
+			size := int64(nl.rows) * int64(d) * esz
+			if len(group) > 0 && bytes+2*size > evictGroupBytes {
+				break
+			}
+			what := fmt.Sprintf("kv cache layer %d (%d rows of %d %s)", l, nl.rows, d, c.DType())
+			nk, err := allocDevice(size, what)
+			if err != nil {
+				release()
+				return err
+			}
+			nv, err := allocDevice(size, what)
+			if err != nil {
+				freeDevice(nk)
+				release()
+				return err
+			}
+			group = append(group, newLayerBuf{layer: l, nk: nk, nv: nv, nl: nl})
+			bytes += 2 * size
+		}
+		table := make([]int32, 0, len(group)*2*nkv) // per layer: new offsets, then old
+		for _, g := range group {
+			for h := 0; h < nkv; h++ {
+				table = append(table, int32(g.nl.off[h]))
+			}
+			for h := 0; h < nkv; h++ {
+				table = append(table, int32(c.l[g.layer].off[h]))
+			}
+		}
+		if err := st.offs.uploadInt32(table, "kv cache compaction offsets"); err != nil {
+			release()
+			return err
+		}
+		for i, g := range group {
+			most := 0
+			for _, n := range counts[g.layer] {
+				most = max(most, n)
+			}
+			if most == 0 {
+				continue
+			}
+			units := int64(most) * words
+			if words%4 == 0 {
+				units /= 4
+			}
+			gx := int(min((units+255)/256, int64(max(8*c.b.sms/nkv, 1))))
+			c.b.launch(st.k["kv_gather_keep"], dim3{gx, nkv, 1}, dim3{256, 1, 1}, 0,
+				g.nk, g.nv, c.buf.k[g.layer], c.buf.v[g.layer],
+				ptrAt(st.keep.ptr, g.layer*nkv*T, 4), ptrAt(st.counts.ptr, g.layer*nkv, 4), ptrAt(st.offs.ptr, i*2*nkv, 4),
+				int32(nkv), int32(T), int32(words))
+		}
+		for _, g := range group {
+			// cuMemFree waits for the gathers that read the old buffers.
+			freeDevice(c.buf.k[g.layer])
+			freeDevice(c.buf.v[g.layer])
+			c.buf.k[g.layer], c.buf.v[g.layer] = g.nk, g.nv
+			c.l[g.layer] = g.nl
+			if err := c.uploadMeta(g.layer); err != nil {
+				return err
+			}
+		}
+		l0 += len(group)
+	}
+	return nil
+}

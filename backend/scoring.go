@@ -1,0 +1,132 @@
+package backend
+
+import "errors"
+
+// Optional device paths for KV-cache eviction. A backend that can rank a layer's tokens
+// without copying its queries, keys and values to the host implements DeviceScoring; a
+// KV cache that can pick each head's best tokens and compact itself without the kept
+// indices travelling through the host implements DeviceCompaction. Package eviction uses
+// them when they are there (Collector, Method.Compress) and otherwise runs its own host
+// code, which stays the reference: a device path computes the same function, exactly
+// for selection and compaction, and up to the float32 rounding its documentation states
+// for scoring.
+
+// ErrUnsupported is returned (wrapped) by a device path for a configuration it does not
+// implement (a head dim its kernels do not take, a scorer option it lacks); the caller
+// falls back to the host path.
+var ErrUnsupported = errors.New("not supported on this device path")
+
+// ScorerKind names a scorer a device may implement.
+type ScorerKind int
+
+const (
+	// ScoreExpectedAttention is eviction.ExpectedAttentionScorer (kvpress ExpectedAttentionPress).
+	ScoreExpectedAttention ScorerKind = iota + 1
+	// ScoreSnapKV is eviction.SnapKVScorer.
+	ScoreSnapKV
+	// ScoreKeyDiff is eviction.KeyDiffScorer.
+	ScoreKeyDiff
+	// ScoreKNorm is eviction.KNormScorer.
+	ScoreKNorm
+)
+
+func (k ScorerKind) String() string {
+	switch k {
+	case ScoreExpectedAttention:
+		return "expected-attention"
+	case ScoreSnapKV:
+		return "snapkv"
+	case ScoreKeyDiff:
+		return "keydiff"
+	case ScoreKNorm:
+		return "knorm"
+	}
+	return "unknown scorer"
+}
+
+// ScorerSpec is a scorer and its parameters, with every default already filled in (the
+// device applies them as given). The fields mean what they mean on eviction's scorers.
+type ScorerSpec struct {
+	Kind ScorerKind
+
+	// Expected attention.
+	Epsilon       float32 // added to the mean attention before scaling by ||v||
+	NFuture       int     // future positions the RoPE rotation is averaged over (>= 1)
+	NSink         int     // first tokens left out of the statistics and the softmax
+	UseCovariance bool    // include k^T Sigma' k / (2D)
+	UseVNorm      bool    // scale by the value norms
+
+	// SnapKV.
+	Window  int  // observation window (>= 1)
+	Kernel  int  // pooling kernel (<= 1: none)
+	MaxPool bool // max-pooling instead of average pooling
+}
+
+// LayerInput is what a device scorer reads of one layer after a prefill, as
+// model.Observer receives it: the T tokens' rotated queries Q [T, NumHeads*HeadDim],
+// rotated keys K and values V [T, NumKVHeads*HeadDim], at Positions [T] (queries and
+// keys are the same tokens). Pre-RoPE queries are recovered on the device by rotating Q
+// back.
+type LayerInput struct {
+	Layer                int
+	Positions            []int
+	Q, K, V              Tensor
+	NumHeads, NumKVHeads int
+	HeadDim              int
+	RoPE                 *RoPE
+}
+
+// DeviceScores holds the scores of Layers() layers x KVHeads() heads x Tokens() tokens in
+// device memory, float32, in layer, head, token order.
+type DeviceScores interface {
+	Layers() int
+	KVHeads() int
+	Tokens() int
+	// Read copies all scores to the host: [Layers*KVHeads*Tokens].
+	Read() ([]float32, error)
+	// Free releases the device memory now (the garbage collector does it otherwise).
+	Free()
+}
+
+// DeviceScoring is implemented by a Backend that scores tokens on the device.
+type DeviceScoring interface {
+	// NewScores allocates room for the scores of layers x kvHeads heads x tokens.
+	NewScores(layers, kvHeads, tokens int) (DeviceScores, error)
+	// ScoreLayer scores in.Layer's tokens with spec into dst's slot for that layer. It
+	// returns an error wrapping ErrUnsupported, having changed nothing, for a
+	// configuration the device does not implement.
+	ScoreLayer(spec ScorerSpec, in LayerInput, dst DeviceScores) error
+}
+
+// PooledBudget is AdaKV's per-layer rule: every head first keeps its Safe best tokens;
+// then the Left best of all the layer's remaining tokens (ranked by score, then later
+// token, then lower head) are kept wherever they are; a head left with nothing keeps its
+// best token.
+type PooledBudget struct {
+	Safe int
+	Left int
+}
+
+// EvictRequest asks a cache to keep, in every head of layers 0 .. len(Scores)-1, the
+// tokens a budget picks by score, and to release the rest. Per layer: the first Sink and
+// last Window tokens of every head get a score above every other of the layer (the
+// layer's largest finite score + 1, as eviction.ProtectSinkWindow gives them); then head
+// h keeps its Counts[layer][h] best tokens (ranked by score, ties to the later token,
+// NaN lowest; kept in position order), or, with Pooled set, what the pooled budget
+// keeps. Every head must hold exactly the len(Scores[layer][h]) tokens scored, and all
+// heads the same count. Afterwards every head has room for Reserve more tokens.
+type EvictRequest struct {
+	Scores       [][][]float32 // [layers][kvHeads][T]: scores before protection
+	Sink, Window int
+	Counts       [][]int // [layers][kvHeads] tokens to keep, in [0, T]; nil with Pooled
+	Pooled       *PooledBudget
+	Reserve      int
+}
+
+// DeviceCompaction is implemented by a KVCache that selects and compacts on the device.
+type DeviceCompaction interface {
+	// Evict applies req. A request the device does not implement returns an error
+	// wrapping ErrUnsupported with the cache unchanged; other errors may leave some
+	// layers compacted.
+	Evict(req EvictRequest) error
+}
