@@ -3,6 +3,7 @@ package eval
 import (
 	"bufio"
 	"compress/gzip"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -95,12 +96,12 @@ func (t Timing) String() string {
 // RunCell prefills the sample's context, compresses it with the method (unless full),
 // feeds the question, generates greedily and scores the answer. It is the plain,
 // one-cell reference of RunSample, which shares one prefill among many cells.
-func (r *Runner) RunCell(s Sample, index int, m MethodSpec, ratio float64) (Cell, error) {
-	ctx := r.Tokenizer.Encode(s.Context, true)
-	prompt := append(append([]int(nil), ctx...), r.Tokenizer.Encode(s.Question, false)...)
+func (r *Runner) RunCell(ctx context.Context, s Sample, index int, m MethodSpec, ratio float64) (Cell, error) {
+	contextIDs := r.Tokenizer.Encode(s.Context, true)
+	prompt := append(append([]int(nil), contextIDs...), r.Tokenizer.Encode(s.Question, false)...)
 	// The context is prefilled apart from the question for every method, the full cache
 	// too, so KV sizes count the context alone.
-	opt := generate.Options{MaxNewTokens: s.MaxNewTokens, ContextTokens: len(ctx)}
+	opt := generate.Options{MaxNewTokens: s.MaxNewTokens, ContextTokens: len(contextIDs)}
 	cell := Cell{Task: s.Task, Length: len(prompt) + s.MaxNewTokens, Index: index, Method: m.Name, Ratio: ratio, PromptTokens: len(prompt)}
 	if m.Scorer != nil {
 		method := eviction.Method{Scorer: m.Scorer, Allocator: m.Allocator, Ratio: ratio, Sink: r.Sink, Window: r.Window}
@@ -108,12 +109,12 @@ func (r *Runner) RunCell(s Sample, index int, m MethodSpec, ratio float64) (Cell
 		collector.HostOnly = r.HostScoring
 		opt.Observer = collector
 		opt.AfterPrefill = func(cache backend.KVCache, _ int) error {
-			return method.Compress(cache, collector.Scores, len(prompt)-len(ctx)+s.MaxNewTokens)
+			return method.Compress(cache, collector.Scores, len(prompt)-len(contextIDs)+s.MaxNewTokens)
 		}
 	} else {
 		cell.Ratio = 0
 	}
-	res, err := (&generate.Generator{Model: r.Model, Tokenizer: r.Tokenizer}).Generate(prompt, opt)
+	res, err := (&generate.Generator{Model: r.Model, Tokenizer: r.Tokenizer}).Generate(ctx, prompt, opt)
 	if err != nil {
 		return cell, err
 	}
@@ -136,7 +137,7 @@ type Job struct {
 // question and generate together (generate.GenerateBatch). The cells equal RunCell's
 // (the tests check it); the repeated prefills and most decode launches are saved. emit
 // receives each cell once the sample is done.
-func (r *Runner) RunSample(s Sample, index int, jobs []Job, emit func(Cell) error) error {
+func (r *Runner) RunSample(goctx context.Context, s Sample, index int, jobs []Job, emit func(Cell) error) error {
 	if len(jobs) == 0 {
 		return nil
 	}
@@ -164,10 +165,8 @@ func (r *Runner) RunSample(s Sample, index int, jobs []Job, emit func(Cell) erro
 	reserve := len(question) + s.MaxNewTokens
 	base := r.Model.NewCache(len(ctx))
 	defer release(base)
-	r.Model.Observer = obs
 	start := time.Now()
-	_, err := r.Model.Forward(ctx, 0, base, true)
-	r.Model.Observer = nil
+	_, err := r.Model.Forward(goctx, ctx, 0, base, model.ForwardOptions{Observer: obs})
 	if err != nil {
 		return err
 	}
@@ -214,7 +213,7 @@ func (r *Runner) RunSample(s Sample, index int, jobs []Job, emit func(Cell) erro
 	if batch <= 0 {
 		batch = DefaultBatch
 	}
-	res, err := (&generate.Generator{Model: r.Model, Tokenizer: r.Tokenizer}).GenerateBatch(reqs, batch)
+	res, err := (&generate.Generator{Model: r.Model, Tokenizer: r.Tokenizer}).GenerateBatch(goctx, reqs, batch)
 	if err != nil {
 		return err
 	}

@@ -2,6 +2,7 @@ package eval
 
 import (
 	"bytes"
+	"context"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -55,7 +56,7 @@ func TestRunnerSmoke(t *testing.T) {
 			t.Fatal(err)
 		}
 		for _, meth := range methods {
-			c, err := r.RunCell(s, i, meth, 0.5)
+			c, err := r.RunCell(context.Background(), s, i, meth, 0.5)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -117,7 +118,7 @@ func TestRunSampleMatchesRunCell(t *testing.T) {
 		t.Fatal(err)
 	}
 	var shared []Cell
-	if err := r.RunSample(s, 3, jobs, func(c Cell) error { shared = append(shared, c); return nil }); err != nil {
+	if err := r.RunSample(context.Background(), s, 3, jobs, func(c Cell) error { shared = append(shared, c); return nil }); err != nil {
 		t.Fatal(err)
 	}
 	if len(shared) != len(jobs) {
@@ -125,7 +126,7 @@ func TestRunSampleMatchesRunCell(t *testing.T) {
 	}
 	distinct := map[int64]bool{}
 	for i, j := range jobs {
-		want, err := r.RunCell(s, 3, j.Method, j.Ratio)
+		want, err := r.RunCell(context.Background(), s, 3, j.Method, j.Ratio)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -2,6 +2,7 @@ package eviction
 
 import (
 	"cmp"
+	"context"
 	"errors"
 	"fmt"
 	"math"
@@ -38,13 +39,13 @@ func prefillTiny(t *testing.T, b backend.Backend, n int, obs func(m *model.Model
 		ids[i] = r.IntN(m.Config.VocabSize)
 	}
 	cache := m.NewCache(8)
+	var o model.Observer
 	if obs != nil {
-		m.Observer = obs(m)
+		o = obs(m)
 	}
-	if _, err := m.Forward(ids, 0, cache, true); err != nil {
+	if _, err := m.Forward(context.Background(), ids, 0, cache, model.ForwardOptions{Observer: o}); err != nil {
 		t.Fatal(err)
 	}
-	m.Observer = nil
 	return m, cache
 }
 

@@ -1,6 +1,7 @@
 package eviction
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -70,10 +71,10 @@ type Profiler struct {
 // for each question, decode Horizon tokens with full attention and record every context
 // token's oracle importance; solve each question's curve (hull relaxation and global
 // greedy) and average them.
-func (p *Profiler) Profile(cal *Calibration) (*BudgetCurve, error) {
+func (p *Profiler) Profile(ctx context.Context, cal *Calibration) (*BudgetCurve, error) {
 	m := p.Model
-	ctx := p.Tokenizer.Encode(cal.Context, true)
-	T := len(ctx)
+	contextIDs := p.Tokenizer.Encode(cal.Context, true)
+	T := len(contextIDs)
 	if need := p.Options.Sink + p.Options.Window; T <= need {
 		return nil, fmt.Errorf("profile: the calibration context has %d tokens, no more than sink+window (%d)", T, need)
 	}
@@ -91,9 +92,7 @@ func (p *Profiler) Profile(cal *Calibration) (*BudgetCurve, error) {
 	// Prefill the context alone, scoring every layer as kvpress would at compression time.
 	cache := m.NewCache(T + longest + p.Horizon)
 	collector := NewCollector(m, p.Scorer)
-	m.Observer = collector
-	_, err := m.Forward(ctx, 0, cache, true)
-	m.Observer = nil
+	_, err := m.Forward(ctx, contextIDs, 0, cache, model.ForwardOptions{Observer: collector})
 	if err != nil {
 		return nil, err
 	}
@@ -105,10 +104,8 @@ func (p *Profiler) Profile(cal *Calibration) (*BudgetCurve, error) {
 			return nil, err
 		}
 		orc.start()
-		m.Observer = orc
-		logits, err := m.Forward(q, T, cache, true)
+		logits, err := m.Forward(ctx, q, T, cache, model.ForwardOptions{Observer: orc})
 		if err != nil {
-			m.Observer = nil
 			return nil, err
 		}
 		// Decode with full attention; each fed token's queries are a decode step.
@@ -117,13 +114,11 @@ func (p *Profiler) Profile(cal *Calibration) (*BudgetCurve, error) {
 		pos := T + len(q)
 		for step := 0; step < p.Horizon; step++ {
 			id := sampler.Sample(logits)
-			if logits, err = m.Forward([]int{id}, pos, cache, true); err != nil {
-				m.Observer = nil
+			if logits, err = m.Forward(ctx, []int{id}, pos, cache, model.ForwardOptions{Observer: orc}); err != nil {
 				return nil, err
 			}
 			pos++
 		}
-		m.Observer = nil
 		c, err := QuestionCurve(collector.Scores, orc.imp, p.Options)
 		if err != nil {
 			return nil, fmt.Errorf("profile: question %d: %w", qi+1, err)

@@ -1,6 +1,7 @@
 package generate
 
 import (
+	"context"
 	"fmt"
 	"slices"
 	"time"
@@ -25,7 +26,7 @@ type Request struct {
 // for the same request when the backend computes a row the same way whatever the number
 // of rows (the CPU backend does; the tests check it). PrefillTime and DecodeTime are the
 // batch's, shared by its sequences.
-func (g *Generator) GenerateBatch(reqs []Request, maxBatch int) ([]*Result, error) {
+func (g *Generator) GenerateBatch(ctx context.Context, reqs []Request, maxBatch int) ([]*Result, error) {
 	cfg := g.Model.Config
 	if maxBatch <= 0 {
 		return nil, fmt.Errorf("generate: batch size %d: want at least 1", maxBatch)
@@ -66,7 +67,7 @@ func (g *Generator) GenerateBatch(reqs []Request, maxBatch int) ([]*Result, erro
 	forward := func(active []*seq, segs []model.Segment) error {
 		for lo := 0; lo < len(segs); lo += maxBatch {
 			hi := min(lo+maxBatch, len(segs))
-			logits, err := g.Model.ForwardBatch(segs[lo:hi])
+			logits, err := g.Model.ForwardBatch(ctx, segs[lo:hi])
 			if err != nil {
 				return err
 			}

@@ -1,6 +1,7 @@
 package generate
 
 import (
+	"context"
 	"path/filepath"
 	"reflect"
 	"testing"
@@ -53,7 +54,7 @@ func TestGenerateBatchMatchesGenerate(t *testing.T) {
 	}
 	prefilled := func(j job) Options {
 		c := m.NewCache(len(j.prompt) + j.opt.MaxNewTokens)
-		if _, err := m.Forward(j.prompt[:j.cached], 0, c, true); err != nil {
+		if _, err := m.Forward(context.Background(), j.prompt[:j.cached], 0, c, model.ForwardOptions{}); err != nil {
 			t.Fatal(err)
 		}
 		o := j.opt
@@ -62,7 +63,7 @@ func TestGenerateBatchMatchesGenerate(t *testing.T) {
 	}
 	var want []*Result
 	for _, j := range jobs {
-		r, err := g.Generate(j.prompt, prefilled(j))
+		r, err := g.Generate(context.Background(), j.prompt, prefilled(j))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -73,7 +74,7 @@ func TestGenerateBatchMatchesGenerate(t *testing.T) {
 		for _, j := range jobs {
 			reqs = append(reqs, Request{Prompt: j.prompt, Options: prefilled(j)})
 		}
-		got, err := g.GenerateBatch(reqs, batch)
+		got, err := g.GenerateBatch(context.Background(), reqs, batch)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -87,10 +88,10 @@ func TestGenerateBatchMatchesGenerate(t *testing.T) {
 	if want[2].StopReason != "stop_string" {
 		t.Errorf("request 2 stopped by %s (%q), want its stop string", want[2].StopReason, want[2].Text)
 	}
-	if _, err := g.GenerateBatch([]Request{{Prompt: jobs[0].prompt, Options: Options{MaxNewTokens: 1}}}, 4); err == nil {
+	if _, err := g.GenerateBatch(context.Background(), []Request{{Prompt: jobs[0].prompt, Options: Options{MaxNewTokens: 1}}}, 4); err == nil {
 		t.Error("a request without a prefilled cache: no error")
 	}
-	if _, err := g.GenerateBatch(nil, 0); err == nil {
+	if _, err := g.GenerateBatch(context.Background(), nil, 0); err == nil {
 		t.Error("batch size 0: no error")
 	}
 }

@@ -1,6 +1,7 @@
 package generate
 
 import (
+	"context"
 	"fmt"
 	"slices"
 	"strings"
@@ -85,8 +86,9 @@ type Generator struct {
 	Tokenizer *tokenizer.Tokenizer
 }
 
-// Generate continues the prompt (token ids) and returns the new text.
-func (g *Generator) Generate(prompt []int, opt Options) (*Result, error) {
+// Generate continues the prompt (token ids) and returns the new text. Cancelling ctx
+// stops it within one layer's time with ctx's error.
+func (g *Generator) Generate(ctx context.Context, prompt []int, opt Options) (*Result, error) {
 	cfg := g.Model.Config
 	if len(prompt) == 0 {
 		return nil, fmt.Errorf("generate: empty prompt")
@@ -116,9 +118,7 @@ func (g *Generator) Generate(prompt []int, opt Options) (*Result, error) {
 		cache, first = opt.Cache, opt.Cached
 	} else {
 		cache = g.Model.NewCache(min(len(prompt)+opt.MaxNewTokens, cfg.MaxPositionEmbeddings))
-		g.Model.Observer = opt.Observer
-		logits, err = g.Model.Forward(prompt[:first], 0, cache, true)
-		g.Model.Observer = nil
+		logits, err = g.Model.Forward(ctx, prompt[:first], 0, cache, model.ForwardOptions{Observer: opt.Observer})
 		if err != nil {
 			return nil, err
 		}
@@ -133,7 +133,7 @@ func (g *Generator) Generate(prompt []int, opt Options) (*Result, error) {
 	}
 	res.KVBytesCompressed, res.KVLiveCompressed = cache.Bytes(), cache.LiveBytes()
 	if first < len(prompt) {
-		if logits, err = g.Model.Forward(prompt[first:], first, cache, true); err != nil {
+		if logits, err = g.Model.Forward(ctx, prompt[first:], first, cache, model.ForwardOptions{}); err != nil {
 			return nil, err
 		}
 	}
@@ -160,9 +160,7 @@ func (g *Generator) Generate(prompt []int, opt Options) (*Result, error) {
 			res.StopReason = "context"
 			break
 		}
-		g.Model.Observer = opt.DecodeObserver
-		logits, err = g.Model.Forward([]int{id}, pos, cache, true)
-		g.Model.Observer = nil
+		logits, err = g.Model.Forward(ctx, []int{id}, pos, cache, model.ForwardOptions{Observer: opt.DecodeObserver})
 		if err != nil {
 			return nil, err
 		}

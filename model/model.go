@@ -3,6 +3,7 @@
 package model
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"math"
@@ -24,10 +25,6 @@ type Model struct {
 	Layers []Layer
 	Norm   backend.Tensor // [1, H]
 	LMHead backend.Tensor // [V, H]; the same tensor as Embed when tied
-
-	// Observer, when set, sees every layer's attention inputs during Forward (scorers
-	// for eviction read queries, keys and values here).
-	Observer Observer
 }
 
 // Layer is one transformer block's weights.
@@ -144,11 +141,24 @@ func (m *Model) NewCache(reserve int) backend.KVCache {
 	return m.Backend.NewKVCache(c.NumLayers, c.NumKVHeads, c.HeadDim, reserve)
 }
 
+// ForwardOptions are the per-call options of Forward. The zero value returns the last
+// row's logits and observes nothing.
+type ForwardOptions struct {
+	// AllLogits returns the logits of every row ([n*V]) instead of the last row's ([V]).
+	AllLogits bool
+	// Observer, when set, sees every layer's attention inputs (eviction scorers read
+	// queries, keys and values here).
+	Observer Observer
+}
+
 // Forward runs tokens ids, at positions pos0 .. pos0+n-1, through the model: their keys
-// and values are appended to cache, and the logits come back for every row ([n*V]) or,
-// with lastOnly, for the last row ([V]).
-func (m *Model) Forward(ids []int, pos0 int, cache backend.KVCache, lastOnly bool) (logits []float32, err error) {
-	return m.forward([]Segment{{IDs: ids, Pos0: pos0, Cache: cache}}, lastOnly)
+// and values are appended to cache, and the logits come back (see ForwardOptions).
+//
+// ctx is checked before every layer: a cancelled pass returns ctx's error within one
+// layer's time, and leaves the cache with the new tokens in some layers only (Truncate
+// it to pos0, or drop it).
+func (m *Model) Forward(ctx context.Context, ids []int, pos0 int, cache backend.KVCache, opt ForwardOptions) (logits []float32, err error) {
+	return m.forward(ctx, []Segment{{IDs: ids, Pos0: pos0, Cache: cache}}, !opt.AllLogits, opt.Observer)
 }
 
 // Segment is one sequence's part of a batched forward pass: tokens IDs at positions
@@ -162,15 +172,12 @@ type Segment struct {
 // ForwardBatch runs several sequences in one pass: the matmuls see all their rows at
 // once (the weights are read once per step for the whole batch), each sequence attends
 // over its own cache. It returns the logits of each segment's last token, [len(segs)][V].
-// Observers are not called (they watch single-sequence prefills).
-func (m *Model) ForwardBatch(segs []Segment) ([][]float32, error) {
+// Observers watch single-sequence passes only (Forward); ctx is checked as in Forward.
+func (m *Model) ForwardBatch(ctx context.Context, segs []Segment) ([][]float32, error) {
 	if len(segs) == 0 {
 		return nil, errors.New("model: batched forward of no sequences")
 	}
-	if m.Observer != nil && len(segs) > 1 {
-		return nil, errors.New("model: an Observer watches single-sequence forward passes, not batches")
-	}
-	flat, err := m.forward(segs, true)
+	flat, err := m.forward(ctx, segs, true, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -184,7 +191,7 @@ func (m *Model) ForwardBatch(segs []Segment) ([][]float32, error) {
 
 // forward is the forward pass over one or more segments stacked as rows. With lastOnly
 // it returns the logits of each segment's last row ([len(segs)*V]), else of every row.
-func (m *Model) forward(segs []Segment, lastOnly bool) (logits []float32, err error) {
+func (m *Model) forward(ctx context.Context, segs []Segment, lastOnly bool, obs Observer) (logits []float32, err error) {
 	// Backend methods without an error result (Alloc, the ops) panic with an error wrapping
 	// backend.ErrOutOfMemory when the device is full; turn that into an error here.
 	defer func() {
@@ -244,6 +251,9 @@ func (m *Model) forward(segs []Segment, lastOnly bool) (logits []float32, err er
 
 	b.Embed(x, m.Embed, ids)
 	for li := range m.Layers {
+		if err := ctx.Err(); err != nil {
+			return nil, fmt.Errorf("model: forward stopped before layer %d: %w", li, err)
+		}
 		l := &m.Layers[li]
 		// Attention block: x += o_proj(attention(rope(q), rope(k), v)).
 		b.RMSNorm(xn, x, l.AttnNorm, eps)
@@ -261,8 +271,8 @@ func (m *Model) forward(segs []Segment, lastOnly bool) (logits []float32, err er
 		}
 		b.RoPE(q, D, positions, m.RoPE)
 		b.RoPE(k, D, positions, m.RoPE)
-		if m.Observer != nil {
-			m.Observer.ObserveLayer(li, positions, xn, q, k, v)
+		if obs != nil {
+			obs.ObserveLayer(li, positions, xn, q, k, v)
 		}
 		if len(segs) == 1 {
 			b.Attention(att, q, k, v, segs[0].Cache, li, scale)

@@ -1,6 +1,7 @@
 package model
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -31,12 +32,12 @@ func TestForwardOutOfMemoryIsAnError(t *testing.T) {
 		t.Fatal(err)
 	}
 	b.left = 1000 // less than the activations of a 40-token forward pass
-	_, err = m.Forward(make([]int, 40), 0, m.NewCache(40), true)
+	_, err = m.Forward(context.Background(), make([]int, 40), 0, m.NewCache(40), ForwardOptions{})
 	if !errors.Is(err, backend.ErrOutOfMemory) {
 		t.Fatalf("error %v, want one wrapping ErrOutOfMemory", err)
 	}
 	b.left = 1 << 30
-	if _, err := m.Forward(make([]int, 40), 0, m.NewCache(40), true); err != nil {
+	if _, err := m.Forward(context.Background(), make([]int, 40), 0, m.NewCache(40), ForwardOptions{}); err != nil {
 		t.Fatalf("after memory is back: %v", err)
 	}
 }

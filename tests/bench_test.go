@@ -1,6 +1,7 @@
 package tests
 
 import (
+	"context"
 	"testing"
 
 	"github.com/lukv/lukv/backend/cpu"
@@ -38,7 +39,7 @@ func BenchmarkCPUPrefill(b *testing.B) {
 	ids := benchPrompt(m, n)
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		if _, err := m.Forward(ids, 0, m.NewCache(n), true); err != nil {
+		if _, err := m.Forward(context.Background(), ids, 0, m.NewCache(n), model.ForwardOptions{}); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -52,7 +53,7 @@ func BenchmarkCPUDecode(b *testing.B) {
 	n := min(1024, m.Config.MaxPositionEmbeddings/4)
 	steps := 32
 	cache := m.NewCache(n + steps)
-	if _, err := m.Forward(benchPrompt(m, n), 0, cache, true); err != nil {
+	if _, err := m.Forward(context.Background(), benchPrompt(m, n), 0, cache, model.ForwardOptions{}); err != nil {
 		b.Fatal(err)
 	}
 	b.ResetTimer()
@@ -61,7 +62,7 @@ func BenchmarkCPUDecode(b *testing.B) {
 			b.Fatal(err)
 		}
 		for s := 0; s < steps; s++ {
-			if _, err := m.Forward([]int{s + 1}, n+s, cache, true); err != nil {
+			if _, err := m.Forward(context.Background(), []int{s + 1}, n+s, cache, model.ForwardOptions{}); err != nil {
 				b.Fatal(err)
 			}
 		}

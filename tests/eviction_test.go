@@ -1,6 +1,7 @@
 package tests
 
 import (
+	"context"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -73,7 +74,7 @@ func TestContextCompression(t *testing.T) {
 					return err
 				}}
 			g := &generate.Generator{Model: m, Tokenizer: tok}
-			res, err := g.Generate(prompt, opt)
+			res, err := g.Generate(context.Background(), prompt, opt)
 			if err != nil {
 				t.Fatalf("%s/%s: %v", scorerName, allocName, err)
 			}
@@ -122,7 +123,7 @@ func TestDecodeTimeEviction(t *testing.T) {
 				return nil
 			}}
 		g := &generate.Generator{Model: m, Tokenizer: tok}
-		if _, err := g.Generate(prompt, opt); err != nil {
+		if _, err := g.Generate(context.Background(), prompt, opt); err != nil {
 			t.Fatalf("%s: %v", name, err)
 		}
 		if budget != len(prompt)/2 {
@@ -142,7 +143,7 @@ func TestProfileTiny(t *testing.T) {
 		Options: eviction.ProfileOptions{Sink: 4, Window: 1, MinKeepFraction: eviction.DefaultMinKeepFraction}}
 	var calls int
 	p.Progress = func(done, total int) { calls++ }
-	curve, err := p.Profile(cal)
+	curve, err := p.Profile(context.Background(), cal)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,6 +4,7 @@
 package tests
 
 import (
+	"context"
 	"path/filepath"
 	"slices"
 	"testing"
@@ -41,7 +42,7 @@ func TestGoldenLogitsAndGreedy(t *testing.T) {
 				t.Fatal(err)
 			}
 			cache := m.NewCache(len(g.PromptIDs))
-			got, err := m.Forward(g.PromptIDs, 0, cache, false)
+			got, err := m.Forward(context.Background(), g.PromptIDs, 0, cache, model.ForwardOptions{AllLogits: true})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -60,7 +61,7 @@ func TestGoldenLogitsAndGreedy(t *testing.T) {
 				t.Errorf("prompt tokens differ from transformers'\n got %v\nwant %v", ids, g.PromptIDs)
 			}
 			gen := &generate.Generator{Model: m, Tokenizer: tok}
-			res, err := gen.Generate(g.PromptIDs, generate.Options{MaxNewTokens: len(g.GreedyIDs), IgnoreEOS: true})
+			res, err := gen.Generate(context.Background(), g.PromptIDs, generate.Options{MaxNewTokens: len(g.GreedyIDs), IgnoreEOS: true})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -79,7 +80,7 @@ func TestDefaultModelGolden(t *testing.T) {
 	if ids := tok.Encode(g.Prompt, true); !slices.Equal(ids, g.PromptIDs) {
 		t.Fatalf("prompt tokens differ from transformers'")
 	}
-	got, err := m.Forward(g.PromptIDs, 0, m.NewCache(len(g.PromptIDs)), false)
+	got, err := m.Forward(context.Background(), g.PromptIDs, 0, m.NewCache(len(g.PromptIDs)), model.ForwardOptions{AllLogits: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -88,7 +89,7 @@ func TestDefaultModelGolden(t *testing.T) {
 			t.Errorf("position %d: max relative error %.2e > 1e-4", pos, e)
 		}
 	}
-	res, err := (&generate.Generator{Model: m, Tokenizer: tok}).Generate(g.PromptIDs, generate.Options{MaxNewTokens: len(g.GreedyIDs), IgnoreEOS: true})
+	res, err := (&generate.Generator{Model: m, Tokenizer: tok}).Generate(context.Background(), g.PromptIDs, generate.Options{MaxNewTokens: len(g.GreedyIDs), IgnoreEOS: true})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,6 +1,7 @@
 package tests
 
 import (
+	"context"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -25,10 +26,10 @@ func TestNeedleWithLUKV(t *testing.T) {
 		t.Fatal(err)
 	}
 	hay := strings.Repeat("The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again. ", 12)
-	context := "Some special magic numbers are hidden within the following text. Make sure to memorize it. " +
+	text := "Some special magic numbers are hidden within the following text. Make sure to memorize it. " +
 		"I will quiz you about the numbers afterwards.\n" + hay + "One of the special magic numbers for quiet-harbor is: 6038215. " + hay +
 		"\nWhat are all the special magic numbers for quiet-harbor mentioned in the provided text?"
-	ctx := tok.Encode(context, true)
+	ctx := tok.Encode(text, true)
 	prompt := append(ctx, tok.Encode(" The special magic numbers for quiet-harbor mentioned in the provided text are", false)...)
 
 	scorer, _ := eviction.NewScorer("expected-attention")
@@ -38,7 +39,7 @@ func TestNeedleWithLUKV(t *testing.T) {
 		AfterPrefill: func(cache backend.KVCache, n int) error {
 			return method.Compress(cache, collector.Scores, len(prompt)-len(ctx)+6)
 		}}
-	res, err := (&generate.Generator{Model: m, Tokenizer: tok}).Generate(prompt, opt)
+	res, err := (&generate.Generator{Model: m, Tokenizer: tok}).Generate(context.Background(), prompt, opt)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,10 +3,12 @@
 package cuda
 
 import (
+	"context"
 	"reflect"
 	"testing"
 
 	"github.com/lukv/lukv/generate"
+	"github.com/lukv/lukv/model"
 )
 
 // TestGenerateBatchOnGPU: on the GPU, sequences decoded together in batches of up to 8
@@ -29,14 +31,14 @@ func TestGenerateBatchOnGPU(t *testing.T) {
 	}
 	prefilled := func(i int) generate.Options {
 		c := m.NewCache(len(prompts[i]) + 24)
-		if _, err := m.Forward(prompts[i][:cached[i]], 0, c, true); err != nil {
+		if _, err := m.Forward(context.Background(), prompts[i][:cached[i]], 0, c, model.ForwardOptions{}); err != nil {
 			t.Fatal(err)
 		}
 		return generate.Options{MaxNewTokens: 16 + i, Cache: c, Cached: cached[i]}
 	}
 	var want [][]int
 	for i := range prompts {
-		r, err := g.Generate(prompts[i], prefilled(i))
+		r, err := g.Generate(context.Background(), prompts[i], prefilled(i))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -46,7 +48,7 @@ func TestGenerateBatchOnGPU(t *testing.T) {
 	for i := range prompts {
 		reqs = append(reqs, generate.Request{Prompt: prompts[i], Options: prefilled(i)})
 	}
-	got, err := g.GenerateBatch(reqs, 8)
+	got, err := g.GenerateBatch(context.Background(), reqs, 8)
 	if err != nil {
 		t.Fatal(err)
 	}

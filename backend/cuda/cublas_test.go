@@ -3,6 +3,7 @@
 package cuda
 
 import (
+	"context"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -233,14 +234,14 @@ func TestTensorCoresDefaultModel(t *testing.T) {
 	const steps = 16
 	gc, cc := gm.NewCache(steps), cm.NewCache(steps)
 	calls := b.blas.calls
-	got, err := gm.Forward(ids, 0, gc, false)
+	got, err := gm.Forward(context.Background(), ids, 0, gc, model.ForwardOptions{AllLogits: true})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if b.blas.calls == calls {
 		t.Fatalf("the prefill ran no tensor-core GEMM (path: %s)", b.MatMulPath())
 	}
-	ref, err := cm.Forward(ids, 0, cc, false)
+	ref, err := cm.Forward(context.Background(), ids, 0, cc, model.ForwardOptions{AllLogits: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -255,7 +256,7 @@ func TestTensorCoresDefaultModel(t *testing.T) {
 		var out []int
 		for i := 0; i < steps; i++ {
 			out = append(out, next)
-			l, err := m.Forward([]int{next}, n+i, cache, true)
+			l, err := m.Forward(context.Background(), []int{next}, n+i, cache, model.ForwardOptions{})
 			if err != nil {
 				t.Fatal(err)
 			}

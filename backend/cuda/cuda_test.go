@@ -3,6 +3,7 @@
 package cuda
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"math"
@@ -487,11 +488,11 @@ func TestGoldenModels(t *testing.T) {
 			}
 
 			gcache, ccache := gm.NewCache(4), cm.NewCache(4)
-			got, err := gm.Forward(g.PromptIDs, 0, gcache, false)
+			got, err := gm.Forward(context.Background(), g.PromptIDs, 0, gcache, model.ForwardOptions{AllLogits: true})
 			if err != nil {
 				t.Fatal(err)
 			}
-			ref, err := cm.Forward(g.PromptIDs, 0, ccache, false)
+			ref, err := cm.Forward(context.Background(), g.PromptIDs, 0, ccache, model.ForwardOptions{AllLogits: true})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -508,7 +509,7 @@ func TestGoldenModels(t *testing.T) {
 				if len(gen) == len(g.GreedyIDs) {
 					break
 				}
-				logits, err := gm.Forward([]int{next}, n+len(gen)-1, gcache, true)
+				logits, err := gm.Forward(context.Background(), []int{next}, n+len(gen)-1, gcache, model.ForwardOptions{})
 				if err != nil {
 					t.Fatal(err)
 				}

@@ -3,6 +3,7 @@
 package cuda
 
 import (
+	"context"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -16,6 +17,7 @@ import (
 	"github.com/lukv/lukv/backend/backendtest"
 	"github.com/lukv/lukv/backend/cpu"
 	"github.com/lukv/lukv/generate"
+	"github.com/lukv/lukv/model"
 )
 
 // Tests of the decode path: the gemv_* kernels and their grouping, the decode attention
@@ -316,21 +318,21 @@ func TestUnfusedModel(t *testing.T) {
 	um := loadTiny(t, unfusedBackend(t))
 	ids := []int{1, 450, 2030, 17, 3, 99, 1200, 5} // vocabulary 8192
 	fc, uc := fm.NewCache(8), um.NewCache(8)
-	fl, err := fm.Forward(ids, 0, fc, true)
+	fl, err := fm.Forward(context.Background(), ids, 0, fc, model.ForwardOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	ul, err := um.Forward(ids, 0, uc, true)
+	ul, err := um.Forward(context.Background(), ids, 0, uc, model.ForwardOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	backendtest.Check(t, "prompt logits", fl, ul, f32Tol)
 	tok := generate.Argmax(fl)
 	for i := 0; i < 8; i++ {
-		if fl, err = fm.Forward([]int{tok}, len(ids)+i, fc, true); err != nil {
+		if fl, err = fm.Forward(context.Background(), []int{tok}, len(ids)+i, fc, model.ForwardOptions{}); err != nil {
 			t.Fatal(err)
 		}
-		if ul, err = um.Forward([]int{tok}, len(ids)+i, uc, true); err != nil {
+		if ul, err = um.Forward(context.Background(), []int{tok}, len(ids)+i, uc, model.ForwardOptions{}); err != nil {
 			t.Fatal(err)
 		}
 		backendtest.Check(t, fmt.Sprintf("step %d logits", i), fl, ul, f32Tol)

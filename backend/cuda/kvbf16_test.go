@@ -3,6 +3,7 @@
 package cuda
 
 import (
+	"context"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -12,6 +13,7 @@ import (
 	"github.com/lukv/lukv/backend/backendtest"
 	"github.com/lukv/lukv/backend/cpu"
 	"github.com/lukv/lukv/generate"
+	"github.com/lukv/lukv/model"
 )
 
 // Tolerances of a bf16 KV cache (Options.KVBF16), as max|got-want| / max|want|.
@@ -279,15 +281,15 @@ func TestKVBF16DefaultModel(t *testing.T) {
 	if got := gc.(*KVCache).DType(); got != "bfloat16" {
 		t.Fatalf("model cache holds %s", got)
 	}
-	got, err := gm.Forward(ids, 0, gc, false)
+	got, err := gm.Forward(context.Background(), ids, 0, gc, model.ForwardOptions{AllLogits: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	ref, err := cm.Forward(ids, 0, cc, false)
+	ref, err := cm.Forward(context.Background(), ids, 0, cc, model.ForwardOptions{AllLogits: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	sim, err := sm.Forward(ids, 0, sc, false)
+	sim, err := sm.Forward(context.Background(), ids, 0, sc, model.ForwardOptions{AllLogits: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -301,15 +303,15 @@ func TestKVBF16DefaultModel(t *testing.T) {
 	var gtoks, ctoks []int
 	for i := 0; i < steps; i++ {
 		gtoks, ctoks = append(gtoks, gnext), append(ctoks, cnext)
-		gl, err := gm.Forward([]int{gnext}, n+i, gc, true)
+		gl, err := gm.Forward(context.Background(), []int{gnext}, n+i, gc, model.ForwardOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}
-		cl, err := cm.Forward([]int{cnext}, n+i, cc, true)
+		cl, err := cm.Forward(context.Background(), []int{cnext}, n+i, cc, model.ForwardOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}
-		sl, err := sm.Forward([]int{gnext}, n+i, sc, true) // the GPU's token: same inputs
+		sl, err := sm.Forward(context.Background(), []int{gnext}, n+i, sc, model.ForwardOptions{}) // the GPU's token: same inputs
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -4,6 +4,7 @@ package cuda
 
 import (
 	"cmp"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -581,7 +582,7 @@ func TestDeviceEvictionDefaultModel(t *testing.T) {
 				mth := method
 				mth.HostOnly = hostOnly
 				g := &generate.Generator{Model: m, Tokenizer: tok}
-				res, err := g.Generate(prompt, generate.Options{MaxNewTokens: newTokens, IgnoreEOS: true, ContextTokens: len(ctx), Observer: col,
+				res, err := g.Generate(context.Background(), prompt, generate.Options{MaxNewTokens: newTokens, IgnoreEOS: true, ContextTokens: len(ctx), Observer: col,
 					AfterPrefill: func(cache backend.KVCache, _ int) error {
 						return mth.Compress(cache, col.Scores, len(prompt)-len(ctx)+newTokens)
 					}})

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -519,7 +520,7 @@ func (bn *bencher) warmup(n int) error {
 	return guard(func() error {
 		cache := bn.m.NewCache(n + 4)
 		defer release(cache)
-		logits, err := bn.m.Forward(bn.randomIDs(n), 0, cache, true)
+		logits, err := bn.m.Forward(context.Background(), bn.randomIDs(n), 0, cache, model.ForwardOptions{})
 		if err != nil {
 			return err
 		}
@@ -542,7 +543,7 @@ func (bn *bencher) decode(cache backend.KVCache, pos, first, steps int, atStart 
 			t0 = time.Now()
 		}
 		bn.check()
-		logits, err := bn.m.Forward([]int{tok}, pos+i, cache, true)
+		logits, err := bn.m.Forward(context.Background(), []int{tok}, pos+i, cache, model.ForwardOptions{})
 		if err != nil {
 			return 0, err
 		}
@@ -605,16 +606,13 @@ func (bn *bencher) context(T int, over bool, ratios []float64) (row benchContext
 	// The observer watches prefills only: a decode step must not pay for its memory
 	// samples.
 	obs := &benchObserver{bn: bn}
-	defer func() { m.Observer = nil }()
 	phase := "prefill"
 	err := guard(func() error {
 		ids := bn.randomIDs(T)
 		cache = m.NewCache(T + bn.steps + 4)
-		m.Observer = obs
 		bn.kernels() // a new profiling period
 		t0 := time.Now()
-		logits, err := m.Forward(ids, 0, cache, true)
-		m.Observer = nil
+		logits, err := m.Forward(context.Background(), ids, 0, cache, model.ForwardOptions{Observer: obs})
 		if err != nil {
 			return err
 		}
@@ -703,10 +701,9 @@ func (bn *bencher) context(T int, over bool, ratios []float64) (row benchContext
 		cache.Reset()
 		col := eviction.NewCollector(m, bn.scorer)
 		obs.inner = col
-		m.Observer = obs
 		t0 = time.Now()
-		_, err = m.Forward(ids, 0, cache, true)
-		m.Observer, obs.inner = nil, nil
+		_, err = m.Forward(context.Background(), ids, 0, cache, model.ForwardOptions{Observer: obs})
+		obs.inner = nil
 		if err != nil {
 			return err
 		}

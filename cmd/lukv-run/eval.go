@@ -343,7 +343,7 @@ func runEval(args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 		// One prefill of the context serves every job of the sample.
-		err = runner.RunSample(s, it.index, jobs, func(c eval.Cell) error {
+		err = runner.RunSample(context.Background(), s, it.index, jobs, func(c eval.Cell) error {
 			c.Length = it.length
 			cells = append(cells, c)
 			bar.Add(1)

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -150,7 +151,7 @@ func runGenerate(args []string, stdout, stderr io.Writer) error {
 		opt.OnText = func(piece string) { io.WriteString(stdout, piece) }
 	}
 	g := &generate.Generator{Model: m, Tokenizer: tok}
-	res, err := g.Generate(ids, opt)
+	res, err := g.Generate(context.Background(), ids, opt)
 	if err != nil {
 		return err
 	}

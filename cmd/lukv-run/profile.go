@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -63,7 +64,7 @@ func runProfile(args []string, stdout, stderr io.Writer) error {
 		Options:  eviction.ProfileOptions{Sink: *sink, Window: *window, MinKeepFraction: eviction.DefaultMinKeepFraction, PerLayer: *perLayer},
 		Progress: func(done, _ int) { bar.Set(done) }}
 	start := time.Now()
-	curve, err := p.Profile(cal)
+	curve, err := p.Profile(context.Background(), cal)
 	if err != nil {
 		return err
 	}

@@ -10,6 +10,7 @@
 package main
 
 import (
+	"context"
 	"flag"
 	"fmt"
 	"math"
@@ -50,7 +51,7 @@ func runWith(dir string, b backend.Backend, ids, toks []int, steps int) (trace, 
 		return nil, nil, err
 	}
 	c := m.NewCache(steps)
-	l, err := m.Forward(ids, 0, c, false)
+	l, err := m.Forward(context.Background(), ids, 0, c, model.ForwardOptions{AllLogits: true})
 	if err != nil {
 		return nil, nil, err
 	}
@@ -62,7 +63,7 @@ func runWith(dir string, b backend.Backend, ids, toks []int, steps int) (trace, 
 			next = toks[i]
 		}
 		fed = append(fed, next)
-		if l, err = m.Forward([]int{next}, n+i, c, true); err != nil {
+		if l, err = m.Forward(context.Background(), []int{next}, n+i, c, model.ForwardOptions{}); err != nil {
 			return nil, nil, err
 		}
 		tr = append(tr, l)

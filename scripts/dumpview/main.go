@@ -6,6 +6,7 @@
 package main
 
 import (
+	"context"
 	"flag"
 	"fmt"
 	"os"
@@ -54,8 +55,7 @@ func run(dir, textPath string, n, layer int, out string) error {
 			dumpErr = eviction.DumpLayerView(out, v)
 		}
 	}
-	m.Observer = c
-	if _, err := m.Forward(ids[:n], 0, m.NewCache(n), true); err != nil {
+	if _, err := m.Forward(context.Background(), ids[:n], 0, m.NewCache(n), model.ForwardOptions{Observer: c}); err != nil {
 		return err
 	}
 	return dumpErr

@@ -10,6 +10,7 @@
 package main
 
 import (
+	"context"
 	"flag"
 	"fmt"
 	"os"
@@ -184,9 +185,7 @@ func run(tasks []string, length, samples int, ratiosFlag, haystack, wordsFile st
 				}
 			}
 			cache := m.NewCache(len(ctx))
-			m.Observer = vs
-			_, err = m.Forward(ctx, 0, cache, true)
-			m.Observer = nil
+			_, err = m.Forward(context.Background(), ctx, 0, cache, model.ForwardOptions{Observer: vs})
 			if err != nil {
 				return err
 			}
