@@ -8,17 +8,17 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/lukv/lukv/backend"
+	"github.com/lukv/lukv/bench"
 )
 
 // readBench parses a --json report.
-func readBench(t *testing.T, path string) benchReport {
+func readBench(t *testing.T, path string) bench.Report {
 	t.Helper()
 	data, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var rep benchReport
+	var rep bench.Report
 	if err := json.Unmarshal(data, &rep); err != nil {
 		t.Fatalf("--json output is not a report: %v", err)
 	}
@@ -86,7 +86,7 @@ func TestBenchCPU(t *testing.T) {
 			if want := int64(kept+2) * md.KVBytesPerToken; d.LiveKVBytes != want {
 				t.Errorf("context %d at %.1f: live KV %d, want %d", T, wantRatio, d.LiveKVBytes, want)
 			}
-			floor := float64(md.DecodeWeightBytes+d.LiveKVBytes) / defaultBandwidth * 1e3
+			floor := float64(md.DecodeWeightBytes+d.LiveKVBytes) / bench.DefaultBandwidth * 1e3
 			if math.Abs(d.FloorMs-floor) > 1e-9*floor || math.Abs(d.FloorRatio-d.MsPerToken/floor) > 1e-9*d.FloorRatio {
 				t.Errorf("context %d at %.1f: floor %g ms (x%g), want %g ms", T, wantRatio, d.FloorMs, d.FloorRatio, floor)
 			}
@@ -158,56 +158,35 @@ func TestBenchErrors(t *testing.T) {
 	}
 }
 
-func TestCUDATensorCoresSetting(t *testing.T) {
+// TestPrecisionSetting: each command's precision holds unless the environment
+// overrides it, and a bad value is an error naming the variable.
+func TestPrecisionSetting(t *testing.T) {
 	for _, c := range []struct {
-		env, command string
-		want         bool
-	}{{"", "generate", true}, {"", "bench", true}, {"", "eval", false}, {"", "profile", false},
-		{"0", "bench", false}, {"1", "eval", true}} {
-		t.Setenv("LUKV_CUDA_TENSOR_CORES", c.env)
-		got, err := cudaTensorCores(c.command)
-		if err != nil || got != c.want {
-			t.Errorf("LUKV_CUDA_TENSOR_CORES=%q %s: %v, %v; want %v", c.env, c.command, got, err, c.want)
-		}
-	}
-	t.Setenv("LUKV_CUDA_TENSOR_CORES", "yes please")
-	if _, err := cudaTensorCores("bench"); err == nil || !strings.Contains(err.Error(), "LUKV_CUDA_TENSOR_CORES") {
-		t.Errorf("bad value: error %v", err)
-	}
-}
-
-// TestKernelProfileTables: profiled rows get a table each, per token for decode (calls
-// and time divided by the profiled steps), with the kernels' sum against the wall time;
-// rows without a profile get none.
-func TestKernelProfileTables(t *testing.T) {
-	rep := &benchReport{Contexts: []benchContext{{
-		Context: 8192,
-		Prefill: &benchPrefill{Seconds: 0.3, Kernels: []backend.KernelStat{{Name: "cublasGemmEx", Calls: 224, Seconds: 0.2}}},
-		Decode: []benchDecode{
-			{MsPerToken: 6, KernelSteps: 4, Kernels: []backend.KernelStat{
-				{Name: "gemv_bf16_n1", Calls: 4 * 96, Seconds: 4 * 3.6e-3}, {Name: "rmsnorm", Calls: 4 * 65, Seconds: 4 * 0.4e-3}}},
-			{Compression: 0.8, MsPerToken: 5},
-		},
-	}}}
-	var b strings.Builder
-	writeKernelProfiles(&b, rep)
-	out := b.String()
-	for _, want := range []string{
-		"### context 8192: prefill", "Kernels: 200.000 ms of GPU time against 300.000 ms of wall time",
-		"| cublasGemmEx | 224.0 | 200000.0 | 100.0% |",
-		"### context 8192: decode, full cache", "Kernels: 4.000 ms/token of GPU time against 6.000 ms/token",
-		"| gemv_bf16_n1 | 96.0 | 3600.0 | 90.0% |", "| rmsnorm | 65.0 | 400.0 | 10.0% |",
+		tc, kv string
+		base   precision
+		want   precision
+	}{
+		{"", "", fastPrecision, precision{TensorCores: true, KVBF16: true}},
+		{"", "", exactPrecision, precision{}},
+		{"0", "", fastPrecision, precision{KVBF16: true}},
+		{"1", "bf16", exactPrecision, precision{TensorCores: true, KVBF16: true}},
+		{"", "f32", fastPrecision, precision{TensorCores: true}},
 	} {
-		if !strings.Contains(out, want) {
-			t.Errorf("kernel profile lacks %q:\n%s", want, out)
+		t.Setenv("LUKV_CUDA_TENSOR_CORES", c.tc)
+		t.Setenv("LUKV_CUDA_KV", c.kv)
+		got, err := c.base.withEnv()
+		if err != nil || got != c.want {
+			t.Errorf("LUKV_CUDA_TENSOR_CORES=%q LUKV_CUDA_KV=%q on %+v: %+v, %v; want %+v", c.tc, c.kv, c.base, got, err, c.want)
 		}
 	}
-	if strings.Contains(out, "80% evicted") {
-		t.Errorf("a row without a profile got a table:\n%s", out)
+	t.Setenv("LUKV_CUDA_KV", "")
+	t.Setenv("LUKV_CUDA_TENSOR_CORES", "yes please")
+	if _, err := fastPrecision.withEnv(); err == nil || !strings.Contains(err.Error(), "LUKV_CUDA_TENSOR_CORES") {
+		t.Errorf("bad LUKV_CUDA_TENSOR_CORES: error %v", err)
 	}
-	b.Reset()
-	writeKernelProfiles(&b, &benchReport{Contexts: []benchContext{{Context: 64, Decode: []benchDecode{{MsPerToken: 1}}}}})
-	if b.Len() != 0 {
-		t.Errorf("no profiles, yet output: %q", b.String())
+	t.Setenv("LUKV_CUDA_TENSOR_CORES", "")
+	t.Setenv("LUKV_CUDA_KV", "fp8")
+	if _, err := fastPrecision.withEnv(); err == nil || !strings.Contains(err.Error(), "LUKV_CUDA_KV") {
+		t.Errorf("bad LUKV_CUDA_KV: error %v", err)
 	}
 }
