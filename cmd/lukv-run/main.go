@@ -50,7 +50,8 @@ var errUsage = errors.New("usage")
 // errInterrupted marks a command stopped by cancelling its context (Ctrl-C).
 var errInterrupted = errors.New("interrupted")
 
-// run runs the command args name. An error after ctx was cancelled wraps errInterrupted.
+// run runs the command args names. An error that the cancelling of ctx caused wraps
+// errInterrupted.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
 		usage(stdout)
@@ -59,8 +60,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	for _, c := range commands() {
 		if c.name == args[0] {
 			err := c.run(ctx, args[1:], stdout, stderr)
-			if err != nil && ctx.Err() != nil {
-				return fmt.Errorf("%s %w (%v)", c.name, errInterrupted, err)
+			if err != nil && ctx.Err() != nil && errors.Is(err, ctx.Err()) {
+				return fmt.Errorf("%s %w (%w)", c.name, errInterrupted, err)
 			}
 			return err
 		}
