@@ -32,6 +32,9 @@ func (g *Generator) GenerateBatch(ctx context.Context, reqs []Request, maxBatch 
 	}
 	for i, r := range reqs {
 		o := r.Options
+		if err := o.check(); err != nil {
+			return nil, fmt.Errorf("batch request %d: %w", i, err)
+		}
 		switch {
 		case o.Cache == nil:
 			return nil, fmt.Errorf("generate: batch request %d has no prefilled Cache", i)

@@ -3,6 +3,7 @@ package generate
 import (
 	"context"
 	"fmt"
+	"math"
 	"slices"
 	"strings"
 	"time"
@@ -14,9 +15,9 @@ import (
 
 // Options control one generation.
 type Options struct {
-	MaxNewTokens int
-	Temperature  float64 // 0: greedy
-	TopP         float64 // nucleus mass; 0 or 1: off
+	MaxNewTokens int     // >= 0
+	Temperature  float64 // >= 0; 0: greedy
+	TopP         float64 // nucleus mass in [0, 1]; 0 or 1: off
 	Seed         uint64
 	StopStrings  []string // generation ends before the first occurrence of any
 	IgnoreEOS    bool     // keep going past end-of-sequence tokens
@@ -62,6 +63,9 @@ type Result struct {
 	KVLivePrefill    int64 `json:"kv_live_bytes_prefill"`
 	KVLiveCompressed int64 `json:"kv_live_bytes_compressed"`
 	KVBytes          int64 `json:"kv_bytes"`
+	// KVLive is the tokens held at the end, in bytes (decode-time eviction keeps it near
+	// the compressed size).
+	KVLive int64 `json:"kv_live_bytes"`
 	// CompressTime is the time AfterPrefill took (scoring, allocation, compaction).
 	CompressTime time.Duration `json:"compress_ns"`
 }
@@ -98,6 +102,9 @@ func (g *Generator) Generate(ctx context.Context, prompt []int, opt Options) (*R
 	if len(prompt) > cfg.MaxPositionEmbeddings {
 		return nil, fmt.Errorf("%w: the prompt has %d tokens, the model's context is %d", model.ErrContextTooLong, len(prompt), cfg.MaxPositionEmbeddings)
 	}
+	if err := opt.check(); err != nil {
+		return nil, err
+	}
 	if opt.Cache != nil {
 		if opt.Cached <= 0 || opt.Cached >= len(prompt) {
 			return nil, fmt.Errorf("generate: %d cached tokens for a %d-token prompt: want at least one token cached and one to prefill", opt.Cached, len(prompt))
@@ -111,6 +118,20 @@ func (g *Generator) Generate(ctx context.Context, prompt []int, opt Options) (*R
 		return nil, err
 	}
 	return res[0], nil
+}
+
+// check rejects sampling settings that would otherwise give garbage (NaN) or be
+// silently changed (a negative temperature or top-p outside [0, 1]).
+func (o Options) check() error {
+	switch {
+	case o.MaxNewTokens < 0:
+		return fmt.Errorf("generate: MaxNewTokens %d: want >= 0", o.MaxNewTokens)
+	case math.IsNaN(o.Temperature) || math.IsInf(o.Temperature, 0) || o.Temperature < 0:
+		return fmt.Errorf("generate: Temperature %v: want a number >= 0 (0 is greedy)", o.Temperature)
+	case math.IsNaN(o.TopP) || o.TopP < 0 || o.TopP > 1:
+		return fmt.Errorf("generate: TopP %v: want 0 <= p <= 1 (0 and 1: off)", o.TopP)
+	}
+	return nil
 }
 
 // sequence is one request in progress.
@@ -211,7 +232,7 @@ func (g *Generator) run(ctx context.Context, reqs []Request, maxBatch int) ([]*R
 	for i, s := range seqs {
 		s.res.PrefillTime, s.res.DecodeTime = prefill, decode
 		s.res.Text = s.stream.finish()
-		s.res.KVBytes = s.cache.Bytes()
+		s.res.KVBytes, s.res.KVLive = s.cache.Bytes(), s.cache.LiveBytes()
 		out[i] = s.res
 	}
 	return out, nil
