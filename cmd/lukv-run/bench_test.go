@@ -190,3 +190,22 @@ func TestPrecisionSetting(t *testing.T) {
 		t.Errorf("bad LUKV_CUDA_KV: error %v", err)
 	}
 }
+
+// TestBenchContextBudget: a context whose budget runs out mid-measurement stops at the
+// next layer or step, is reported as "time budget" with the phase it was in, and the
+// run goes on to the next context.
+func TestBenchContextBudget(t *testing.T) {
+	js := filepath.Join(t.TempDir(), "bench.json")
+	if _, _, err := runCLI(t, "bench", "--contexts", "1024,2048", "--decode-steps", "1", "--warmup", "8", "--context-seconds", "0.001", "--json", js); err != nil {
+		t.Fatal(err)
+	}
+	rep := readBench(t, js)
+	if len(rep.Contexts) != 2 {
+		t.Fatalf("%d contexts reported, want 2", len(rep.Contexts))
+	}
+	for _, c := range rep.Contexts {
+		if c.Status != "time budget" || !strings.HasPrefix(c.Error, "prefill") || c.Seconds > 1 {
+			t.Errorf("context %d: status %q (%s) after %.3f s; want the time budget during the prefill", c.Context, c.Status, c.Error, c.Seconds)
+		}
+	}
+}
