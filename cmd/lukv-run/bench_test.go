@@ -2,12 +2,14 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"math"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/lukv/lukv/backend"
 	"github.com/lukv/lukv/bench"
 )
 
@@ -206,6 +208,39 @@ func TestBenchContextBudget(t *testing.T) {
 	for _, c := range rep.Contexts {
 		if c.Status != "time budget" || !strings.HasPrefix(c.Error, "prefill") || c.Seconds > 1 {
 			t.Errorf("context %d: status %q (%s) after %.3f s; want the time budget during the prefill", c.Context, c.Status, c.Error, c.Seconds)
+		}
+	}
+}
+
+// TestCommandPrecision: each command asks --device cuda for its own precision (fast for
+// generate and bench, exact for profile and eval), with no global state between them.
+func TestCommandPrecision(t *testing.T) {
+	var got precision
+	errNoGPU := errors.New("no GPU in this test")
+	saved := newCUDABackend
+	newCUDABackend = func(p precision) (backend.Backend, error) { got = p; return nil, errNoGPU }
+	defer func() { newCUDABackend = saved }()
+	t.Setenv("LUKV_CUDA_TENSOR_CORES", "")
+	t.Setenv("LUKV_CUDA_KV", "")
+	cal := filepath.Join(t.TempDir(), "cal.json")
+	os.WriteFile(cal, []byte(`{"context": "The grass is green.", "questions": ["What colour?"]}`), 0o644)
+	for _, c := range []struct {
+		args []string
+		want precision
+	}{
+		{[]string{"generate", "--device", "cuda", "--prompt", "x"}, fastPrecision},
+		{[]string{"bench", "--device", "cuda", "--contexts", "64"}, fastPrecision},
+		{[]string{"profile", "--device", "cuda", "--calibration", cal}, exactPrecision},
+		{[]string{"eval", "ruler", "--device", "cuda", "--tasks", "niah_single_1", "--lengths", "512", "--samples", "1", "--methods", "full", "--out", t.TempDir()}, exactPrecision},
+		{[]string{"generate", "--device", "cuda", "--prompt", "x"}, fastPrecision},
+	} {
+		got = precision{TensorCores: true, KVBF16: true}
+		if c.want == got {
+			got = precision{}
+		}
+		_, _, err := runCLI(t, c.args...)
+		if !errors.Is(err, errNoGPU) || got != c.want {
+			t.Errorf("%s: precision %+v (%v), want %+v", c.args[0], got, err, c.want)
 		}
 	}
 }
