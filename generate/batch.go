@@ -3,8 +3,6 @@ package generate
 import (
 	"context"
 	"fmt"
-
-	"github.com/lukv/lukv/model"
 )
 
 // Request is one sequence of a batched generation. Its Options must carry Cache with the
@@ -26,26 +24,15 @@ type Request struct {
 // of rows (the CPU backend does; the tests check it). PrefillTime and DecodeTime are the
 // batch's, shared by its sequences. Generate runs through the same loop.
 func (g *Generator) GenerateBatch(ctx context.Context, reqs []Request, maxBatch int) ([]*Result, error) {
-	cfg := g.Model.Config
 	if maxBatch <= 0 {
 		return nil, fmt.Errorf("generate: batch size %d: want at least 1", maxBatch)
 	}
 	for i, r := range reqs {
-		o := r.Options
-		if err := o.check(); err != nil {
-			return nil, fmt.Errorf("batch request %d: %w", i, err)
-		}
-		switch {
-		case o.Cache == nil:
+		if r.Options.Cache == nil {
 			return nil, fmt.Errorf("generate: batch request %d has no prefilled Cache", i)
-		case o.Cached <= 0 || o.Cached >= len(r.Prompt):
-			return nil, fmt.Errorf("generate: batch request %d: %d cached tokens for a %d-token prompt: want at least one token cached and one to prefill", i, o.Cached, len(r.Prompt))
-		case len(r.Prompt) > cfg.MaxPositionEmbeddings:
-			return nil, fmt.Errorf("%w: batch request %d has %d tokens, the model's context is %d", model.ErrContextTooLong, i, len(r.Prompt), cfg.MaxPositionEmbeddings)
-		case len(reqs) > 1 && (o.ContextTokens > 0 || o.Observer != nil || o.AfterPrefill != nil || o.DecodeObserver != nil || o.AfterStep != nil):
-			return nil, fmt.Errorf("generate: batch request %d: ContextTokens, Observer, AfterPrefill, DecodeObserver and AfterStep are supported in a batch of one only", i)
-		case o.ContextTokens > 0 || o.Observer != nil:
-			return nil, fmt.Errorf("generate: batch request %d: Cache cannot be combined with ContextTokens or Observer (the cached part was prefilled elsewhere)", i)
+		}
+		if err := g.checkRequest(r, len(reqs)); err != nil {
+			return nil, fmt.Errorf("batch request %d: %w", i, err)
 		}
 	}
 	return g.run(ctx, reqs, maxBatch)

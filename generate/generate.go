@@ -95,29 +95,42 @@ type Generator struct {
 // (ContextTokens, Observer, AfterPrefill, DecodeObserver, AfterStep). Cancelling ctx
 // stops it within one layer's time with ctx's error.
 func (g *Generator) Generate(ctx context.Context, prompt []int, opt Options) (*Result, error) {
-	cfg := g.Model.Config
-	if len(prompt) == 0 {
-		return nil, fmt.Errorf("generate: empty prompt")
-	}
-	if len(prompt) > cfg.MaxPositionEmbeddings {
-		return nil, fmt.Errorf("%w: the prompt has %d tokens, the model's context is %d", model.ErrContextTooLong, len(prompt), cfg.MaxPositionEmbeddings)
-	}
-	if err := opt.check(); err != nil {
+	r := Request{Prompt: prompt, Options: opt}
+	if err := g.checkRequest(r, 1); err != nil {
 		return nil, err
 	}
-	if opt.Cache != nil {
-		if opt.Cached <= 0 || opt.Cached >= len(prompt) {
-			return nil, fmt.Errorf("generate: %d cached tokens for a %d-token prompt: want at least one token cached and one to prefill", opt.Cached, len(prompt))
-		}
-		if opt.ContextTokens > 0 || opt.Observer != nil {
-			return nil, fmt.Errorf("generate: Cache cannot be combined with ContextTokens or Observer (the cached part was prefilled elsewhere)")
-		}
-	}
-	res, err := g.run(ctx, []Request{{Prompt: prompt, Options: opt}}, 1)
+	res, err := g.run(ctx, []Request{r}, 1)
 	if err != nil {
 		return nil, err
 	}
 	return res[0], nil
+}
+
+// checkRequest checks one request of a batch of n (Generate's: n = 1): its prompt, its
+// options, a given Cache, and hooks that only one sequence can have.
+func (g *Generator) checkRequest(r Request, n int) error {
+	o := r.Options
+	if len(r.Prompt) == 0 {
+		return fmt.Errorf("generate: empty prompt")
+	}
+	if max := g.Model.Config.MaxPositionEmbeddings; len(r.Prompt) > max {
+		return fmt.Errorf("%w: the prompt has %d tokens, the model's context is %d", model.ErrContextTooLong, len(r.Prompt), max)
+	}
+	if err := o.check(); err != nil {
+		return err
+	}
+	if n > 1 && (o.ContextTokens > 0 || o.Observer != nil || o.AfterPrefill != nil || o.DecodeObserver != nil || o.AfterStep != nil) {
+		return fmt.Errorf("generate: ContextTokens, Observer, AfterPrefill, DecodeObserver and AfterStep are supported in a batch of one only")
+	}
+	if o.Cache != nil {
+		if o.Cached <= 0 || o.Cached >= len(r.Prompt) {
+			return fmt.Errorf("generate: %d cached tokens for a %d-token prompt: want at least one token cached and one to prefill", o.Cached, len(r.Prompt))
+		}
+		if o.ContextTokens > 0 || o.Observer != nil {
+			return fmt.Errorf("generate: Cache cannot be combined with ContextTokens or Observer (the cached part was prefilled elsewhere)")
+		}
+	}
+	return nil
 }
 
 // check rejects sampling settings that would otherwise give garbage (NaN) or be
