@@ -113,8 +113,8 @@ func (g *Generator) checkRequest(r Request, n int) error {
 	if len(r.Prompt) == 0 {
 		return fmt.Errorf("generate: empty prompt")
 	}
-	if max := g.Model.Config.MaxPositionEmbeddings; len(r.Prompt) > max {
-		return fmt.Errorf("%w: the prompt has %d tokens, the model's context is %d", model.ErrContextTooLong, len(r.Prompt), max)
+	if limit := g.Model.Config.MaxPositionEmbeddings; len(r.Prompt) > limit {
+		return fmt.Errorf("%w: the prompt has %d tokens, the model's context is %d", model.ErrContextTooLong, len(r.Prompt), limit)
 	}
 	if err := o.check(); err != nil {
 		return err
