@@ -113,6 +113,9 @@ func runGenerate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	g := &generate.Generator{Model: m, Tokenizer: tok}
 	res, err := g.Generate(ctx, ids, opt)
 	if err != nil {
+		if !*jsonOut {
+			fmt.Fprintln(stdout) // end the streamed text before the error
+		}
 		return err
 	}
 	if *jsonOut {
