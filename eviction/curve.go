@@ -30,6 +30,7 @@ type CurveMeta struct {
 	Version           string `json:"version,omitempty"`            // CurveVersion of the writer
 	Questions         int    `json:"questions"`                    // questions averaged
 	ContextTokens     int    `json:"context_tokens"`               // T of the calibration context
+	Horizon           int    `json:"horizon,omitempty"`            // tokens decoded after each question
 }
 
 // ErrCurveShape is returned (wrapped, with the shapes) when a curve does not fit a model.

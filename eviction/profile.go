@@ -75,6 +75,9 @@ func (p *Profiler) Profile(ctx context.Context, cal *Calibration) (*BudgetCurve,
 	m := p.Model
 	contextIDs := p.Tokenizer.Encode(cal.Context, true)
 	T := len(contextIDs)
+	if p.Horizon < 1 {
+		return nil, fmt.Errorf("profile: horizon %d: want at least one token decoded after each question", p.Horizon)
+	}
 	if need := p.Options.Sink + p.Options.Window; T <= need {
 		return nil, fmt.Errorf("profile: the calibration context has %d tokens, no more than sink+window (%d)", T, need)
 	}
@@ -133,6 +136,7 @@ func (p *Profiler) Profile(ctx context.Context, cal *Calibration) (*BudgetCurve,
 		return nil, err
 	}
 	curve.Meta.Scorer = p.Scorer.Name()
+	curve.Meta.Horizon = p.Horizon
 	curve.Meta.CalibrationSHA256 = cal.sha
 	return curve, nil
 }

@@ -4,8 +4,10 @@ import (
 	"context"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"testing"
 
+	"github.com/lukv/lukv/backend"
 	"github.com/lukv/lukv/backend/cpu"
 	"github.com/lukv/lukv/model"
 	"github.com/lukv/lukv/models"
@@ -94,4 +96,61 @@ func TestGenerateBatchMatchesGenerate(t *testing.T) {
 	if _, err := g.GenerateBatch(context.Background(), nil, 0); err == nil {
 		t.Error("batch size 0: no error")
 	}
+}
+
+// TestBatchOfOneHooks: a batch of one keeps the hooks of a single sequence (AfterStep
+// runs once per decode step, DecodeObserver sees every layer of each step) and gives
+// Generate's result; a batch of two refuses them.
+func TestBatchOfOneHooks(t *testing.T) {
+	dir, err := models.DefaultDir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := model.Load(dir, cpu.New())
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := tokenizer.Load(filepath.Join(dir, "tokenizer.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := &Generator{Model: m, Tokenizer: tok}
+	prompt := tok.Encode("The lighthouse keeper walked to the shore and", true)
+	prefilled := func() Options {
+		c := m.NewCache(len(prompt) + 8)
+		if _, err := m.Forward(context.Background(), prompt[:4], 0, c, model.ForwardOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		return Options{MaxNewTokens: 6, IgnoreEOS: true, Cache: c, Cached: 4}
+	}
+	var steps []int
+	obs := &countObserver{}
+	opt := prefilled()
+	opt.AfterStep = func(_ backend.KVCache, generated int) error { steps = append(steps, generated); return nil }
+	opt.DecodeObserver = obs
+	got, err := g.GenerateBatch(context.Background(), []Request{{Prompt: prompt, Options: opt}}, 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 6 tokens: the first from the prefill, 5 decode steps (the last token is not run).
+	if !reflect.DeepEqual(steps, []int{1, 2, 3, 4, 5}) || obs.layers != 5*m.Config.NumLayers {
+		t.Errorf("AfterStep saw %v, the observer %d layers; want [1 2 3 4 5] and %d", steps, obs.layers, 5*m.Config.NumLayers)
+	}
+	want, err := g.Generate(context.Background(), prompt, prefilled())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got[0].Tokens, want.Tokens) {
+		t.Errorf("batch of one %v, Generate %v", got[0].Tokens, want.Tokens)
+	}
+	two := []Request{{Prompt: prompt, Options: opt}, {Prompt: prompt, Options: prefilled()}}
+	if _, err := g.GenerateBatch(context.Background(), two, 4); err == nil || !strings.Contains(err.Error(), "batch of one") {
+		t.Errorf("AfterStep in a batch of two: %v, want a refusal", err)
+	}
+}
+
+type countObserver struct{ layers int }
+
+func (o *countObserver) ObserveLayer(int, []int, backend.Tensor, backend.Tensor, backend.Tensor, backend.Tensor) {
+	o.layers++
 }

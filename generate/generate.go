@@ -3,6 +3,7 @@ package generate
 import (
 	"context"
 	"fmt"
+	"math"
 	"slices"
 	"strings"
 	"time"
@@ -14,9 +15,9 @@ import (
 
 // Options control one generation.
 type Options struct {
-	MaxNewTokens int
-	Temperature  float64 // 0: greedy
-	TopP         float64 // nucleus mass; 0 or 1: off
+	MaxNewTokens int     // >= 0
+	Temperature  float64 // >= 0; 0: greedy
+	TopP         float64 // nucleus mass in [0, 1]; 0 or 1: off
 	Seed         uint64
 	StopStrings  []string // generation ends before the first occurrence of any
 	IgnoreEOS    bool     // keep going past end-of-sequence tokens
@@ -62,6 +63,9 @@ type Result struct {
 	KVLivePrefill    int64 `json:"kv_live_bytes_prefill"`
 	KVLiveCompressed int64 `json:"kv_live_bytes_compressed"`
 	KVBytes          int64 `json:"kv_bytes"`
+	// KVLive is the tokens held at the end, in bytes (decode-time eviction keeps it near
+	// the compressed size).
+	KVLive int64 `json:"kv_live_bytes"`
 	// CompressTime is the time AfterPrefill took (scoring, allocation, compaction).
 	CompressTime time.Duration `json:"compress_ns"`
 }
@@ -86,95 +90,230 @@ type Generator struct {
 	Tokenizer *tokenizer.Tokenizer
 }
 
-// Generate continues the prompt (token ids) and returns the new text. Cancelling ctx
+// Generate continues the prompt (token ids) and returns the new text. It is a batch of
+// one through the same loop as GenerateBatch, with the hooks only one sequence can have
+// (ContextTokens, Observer, AfterPrefill, DecodeObserver, AfterStep). Cancelling ctx
 // stops it within one layer's time with ctx's error.
 func (g *Generator) Generate(ctx context.Context, prompt []int, opt Options) (*Result, error) {
+	r := Request{Prompt: prompt, Options: opt}
+	if err := g.checkRequest(r, 1); err != nil {
+		return nil, err
+	}
+	res, err := g.run(ctx, []Request{r}, 1)
+	if err != nil {
+		return nil, err
+	}
+	return res[0], nil
+}
+
+// checkRequest checks one request of a batch of n (Generate's: n = 1): its prompt, its
+// options, a given Cache, and hooks that only one sequence can have.
+func (g *Generator) checkRequest(r Request, n int) error {
+	o := r.Options
+	if len(r.Prompt) == 0 {
+		return fmt.Errorf("generate: empty prompt")
+	}
+	if limit := g.Model.Config.MaxPositionEmbeddings; len(r.Prompt) > limit {
+		return fmt.Errorf("%w: the prompt has %d tokens, the model's context is %d", model.ErrContextTooLong, len(r.Prompt), limit)
+	}
+	if err := o.check(); err != nil {
+		return err
+	}
+	if n > 1 && (o.ContextTokens > 0 || o.Observer != nil || o.AfterPrefill != nil || o.DecodeObserver != nil || o.AfterStep != nil) {
+		return fmt.Errorf("generate: ContextTokens, Observer, AfterPrefill, DecodeObserver and AfterStep are supported in a batch of one only")
+	}
+	if o.Cache != nil {
+		if o.Cached <= 0 || o.Cached >= len(r.Prompt) {
+			return fmt.Errorf("generate: %d cached tokens for a %d-token prompt: want at least one token cached and one to prefill", o.Cached, len(r.Prompt))
+		}
+		if o.ContextTokens > 0 || o.Observer != nil {
+			return fmt.Errorf("generate: Cache cannot be combined with ContextTokens or Observer (the cached part was prefilled elsewhere)")
+		}
+	}
+	return nil
+}
+
+// check rejects sampling settings that would otherwise give garbage (NaN) or be
+// silently changed (a negative temperature or top-p outside [0, 1]).
+func (o Options) check() error {
+	switch {
+	case o.MaxNewTokens < 0:
+		return fmt.Errorf("generate: MaxNewTokens %d: want >= 0", o.MaxNewTokens)
+	case math.IsNaN(o.Temperature) || math.IsInf(o.Temperature, 0) || o.Temperature < 0:
+		return fmt.Errorf("generate: Temperature %v: want a number >= 0 (0 is greedy)", o.Temperature)
+	case math.IsNaN(o.TopP) || o.TopP < 0 || o.TopP > 1:
+		return fmt.Errorf("generate: TopP %v: want 0 <= p <= 1 (0 and 1: off)", o.TopP)
+	}
+	return nil
+}
+
+// sequence is one request in progress.
+type sequence struct {
+	prompt  []int
+	opt     Options
+	cache   backend.KVCache
+	first   int // prompt tokens in the cache before the rest of the prompt is prefilled
+	res     *Result
+	sampler *Sampler
+	stream  *stopStream
+	logits  []float32 // of the last token run
+	pos     int       // position of the next token
+	done    bool
+}
+
+// run is the one generation loop: each request's first prefill (the context, with its
+// observer and AfterPrefill; skipped where a Cache is given), then the rest of every
+// prompt and every decode step as batched forward passes of at most maxBatch sequences.
+// The callers have checked the requests.
+func (g *Generator) run(ctx context.Context, reqs []Request, maxBatch int) ([]*Result, error) {
 	cfg := g.Model.Config
-	if len(prompt) == 0 {
-		return nil, fmt.Errorf("generate: empty prompt")
-	}
-	if len(prompt) > cfg.MaxPositionEmbeddings {
-		return nil, fmt.Errorf("%w: the prompt has %d tokens, the model's context is %d", model.ErrContextTooLong, len(prompt), cfg.MaxPositionEmbeddings)
-	}
-	res := &Result{PromptTokens: len(prompt)}
-	sampler := NewSampler(opt.Temperature, opt.TopP, opt.Seed)
-	stream := newStopStream(g.Tokenizer.NewStreamDecoder(true), opt.StopStrings, opt.OnText)
-
 	start := time.Now()
-	first := len(prompt)
-	if opt.ContextTokens > 0 && opt.ContextTokens < len(prompt) {
-		first = opt.ContextTokens
-	}
-	var cache backend.KVCache
-	var logits []float32
-	var err error
-	if opt.Cache != nil {
-		if opt.Cached <= 0 || opt.Cached >= len(prompt) {
-			return nil, fmt.Errorf("generate: %d cached tokens for a %d-token prompt: want at least one token cached and one to prefill", opt.Cached, len(prompt))
-		}
-		if opt.ContextTokens > 0 || opt.Observer != nil {
-			return nil, fmt.Errorf("generate: Cache cannot be combined with ContextTokens or Observer (the cached part was prefilled elsewhere)")
-		}
-		cache, first = opt.Cache, opt.Cached
-	} else {
-		cache = g.Model.NewCache(min(len(prompt)+opt.MaxNewTokens, cfg.MaxPositionEmbeddings))
-		logits, err = g.Model.Forward(ctx, prompt[:first], 0, cache, model.ForwardOptions{Observer: opt.Observer})
+	seqs := make([]*sequence, len(reqs))
+	for i, r := range reqs {
+		s, err := g.start(ctx, r)
 		if err != nil {
 			return nil, err
 		}
+		seqs[i] = s
 	}
-	res.KVBytesPrefill, res.KVLivePrefill = cache.Bytes(), cache.LiveBytes()
-	if opt.AfterPrefill != nil {
-		t := time.Now()
-		if err := opt.AfterPrefill(cache, first); err != nil {
-			return nil, err
-		}
-		res.CompressTime = time.Since(t)
-	}
-	res.KVBytesCompressed, res.KVLiveCompressed = cache.Bytes(), cache.LiveBytes()
-	if first < len(prompt) {
-		if logits, err = g.Model.Forward(ctx, prompt[first:], first, cache, model.ForwardOptions{}); err != nil {
-			return nil, err
+	// The rest of every prompt (the question, or what follows a given Cache).
+	var rest []*sequence
+	var segs []model.Segment
+	for _, s := range seqs {
+		if s.first < len(s.prompt) {
+			rest = append(rest, s)
+			segs = append(segs, model.Segment{IDs: s.prompt[s.first:], Pos0: s.first, Cache: s.cache})
 		}
 	}
-	res.PrefillTime = time.Since(start)
+	if err := g.forward(ctx, rest, segs, maxBatch, false); err != nil {
+		return nil, err
+	}
+	prefill := time.Since(start)
 
+	// Decode: every sequence still going samples its next token, checks its stops and,
+	// unless it stopped, runs that token in the next batched step.
 	start = time.Now()
-	pos := len(prompt)
-	res.StopReason = "max_tokens"
-	for len(res.Tokens) < opt.MaxNewTokens {
-		id := sampler.Sample(logits)
-		if !opt.IgnoreEOS && slices.Contains(cfg.EOSTokenIDs, id) {
-			res.StopReason = "eos"
+	for {
+		var active []*sequence
+		segs = segs[:0]
+		for _, s := range seqs {
+			if s.done {
+				continue
+			}
+			if len(s.res.Tokens) >= s.opt.MaxNewTokens {
+				s.done = true
+				continue
+			}
+			id := s.sampler.Sample(s.logits)
+			if !s.opt.IgnoreEOS && slices.Contains(cfg.EOSTokenIDs, id) {
+				s.res.StopReason, s.done = "eos", true
+				continue
+			}
+			s.res.Tokens = append(s.res.Tokens, id)
+			if s.stream.push(id) {
+				s.res.StopReason, s.done = "stop_string", true
+				continue
+			}
+			if len(s.res.Tokens) == s.opt.MaxNewTokens {
+				s.done = true
+				continue
+			}
+			if s.pos+1 > cfg.MaxPositionEmbeddings {
+				s.res.StopReason, s.done = "context", true
+				continue
+			}
+			active = append(active, s)
+			segs = append(segs, model.Segment{IDs: []int{id}, Pos0: s.pos, Cache: s.cache})
+			s.pos++
+		}
+		if len(active) == 0 {
 			break
 		}
-		res.Tokens = append(res.Tokens, id)
-		if stream.push(id) {
-			res.StopReason = "stop_string"
-			break
-		}
-		if len(res.Tokens) == opt.MaxNewTokens {
-			break
-		}
-		if pos+1 > cfg.MaxPositionEmbeddings {
-			res.StopReason = "context"
-			break
-		}
-		logits, err = g.Model.Forward(ctx, []int{id}, pos, cache, model.ForwardOptions{Observer: opt.DecodeObserver})
-		if err != nil {
+		if err := g.forward(ctx, active, segs, maxBatch, true); err != nil {
 			return nil, err
 		}
-		pos++
-		if opt.AfterStep != nil {
-			if err := opt.AfterStep(cache, len(res.Tokens)); err != nil {
-				return nil, err
+		for _, s := range active {
+			if s.opt.AfterStep != nil {
+				if err := s.opt.AfterStep(s.cache, len(s.res.Tokens)); err != nil {
+					return nil, err
+				}
 			}
 		}
 	}
-	res.DecodeTime = time.Since(start)
-	res.Text = stream.finish()
-	res.KVBytes = cache.Bytes()
-	return res, nil
+	decode := time.Since(start)
+	out := make([]*Result, len(seqs))
+	for i, s := range seqs {
+		s.res.PrefillTime, s.res.DecodeTime = prefill, decode
+		s.res.Text = s.stream.finish()
+		s.res.KVBytes, s.res.KVLive = s.cache.Bytes(), s.cache.LiveBytes()
+		out[i] = s.res
+	}
+	return out, nil
+}
+
+// start sets a request up: its cache (Options.Cache, or a new one holding the first
+// prefill: the context, or the whole prompt, watched by Observer) and AfterPrefill's
+// compression, with the cache's sizes before and after it.
+func (g *Generator) start(ctx context.Context, r Request) (*sequence, error) {
+	opt := r.Options
+	s := &sequence{prompt: r.Prompt, opt: opt, pos: len(r.Prompt),
+		res:     &Result{PromptTokens: len(r.Prompt), StopReason: "max_tokens"},
+		sampler: NewSampler(opt.Temperature, opt.TopP, opt.Seed),
+		stream:  newStopStream(g.Tokenizer.NewStreamDecoder(true), opt.StopStrings, opt.OnText),
+	}
+	if opt.Cache != nil {
+		s.cache, s.first = opt.Cache, opt.Cached
+	} else {
+		s.first = len(r.Prompt)
+		if opt.ContextTokens > 0 && opt.ContextTokens < len(r.Prompt) {
+			s.first = opt.ContextTokens
+		}
+		s.cache = g.Model.NewCache(min(len(r.Prompt)+opt.MaxNewTokens, g.Model.Config.MaxPositionEmbeddings))
+		var err error
+		if s.logits, err = g.Model.Forward(ctx, r.Prompt[:s.first], 0, s.cache, model.ForwardOptions{Observer: opt.Observer}); err != nil {
+			return nil, err
+		}
+	}
+	s.res.KVBytesPrefill, s.res.KVLivePrefill = s.cache.Bytes(), s.cache.LiveBytes()
+	if opt.AfterPrefill != nil {
+		t := time.Now()
+		if err := opt.AfterPrefill(s.cache, s.first); err != nil {
+			return nil, err
+		}
+		s.res.CompressTime = time.Since(t)
+	}
+	s.res.KVBytesCompressed, s.res.KVLiveCompressed = s.cache.Bytes(), s.cache.LiveBytes()
+	return s, nil
+}
+
+// forward runs one segment per sequence, maxBatch sequences at a time, and stores each
+// sequence's last logits. A pass of one sequence goes through Model.Forward, so that
+// during decode (decoding true) its DecodeObserver watches it.
+func (g *Generator) forward(ctx context.Context, seqs []*sequence, segs []model.Segment, maxBatch int, decoding bool) error {
+	for lo := 0; lo < len(segs); lo += maxBatch {
+		hi := min(lo+maxBatch, len(segs))
+		if hi-lo == 1 {
+			var obs model.Observer
+			if decoding {
+				obs = seqs[lo].opt.DecodeObserver
+			}
+			sg := segs[lo]
+			logits, err := g.Model.Forward(ctx, sg.IDs, sg.Pos0, sg.Cache, model.ForwardOptions{Observer: obs})
+			if err != nil {
+				return err
+			}
+			seqs[lo].logits = logits
+			continue
+		}
+		logits, err := g.Model.ForwardBatch(ctx, segs[lo:hi])
+		if err != nil {
+			return err
+		}
+		for j, l := range logits {
+			seqs[lo+j].logits = l
+		}
+	}
+	return nil
 }
 
 // stopStream decodes tokens to text, cuts it at the first stop string and streams the

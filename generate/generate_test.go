@@ -1,9 +1,15 @@
 package generate
 
 import (
+	"context"
+	"math"
+
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/lukv/lukv/loader"
+	"github.com/lukv/lukv/model"
 )
 
 func TestSamplerGreedyAndSeeded(t *testing.T) {
@@ -76,5 +82,23 @@ func TestStopStreamHoldsBackAndCuts(t *testing.T) {
 	s.emit(true)
 	if got := strings.Join(out, ""); got != "Hello " {
 		t.Errorf("final text %q, want %q", got, "Hello ")
+	}
+}
+
+// TestOptionsRejected: sampling settings that would give garbage or be silently changed
+// are errors, before any work.
+func TestOptionsRejected(t *testing.T) {
+	g := &Generator{Model: &model.Model{Config: &loader.Config{MaxPositionEmbeddings: 16}}}
+	for _, o := range []Options{
+		{Temperature: math.NaN()}, {Temperature: -1}, {Temperature: math.Inf(1)},
+		{TopP: math.NaN()}, {TopP: 2}, {TopP: -0.5}, {MaxNewTokens: -1},
+	} {
+		_, err := g.Generate(context.Background(), []int{1, 2}, o)
+		if err == nil || !strings.Contains(err.Error(), "want") {
+			t.Errorf("%+v: error %v, want a refusal", o, err)
+		}
+		if _, err := g.GenerateBatch(context.Background(), []Request{{Prompt: []int{1, 2}, Options: o}}, 1); err == nil {
+			t.Errorf("batch %+v: no error", o)
+		}
 	}
 }

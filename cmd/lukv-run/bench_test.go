@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"math"
 	"os"
 	"path/filepath"
@@ -9,16 +10,17 @@ import (
 	"testing"
 
 	"github.com/lukv/lukv/backend"
+	"github.com/lukv/lukv/bench"
 )
 
 // readBench parses a --json report.
-func readBench(t *testing.T, path string) benchReport {
+func readBench(t *testing.T, path string) bench.Report {
 	t.Helper()
 	data, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var rep benchReport
+	var rep bench.Report
 	if err := json.Unmarshal(data, &rep); err != nil {
 		t.Fatalf("--json output is not a report: %v", err)
 	}
@@ -86,7 +88,7 @@ func TestBenchCPU(t *testing.T) {
 			if want := int64(kept+2) * md.KVBytesPerToken; d.LiveKVBytes != want {
 				t.Errorf("context %d at %.1f: live KV %d, want %d", T, wantRatio, d.LiveKVBytes, want)
 			}
-			floor := float64(md.DecodeWeightBytes+d.LiveKVBytes) / defaultBandwidth * 1e3
+			floor := float64(md.DecodeWeightBytes+d.LiveKVBytes) / bench.DefaultBandwidth * 1e3
 			if math.Abs(d.FloorMs-floor) > 1e-9*floor || math.Abs(d.FloorRatio-d.MsPerToken/floor) > 1e-9*d.FloorRatio {
 				t.Errorf("context %d at %.1f: floor %g ms (x%g), want %g ms", T, wantRatio, d.FloorMs, d.FloorRatio, floor)
 			}
@@ -158,56 +160,87 @@ func TestBenchErrors(t *testing.T) {
 	}
 }
 
-func TestCUDATensorCoresSetting(t *testing.T) {
+// TestPrecisionSetting: each command's precision holds unless the environment
+// overrides it, and a bad value is an error naming the variable.
+func TestPrecisionSetting(t *testing.T) {
 	for _, c := range []struct {
-		env, command string
-		want         bool
-	}{{"", "generate", true}, {"", "bench", true}, {"", "eval", false}, {"", "profile", false},
-		{"0", "bench", false}, {"1", "eval", true}} {
-		t.Setenv("LUKV_CUDA_TENSOR_CORES", c.env)
-		got, err := cudaTensorCores(c.command)
+		tc, kv string
+		base   precision
+		want   precision
+	}{
+		{"", "", fastPrecision, precision{TensorCores: true, KVBF16: true}},
+		{"", "", exactPrecision, precision{}},
+		{"0", "", fastPrecision, precision{KVBF16: true}},
+		{"1", "bf16", exactPrecision, precision{TensorCores: true, KVBF16: true}},
+		{"", "f32", fastPrecision, precision{TensorCores: true}},
+	} {
+		t.Setenv("LUKV_CUDA_TENSOR_CORES", c.tc)
+		t.Setenv("LUKV_CUDA_KV", c.kv)
+		got, err := c.base.withEnv()
 		if err != nil || got != c.want {
-			t.Errorf("LUKV_CUDA_TENSOR_CORES=%q %s: %v, %v; want %v", c.env, c.command, got, err, c.want)
+			t.Errorf("LUKV_CUDA_TENSOR_CORES=%q LUKV_CUDA_KV=%q on %+v: %+v, %v; want %+v", c.tc, c.kv, c.base, got, err, c.want)
 		}
 	}
+	t.Setenv("LUKV_CUDA_KV", "")
 	t.Setenv("LUKV_CUDA_TENSOR_CORES", "yes please")
-	if _, err := cudaTensorCores("bench"); err == nil || !strings.Contains(err.Error(), "LUKV_CUDA_TENSOR_CORES") {
-		t.Errorf("bad value: error %v", err)
+	if _, err := fastPrecision.withEnv(); err == nil || !strings.Contains(err.Error(), "LUKV_CUDA_TENSOR_CORES") {
+		t.Errorf("bad LUKV_CUDA_TENSOR_CORES: error %v", err)
+	}
+	t.Setenv("LUKV_CUDA_TENSOR_CORES", "")
+	t.Setenv("LUKV_CUDA_KV", "fp8")
+	if _, err := fastPrecision.withEnv(); err == nil || !strings.Contains(err.Error(), "LUKV_CUDA_KV") {
+		t.Errorf("bad LUKV_CUDA_KV: error %v", err)
 	}
 }
 
-// TestKernelProfileTables: profiled rows get a table each, per token for decode (calls
-// and time divided by the profiled steps), with the kernels' sum against the wall time;
-// rows without a profile get none.
-func TestKernelProfileTables(t *testing.T) {
-	rep := &benchReport{Contexts: []benchContext{{
-		Context: 8192,
-		Prefill: &benchPrefill{Seconds: 0.3, Kernels: []backend.KernelStat{{Name: "cublasGemmEx", Calls: 224, Seconds: 0.2}}},
-		Decode: []benchDecode{
-			{MsPerToken: 6, KernelSteps: 4, Kernels: []backend.KernelStat{
-				{Name: "gemv_bf16_n1", Calls: 4 * 96, Seconds: 4 * 3.6e-3}, {Name: "rmsnorm", Calls: 4 * 65, Seconds: 4 * 0.4e-3}}},
-			{Compression: 0.8, MsPerToken: 5},
-		},
-	}}}
-	var b strings.Builder
-	writeKernelProfiles(&b, rep)
-	out := b.String()
-	for _, want := range []string{
-		"### context 8192: prefill", "Kernels: 200.000 ms of GPU time against 300.000 ms of wall time",
-		"| cublasGemmEx | 224.0 | 200000.0 | 100.0% |",
-		"### context 8192: decode, full cache", "Kernels: 4.000 ms/token of GPU time against 6.000 ms/token",
-		"| gemv_bf16_n1 | 96.0 | 3600.0 | 90.0% |", "| rmsnorm | 65.0 | 400.0 | 10.0% |",
-	} {
-		if !strings.Contains(out, want) {
-			t.Errorf("kernel profile lacks %q:\n%s", want, out)
+// TestBenchContextBudget: a context whose budget runs out mid-measurement stops at the
+// next layer or step, is reported as "time budget" with the phase it was in, and the
+// run goes on to the next context.
+func TestBenchContextBudget(t *testing.T) {
+	js := filepath.Join(t.TempDir(), "bench.json")
+	if _, _, err := runCLI(t, "bench", "--contexts", "1024,2048", "--decode-steps", "1", "--warmup", "8", "--context-seconds", "0.001", "--json", js); err != nil {
+		t.Fatal(err)
+	}
+	rep := readBench(t, js)
+	if len(rep.Contexts) != 2 {
+		t.Fatalf("%d contexts reported, want 2", len(rep.Contexts))
+	}
+	for _, c := range rep.Contexts {
+		if c.Status != "time budget" || !strings.HasPrefix(c.Error, "prefill") || c.Seconds > 1 {
+			t.Errorf("context %d: status %q (%s) after %.3f s; want the time budget during the prefill", c.Context, c.Status, c.Error, c.Seconds)
 		}
 	}
-	if strings.Contains(out, "80% evicted") {
-		t.Errorf("a row without a profile got a table:\n%s", out)
-	}
-	b.Reset()
-	writeKernelProfiles(&b, &benchReport{Contexts: []benchContext{{Context: 64, Decode: []benchDecode{{MsPerToken: 1}}}}})
-	if b.Len() != 0 {
-		t.Errorf("no profiles, yet output: %q", b.String())
+}
+
+// TestCommandPrecision: each command asks --device cuda for its own precision (fast for
+// generate and bench, exact for profile and eval), with no global state between them.
+func TestCommandPrecision(t *testing.T) {
+	var got precision
+	errNoGPU := errors.New("no GPU in this test")
+	saved := newCUDABackend
+	newCUDABackend = func(p precision) (backend.Backend, error) { got = p; return nil, errNoGPU }
+	defer func() { newCUDABackend = saved }()
+	t.Setenv("LUKV_CUDA_TENSOR_CORES", "")
+	t.Setenv("LUKV_CUDA_KV", "")
+	cal := filepath.Join(t.TempDir(), "cal.json")
+	os.WriteFile(cal, []byte(`{"context": "The grass is green.", "questions": ["What colour?"]}`), 0o644)
+	for _, c := range []struct {
+		args []string
+		want precision
+	}{
+		{[]string{"generate", "--device", "cuda", "--prompt", "x"}, fastPrecision},
+		{[]string{"bench", "--device", "cuda", "--contexts", "64"}, fastPrecision},
+		{[]string{"profile", "--device", "cuda", "--calibration", cal}, exactPrecision},
+		{[]string{"eval", "ruler", "--device", "cuda", "--tasks", "niah_single_1", "--lengths", "512", "--samples", "1", "--methods", "full", "--out", t.TempDir()}, exactPrecision},
+		{[]string{"generate", "--device", "cuda", "--prompt", "x"}, fastPrecision},
+	} {
+		got = precision{TensorCores: true, KVBF16: true}
+		if c.want == got {
+			got = precision{}
+		}
+		_, _, err := runCLI(t, c.args...)
+		if !errors.Is(err, errNoGPU) || got != c.want {
+			t.Errorf("%s: precision %+v (%v), want %+v", c.args[0], got, err, c.want)
+		}
 	}
 }

@@ -187,7 +187,7 @@ func runEval(args []string, stdout, stderr io.Writer) error {
 	} else if *lbData == "" {
 		return fmt.Errorf("eval longbench: --data FOLDER (LongBench's jsonl files) is required")
 	}
-	dir, m, tok, err := openModel(*modelFlag, *device, *threads)
+	dir, m, tok, err := openModel(*modelFlag, *device, *threads, exactPrecision)
 	if err != nil {
 		return err
 	}

@@ -3,11 +3,12 @@ package main
 import (
 	"flag"
 	"fmt"
+	"math"
+	"slices"
 	"strings"
 
-	"github.com/lukv/lukv/backend"
+	"github.com/lukv/lukv"
 	"github.com/lukv/lukv/eviction"
-	"github.com/lukv/lukv/generate"
 	"github.com/lukv/lukv/model"
 	"github.com/lukv/lukv/models"
 )
@@ -39,9 +40,38 @@ func addEvictFlags(fs *flag.FlagSet) *evictFlags {
 	}
 }
 
-// method builds the eviction method the flags describe; nil for --method full. With the
-// embedded default model (defaultModel) and no --curve, --allocator lukv uses that
-// model's curve profiled with the --method scorer.
+// check validates the flags that need no model: it runs before the model loads.
+func (f *evictFlags) check() error {
+	if *f.method == "full" {
+		return nil
+	}
+	if _, err := eviction.NewScorer(*f.method); err != nil {
+		return fmt.Errorf("--method: %w", err)
+	}
+	if !slices.Contains(eviction.AllocatorNames(), *f.allocator) {
+		return fmt.Errorf("--allocator %q: want one of %s", *f.allocator, strings.Join(eviction.AllocatorNames(), ", "))
+	}
+	switch {
+	case math.IsNaN(*f.compression) || *f.compression < 0 || *f.compression >= 1:
+		return fmt.Errorf("--compression %v: want 0 <= c < 1", *f.compression)
+	case *f.sink < 0 || *f.window < 0:
+		return fmt.Errorf("--sink %d and --window %d must be >= 0", *f.sink, *f.window)
+	}
+	switch lukv.When(*f.at) {
+	case lukv.AfterContext, lukv.AfterQuestion:
+	case lukv.DuringDecode:
+		if *f.every < 1 || *f.buffer < 1 || *f.buffer > *f.every {
+			return fmt.Errorf("--every %d and --buffer %d: want 1 <= buffer <= every", *f.every, *f.buffer)
+		}
+	default:
+		return fmt.Errorf("--compress-at %q: want context, question or decode", *f.at)
+	}
+	return nil
+}
+
+// build makes the eviction method the flags describe (check has passed); nil for
+// --method full. With the embedded default model (defaultModel) and no --curve,
+// --allocator lukv uses that model's curve profiled with the --method scorer.
 func (f *evictFlags) build(m *model.Model, defaultModel bool) (*eviction.Method, error) {
 	if *f.method == "full" {
 		return nil, nil
@@ -68,52 +98,5 @@ func (f *evictFlags) build(m *model.Model, defaultModel bool) (*eviction.Method,
 	if err != nil {
 		return nil, fmt.Errorf("--allocator: %w", err)
 	}
-	if *f.compression < 0 || *f.compression >= 1 {
-		return nil, fmt.Errorf("--compression %v: want 0 <= c < 1", *f.compression)
-	}
-	if *f.sink < 0 || *f.window < 0 {
-		return nil, fmt.Errorf("--sink and --window must be >= 0")
-	}
 	return &eviction.Method{Scorer: scorer, Allocator: alloc, Ratio: *f.compression, Sink: *f.sink, Window: *f.window}, nil
-}
-
-// apply sets the generation hooks for the method. prompt is the full prompt (context and
-// question); contextTokens is the context's length.
-func (f *evictFlags) apply(opt *generate.Options, m *model.Model, method *eviction.Method, contextTokens, promptTokens, maxNew int) error {
-	if method == nil {
-		return nil
-	}
-	collector := eviction.NewCollector(m, method.Scorer)
-	opt.Observer = collector
-	// compress evicts after the first prefill, leaving room for reserve more tokens.
-	compressFor := func(reserve int) func(backend.KVCache, int) error {
-		return func(cache backend.KVCache, _ int) error { return method.Compress(cache, collector.Scores, reserve) }
-	}
-	switch *f.at {
-	case "context":
-		opt.ContextTokens = contextTokens
-		opt.AfterPrefill = compressFor(promptTokens - contextTokens + maxNew)
-	case "question":
-		// The question is protected like the window: eviction may read it, not drop it.
-		method.Window = max(method.Window, promptTokens-contextTokens)
-		opt.AfterPrefill = compressFor(maxNew)
-	case "decode":
-		compress := compressFor(*f.every)
-		ev, err := eviction.NewDecodeEvictor(m, *method, *f.every, *f.buffer)
-		if err != nil {
-			return err
-		}
-		opt.AfterPrefill = func(cache backend.KVCache, n int) error {
-			if err := compress(cache, n); err != nil {
-				return err
-			}
-			ev.SetBudgets(cache)
-			return nil
-		}
-		opt.DecodeObserver = ev
-		opt.AfterStep = ev.AfterStep
-	default:
-		return fmt.Errorf("--compress-at %q: want context, question or decode", *f.at)
-	}
-	return nil
 }

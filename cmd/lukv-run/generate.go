@@ -7,17 +7,16 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"os"
-	"path/filepath"
 	"strings"
+	"unicode/utf8"
 
-	"github.com/lukv/lukv/backend"
-	"github.com/lukv/lukv/backend/cpu"
+	"github.com/lukv/lukv"
+	"github.com/lukv/lukv/bench"
 	"github.com/lukv/lukv/eviction"
 	"github.com/lukv/lukv/generate"
-	"github.com/lukv/lukv/model"
 	"github.com/lukv/lukv/models"
-	"github.com/lukv/lukv/tokenizer"
 )
 
 // stringList is a repeatable string flag.
@@ -25,61 +24,6 @@ type stringList []string
 
 func (s *stringList) String() string     { return strings.Join(*s, ",") }
 func (s *stringList) Set(v string) error { *s = append(*s, v); return nil }
-
-// newCUDABackend is set by cuda.go in binaries built with -tags cuda.
-var newCUDABackend func() (backend.Backend, error)
-
-// backendFor returns the backend a --device flag names.
-func backendFor(device string, threads int) (backend.Backend, error) {
-	switch device {
-	case "cpu":
-		return &cpu.Backend{Threads: threads}, nil
-	case "cuda":
-		if newCUDABackend == nil {
-			return nil, errors.New("--device cuda: this lukv-run was built without GPU support; build it with `go build -tags cuda ./cmd/lukv-run` on a machine with the CUDA toolkit (see README)")
-		}
-		return newCUDABackend()
-	default:
-		return nil, fmt.Errorf("--device %q: want cpu or cuda", device)
-	}
-}
-
-// modelDir resolves --model: a folder, or the embedded default when empty.
-func modelDir(flagValue string) (string, error) {
-	if flagValue == "" {
-		return models.DefaultDir()
-	}
-	st, err := os.Stat(flagValue)
-	if err != nil {
-		return "", fmt.Errorf("--model: %w", err)
-	}
-	if !st.IsDir() {
-		return "", fmt.Errorf("--model %s: not a folder (want a Hugging Face checkpoint folder with config.json, *.safetensors and tokenizer.json)", flagValue)
-	}
-	return flagValue, nil
-}
-
-// openModel resolves --model, makes the --device backend and loads the model and its
-// tokenizer onto it. It returns the model's folder too.
-func openModel(modelFlag, device string, threads int) (string, *model.Model, *tokenizer.Tokenizer, error) {
-	b, err := backendFor(device, threads)
-	if err != nil {
-		return "", nil, nil, err
-	}
-	dir, err := modelDir(modelFlag)
-	if err != nil {
-		return "", nil, nil, err
-	}
-	m, err := model.Load(dir, b)
-	if err != nil {
-		return "", nil, nil, err
-	}
-	tok, err := tokenizer.Load(filepath.Join(dir, "tokenizer.json"))
-	if err != nil {
-		return "", nil, nil, err
-	}
-	return dir, m, tok, nil
-}
 
 // generateOutput is the --json output of generate.
 type generateOutput struct {
@@ -92,24 +36,26 @@ type generateOutput struct {
 	DecodeTokensPerSec  float64 `json:"decode_tokens_per_sec"`
 }
 
-func runGenerate(args []string, stdout, stderr io.Writer) error {
+func runGenerate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("generate", flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	// Flags.
 	modelFlag := fs.String("model", "", "Hugging Face checkpoint folder (config.json, *.safetensors, tokenizer.json); empty: the embedded default model, "+models.DefaultName)
 	prompt := fs.String("prompt", "", "prompt text")
 	promptFile := fs.String("prompt-file", "", "read the prompt from this file ('-' for standard input)")
-	maxNew := fs.Int("max-new-tokens", 64, "most tokens to generate")
-	temperature := fs.Float64("temperature", 0, "sampling temperature; 0 is greedy")
-	topP := fs.Float64("top-p", 1, "nucleus sampling: keep the most likely tokens up to this probability mass")
+	question := fs.String("question", "", "text appended after the prompt (the context); with --compress-at context it arrives after eviction")
+	noBOS := fs.Bool("no-special", false, "do not add the tokenizer's special tokens (BOS) to the prompt")
+	maxNew := fs.Int("max-new-tokens", 64, "most tokens to generate (>= 0)")
+	temperature := fs.Float64("temperature", 0, "sampling temperature (>= 0); 0 is greedy")
+	topP := fs.Float64("top-p", 1, "nucleus sampling: keep the most likely tokens up to this probability mass, in (0, 1]")
 	seed := fs.Uint64("seed", 0, "random seed for sampling")
+	var stops stringList
+	fs.Var(&stops, "stop", "stop before this string (repeatable)")
 	device := fs.String("device", "cpu", "cpu or cuda")
 	threads := fs.Int("threads", 0, "CPU threads (0: all cores)")
 	jsonOut := fs.Bool("json", false, "print one JSON object with the text and stats instead of streaming")
-	noBOS := fs.Bool("no-special", false, "do not add the tokenizer's special tokens (BOS) to the prompt")
-	question := fs.String("question", "", "text appended after the prompt (the context); with --compress-at context it arrives after eviction")
 	ev := addEvictFlags(fs)
-	var stops stringList
-	fs.Var(&stops, "stop", "stop before this string (repeatable)")
+
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: lukv-run generate [flags]\n\nGenerates a continuation of the prompt, printing text as it is produced and then a stats line\n(prompt tokens, prefill time, decode tokens/s, KV cache bytes) on standard error.\nWithout --model it runs the embedded default model (%s).\n\nFlags:\n", models.DefaultName)
 		fs.PrintDefaults()
@@ -123,14 +69,25 @@ func runGenerate(args []string, stdout, stderr io.Writer) error {
 	if fs.NArg() > 0 {
 		return fmt.Errorf("generate: unexpected argument %q (the prompt goes in --prompt)", fs.Arg(0))
 	}
+	// Every flag is checked before the model loads.
+	if err := checkSampling(*maxNew, *temperature, *topP); err != nil {
+		return err
+	}
+	if err := checkThreads(*threads); err != nil {
+		return err
+	}
+	if err := ev.check(); err != nil {
+		return err
+	}
 	text, err := promptText(*prompt, *promptFile)
 	if err != nil {
 		return err
 	}
-	if *maxNew < 0 {
-		return fmt.Errorf("--max-new-tokens %d: must be >= 0", *maxNew)
+	if err := checkUTF8("--question", *question); err != nil {
+		return err
 	}
-	dir, m, tok, err := openModel(*modelFlag, *device, *threads)
+
+	dir, m, tok, err := openModel(*modelFlag, *device, *threads, fastPrecision)
 	if err != nil {
 		return err
 	}
@@ -144,29 +101,35 @@ func runGenerate(args []string, stdout, stderr io.Writer) error {
 		ids = append(ids, tok.Encode(*question, false)...)
 	}
 	opt := generate.Options{MaxNewTokens: *maxNew, Temperature: *temperature, TopP: *topP, Seed: *seed, StopStrings: stops}
-	if err := ev.apply(&opt, m, method, contextTokens, len(ids), *maxNew); err != nil {
-		return err
+	if method != nil {
+		e := lukv.Eviction{Method: *method, At: lukv.When(*ev.at), Every: *ev.every, Buffer: *ev.buffer}
+		if err := e.Apply(&opt, m, contextTokens, len(ids)); err != nil {
+			return err
+		}
 	}
 	if !*jsonOut {
 		opt.OnText = func(piece string) { io.WriteString(stdout, piece) }
 	}
 	g := &generate.Generator{Model: m, Tokenizer: tok}
-	res, err := g.Generate(context.Background(), ids, opt)
+	res, err := g.Generate(ctx, ids, opt)
 	if err != nil {
+		if !*jsonOut {
+			fmt.Fprintln(stdout) // end the streamed text before the error
+		}
 		return err
 	}
 	if *jsonOut {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
-		return enc.Encode(generateOutput{Model: dir, Device: m.Backend.Name(), Prompt: text, Method: methodName(method, *ev.at), Result: res,
+		return enc.Encode(generateOutput{Model: dir, Device: m.Backend.Name(), Prompt: text, Method: methodName(method), Result: res,
 			PrefillTokensPerSec: res.PrefillTokensPerSec(), DecodeTokensPerSec: res.DecodeTokensPerSec()})
 	}
 	fmt.Fprintln(stdout)
-	kv := humanBytes(res.KVBytes)
+	kv := bench.HumanBytes(res.KVBytes)
 	if method != nil {
-		kv = fmt.Sprintf("%s -> %s (%.1f%% fewer bytes, %.1f%% fewer tokens held, after %s eviction at %s, %.1f ms)", humanBytes(res.KVBytesPrefill), humanBytes(res.KVBytesCompressed),
+		kv = fmt.Sprintf("%s -> %s (%.1f%% fewer bytes, %.1f%% fewer tokens held, after %s eviction at %s, %.1f ms)", bench.HumanBytes(res.KVBytesPrefill), bench.HumanBytes(res.KVBytesCompressed),
 			100*(1-float64(res.KVBytesCompressed)/float64(res.KVBytesPrefill)), 100*(1-float64(res.KVLiveCompressed)/float64(res.KVLivePrefill)),
-			methodName(method, *ev.at), *ev.at, float64(res.CompressTime.Microseconds())/1000)
+			methodName(method), *ev.at, float64(res.CompressTime.Microseconds())/1000)
 	}
 	fmt.Fprintf(stderr, "[lukv] prompt %d tokens | prefill %.3f s (%.1f tok/s) | decode %d tokens, %.1f tok/s | KV cache %s | stop: %s\n",
 		res.PromptTokens, res.PrefillTime.Seconds(), res.PrefillTokensPerSec(), len(res.Tokens), res.DecodeTokensPerSec(),
@@ -174,44 +137,63 @@ func runGenerate(args []string, stdout, stderr io.Writer) error {
 	return nil
 }
 
+// checkSampling checks --max-new-tokens, --temperature and --top-p.
+func checkSampling(maxNew int, temperature, topP float64) error {
+	switch {
+	case maxNew < 0:
+		return fmt.Errorf("--max-new-tokens %d: must be >= 0", maxNew)
+	case math.IsNaN(temperature) || math.IsInf(temperature, 0) || temperature < 0:
+		return fmt.Errorf("--temperature %v: want a number >= 0 (0 is greedy)", temperature)
+	case math.IsNaN(topP) || !(topP > 0 && topP <= 1):
+		return fmt.Errorf("--top-p %v: want 0 < p <= 1 (1 keeps every token)", topP)
+	}
+	return nil
+}
+
 // methodName is "full" or scorer/allocator@ratio.
-func methodName(m *eviction.Method, at string) string {
+func methodName(m *eviction.Method) string {
 	if m == nil {
 		return "full"
 	}
 	return m.String()
 }
 
-// promptText returns the prompt from --prompt or --prompt-file (exactly one).
+// promptText returns the prompt from --prompt or --prompt-file (exactly one): not empty,
+// and valid UTF-8.
 func promptText(prompt, file string) (string, error) {
 	switch {
 	case prompt != "" && file != "":
 		return "", errors.New("give either --prompt or --prompt-file, not both")
-	case file == "-":
-		data, err := io.ReadAll(os.Stdin)
-		return string(data), err
 	case file != "":
-		data, err := os.ReadFile(file)
+		var data []byte
+		var err error
+		if file == "-" {
+			data, err = io.ReadAll(os.Stdin)
+		} else {
+			data, err = os.ReadFile(file)
+		}
 		if err != nil {
 			return "", fmt.Errorf("--prompt-file: %w", err)
 		}
-		return string(data), nil
+		if len(data) == 0 {
+			return "", fmt.Errorf("--prompt-file %s: the file is empty", file)
+		}
+		return string(data), checkUTF8("--prompt-file "+file, string(data))
 	case prompt == "":
 		return "", errors.New("no prompt: give --prompt TEXT or --prompt-file FILE")
 	}
-	return prompt, nil
+	return prompt, checkUTF8("--prompt", prompt)
 }
 
-// humanBytes prints a byte count with a binary unit.
-func humanBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
+// checkUTF8 rejects text that is not valid UTF-8, naming the first bad byte's offset
+// (the tokenizer would otherwise replace it silently).
+func checkUTF8(what, text string) error {
+	for i := 0; i < len(text); {
+		r, size := utf8.DecodeRuneInString(text[i:])
+		if r == utf8.RuneError && size == 1 {
+			return fmt.Errorf("%s: invalid UTF-8 at byte offset %d (byte 0x%02x); the prompt must be UTF-8 text", what, i, text[i])
+		}
+		i += size
 	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+	return nil
 }

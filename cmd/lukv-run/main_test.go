@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"compress/gzip"
+	"context"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -13,9 +14,16 @@ import (
 
 func runCLI(t *testing.T, args ...string) (string, string, error) {
 	t.Helper()
+	return runCLIContext(t, context.Background(), args...)
+}
+
+// runCLIContext runs the command line with ctx as the signal context (cancelling it is
+// Ctrl-C).
+func runCLIContext(t *testing.T, ctx context.Context, args ...string) (string, string, error) {
+	t.Helper()
 	t.Setenv("XDG_CACHE_HOME", t.TempDir())
 	var out, errOut bytes.Buffer
-	err := run(args, &out, &errOut)
+	err := run(ctx, args, &out, &errOut)
 	return out.String(), errOut.String(), err
 }
 

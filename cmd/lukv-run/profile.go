@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"path/filepath"
 	"strings"
 	"time"
@@ -17,7 +18,7 @@ import (
 	"github.com/lukv/lukv/report"
 )
 
-func runProfile(args []string, stdout, stderr io.Writer) error {
+func runProfile(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("profile", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	modelFlag := fs.String("model", "", "Hugging Face checkpoint folder; empty: the embedded default model")
@@ -25,7 +26,7 @@ func runProfile(args []string, stdout, stderr io.Writer) error {
 	scorerName := fs.String("scorer", "expected-attention", "scorer whose ranking is profiled: "+strings.Join(eviction.ScorerNames(), ", "))
 	sink := fs.Int("sink", 4, "first tokens every head always keeps")
 	window := fs.Int("window", 1, "last tokens every head always keeps")
-	horizon := fs.Int("horizon", 64, "tokens decoded after each question to measure future attention")
+	horizon := fs.Int("horizon", 64, "tokens decoded after each question to measure future attention (>= 1)")
 	temperature := fs.Float64("temperature", 0.7, "sampling temperature of that decode")
 	seed := fs.Uint64("seed", 0, "random seed of that decode")
 	perLayer := fs.Bool("per-layer", false, "solve each layer at the same ratio instead of one global budget")
@@ -42,8 +43,22 @@ func runProfile(args []string, stdout, stderr io.Writer) error {
 		}
 		return errUsage
 	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("profile: unexpected argument %q", fs.Arg(0))
+	}
 	if *calibration == "" {
 		return errors.New("profile: --calibration FILE is required")
+	}
+	switch {
+	case *horizon < 1:
+		return fmt.Errorf("--horizon %d: want >= 1 (the tokens decoded after each question are what the curve measures)", *horizon)
+	case math.IsNaN(*temperature) || math.IsInf(*temperature, 0) || *temperature < 0:
+		return fmt.Errorf("--temperature %v: want a number >= 0 (0 is greedy)", *temperature)
+	case *sink < 0 || *window < 0:
+		return fmt.Errorf("--sink %d and --window %d must be >= 0", *sink, *window)
+	}
+	if err := checkThreads(*threads); err != nil {
+		return err
 	}
 	cal, err := eviction.LoadCalibration(*calibration)
 	if err != nil {
@@ -53,7 +68,7 @@ func runProfile(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("--scorer: %w", err)
 	}
-	dir, m, tok, err := openModel(*modelFlag, *device, *threads)
+	dir, m, tok, err := openModel(*modelFlag, *device, *threads, exactPrecision)
 	if err != nil {
 		return err
 	}
@@ -64,7 +79,7 @@ func runProfile(args []string, stdout, stderr io.Writer) error {
 		Options:  eviction.ProfileOptions{Sink: *sink, Window: *window, MinKeepFraction: eviction.DefaultMinKeepFraction, PerLayer: *perLayer},
 		Progress: func(done, _ int) { bar.Set(done) }}
 	start := time.Now()
-	curve, err := p.Profile(context.Background(), cal)
+	curve, err := p.Profile(ctx, cal)
 	if err != nil {
 		return err
 	}
@@ -78,7 +93,7 @@ func runProfile(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	summary := map[string]any{"curve": *out, "sidecar": *out + ".json", "heatmap": png, "seconds": time.Since(start).Seconds(),
-		"layers": curve.Layers, "kv_heads": curve.KVHeads, "questions": curve.Meta.Questions, "context_tokens": curve.Meta.ContextTokens}
+		"layers": curve.Layers, "kv_heads": curve.KVHeads, "questions": curve.Meta.Questions, "context_tokens": curve.Meta.ContextTokens, "horizon": curve.Meta.Horizon}
 	enc := json.NewEncoder(stdout)
 	enc.SetIndent("", "  ")
 	return enc.Encode(summary)

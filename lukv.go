@@ -1,0 +1,120 @@
+// Package lukv is lukv as a Go library: load a checkpoint, generate text while evicting
+// part of the KV cache, and read what the cache held. It ties the packages together;
+// each part is usable on its own:
+//
+//   - model loads a Hugging Face checkpoint (Llama, Mistral, Qwen2/3) onto a backend
+//     (backend/cpu, or backend/cuda in builds with -tags cuda) and runs the forward pass;
+//     models holds the embedded default model, lukv-tiny;
+//   - generate turns a model and its tokenizer into text (sampling, stop strings,
+//     streaming, batches), with hooks between prefill and decode;
+//   - eviction scores the cached tokens, splits a budget across heads (uniform, AdaKV,
+//     pyramid, LU-KV's profiled curves) and compacts the cache; eviction.Profiler makes
+//     an LU-KV budget curve;
+//   - bench measures speed against the floors.
+//
+// Load or LoadDefault gives a generate.Generator; Eviction.Apply wires an
+// eviction.Method into a generation's options, after the context, after the question or
+// every few decode steps. The examples show each step.
+package lukv
+
+import (
+	"fmt"
+	"path/filepath"
+
+	"github.com/lukv/lukv/backend"
+	"github.com/lukv/lukv/eviction"
+	"github.com/lukv/lukv/generate"
+	"github.com/lukv/lukv/model"
+	"github.com/lukv/lukv/models"
+	"github.com/lukv/lukv/tokenizer"
+)
+
+// Load loads the checkpoint folder dir (config.json, *.safetensors, tokenizer.json) onto
+// b and returns a generator over it.
+func Load(dir string, b backend.Backend) (*generate.Generator, error) {
+	m, err := model.Load(dir, b)
+	if err != nil {
+		return nil, err
+	}
+	tok, err := tokenizer.Load(filepath.Join(dir, "tokenizer.json"))
+	if err != nil {
+		return nil, err
+	}
+	return &generate.Generator{Model: m, Tokenizer: tok}, nil
+}
+
+// LoadDefault loads the embedded default model (models.DefaultName, extracted to the
+// user's cache folder on first use) onto b.
+func LoadDefault(b backend.Backend) (*generate.Generator, error) {
+	dir, err := models.DefaultDir()
+	if err != nil {
+		return nil, err
+	}
+	return Load(dir, b)
+}
+
+// When says when a generation evicts.
+type When string
+
+const (
+	// AfterContext evicts once the context is prefilled, before the question is:
+	// query-agnostic, the scorer cannot see the question (kvpress's default protocol).
+	AfterContext When = "context"
+	// AfterQuestion evicts once the whole prompt is prefilled; the question's tokens are
+	// protected like the window (eviction may read them, not drop them).
+	AfterQuestion When = "question"
+	// DuringDecode evicts after the prompt and then every Every generated tokens.
+	DuringDecode When = "decode"
+)
+
+// Eviction is an eviction method and when a generation runs it.
+type Eviction struct {
+	Method eviction.Method
+	At     When
+	// Every and Buffer are DuringDecode's period and the recent tokens whose queries the
+	// scorer sees (Buffer <= Every).
+	Every, Buffer int
+}
+
+// Apply sets opt's hooks so that generating prompt, whose first contextTokens tokens are
+// the context and the rest the question, evicts as e says (AfterContext also sets
+// opt.ContextTokens). Call it after opt.MaxNewTokens is set: the compressed cache keeps
+// room for the tokens still to come. Each Apply is for one generation.
+func (e Eviction) Apply(opt *generate.Options, m *model.Model, contextTokens, promptTokens int) error {
+	if contextTokens <= 0 || contextTokens > promptTokens {
+		return fmt.Errorf("lukv: %d context tokens in a %d-token prompt: want 0 < context <= prompt", contextTokens, promptTokens)
+	}
+	method := e.Method
+	collector := eviction.NewCollector(m, method.Scorer)
+	opt.Observer = collector
+	// compress evicts after the first prefill, leaving room for reserve more tokens.
+	compressFor := func(method eviction.Method, reserve int) func(backend.KVCache, int) error {
+		return func(cache backend.KVCache, _ int) error { return method.Compress(cache, collector.Scores, reserve) }
+	}
+	switch e.At {
+	case AfterContext:
+		opt.ContextTokens = contextTokens
+		opt.AfterPrefill = compressFor(method, promptTokens-contextTokens+opt.MaxNewTokens)
+	case AfterQuestion:
+		method.Window = max(method.Window, promptTokens-contextTokens)
+		opt.AfterPrefill = compressFor(method, opt.MaxNewTokens)
+	case DuringDecode:
+		ev, err := eviction.NewDecodeEvictor(m, method, e.Every, e.Buffer)
+		if err != nil {
+			return err
+		}
+		compress := compressFor(method, e.Every)
+		opt.AfterPrefill = func(cache backend.KVCache, n int) error {
+			if err := compress(cache, n); err != nil {
+				return err
+			}
+			ev.SetBudgets(cache)
+			return nil
+		}
+		opt.DecodeObserver = ev
+		opt.AfterStep = ev.AfterStep
+	default:
+		return fmt.Errorf("lukv: eviction at %q: want %q, %q or %q", e.At, AfterContext, AfterQuestion, DuringDecode)
+	}
+	return nil
+}
