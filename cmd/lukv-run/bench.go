@@ -143,8 +143,8 @@ type benchPrefill struct {
 	AttentionFLOP float64 `json:"attention_flop"`
 	TFLOPS        float64 `json:"tflops"`
 	PctPeak       float64 `json:"pct_peak"`
-	// Kernels is the GPU time per kernel (LUKV_CUDA_PROFILE=1 on cuda; see KernelSteps).
-	Kernels []backend.KernelStat `json:"kernels,omitempty"`
+	// Kernels is the GPU time per kernel (LUKV_CUDA_KERNEL_TIMES=1 on cuda; see KernelSteps).
+	Kernels []backend.KernelTime `json:"kernels,omitempty"`
 }
 
 // benchDecode is one decode row: the full cache (compression 0) or one compressed.
@@ -174,8 +174,8 @@ type benchDecode struct {
 	MemReleasedBytes int64   `json:"mem_released_bytes,omitempty"`
 	KVBytesReleased  int64   `json:"kv_bytes_released,omitempty"`
 	// Kernels is the GPU time per kernel over KernelSteps decode steps (the timed ones
-	// and the 2 warmup steps), with LUKV_CUDA_PROFILE=1 on cuda.
-	Kernels     []backend.KernelStat `json:"kernels,omitempty"`
+	// and the 2 warmup steps), with LUKV_CUDA_KERNEL_TIMES=1 on cuda.
+	Kernels     []backend.KernelTime `json:"kernels,omitempty"`
 	KernelSteps int                  `json:"kernel_steps,omitempty"`
 }
 
@@ -229,7 +229,7 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	bandwidth := fs.Float64("bandwidth", defaultBandwidth, "memory bandwidth of the decode floor, bytes/s")
 	peak := fs.Float64("peak-tflops", defaultPeakTFLOP, "dense matrix rate the prefill is compared with, TFLOP/s")
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: lukv-run bench [flags]\n\nMeasures prefill latency, decode ms/token with the full and the compressed KV cache, the\neviction overhead and the memory, at each context, against the floors: decode at\n(weight bytes + live KV bytes) / bandwidth, prefill at the peak matrix rate. Random token ids\n(seeded) and random eviction scores: speed does not depend on which tokens are kept.\nOn --device cuda the prefill matmuls use the bf16 tensor cores (LUKV_CUDA_TENSOR_CORES=0: off);\nwith LUKV_CUDA_PROFILE=1 every prefill and decode row also gets the GPU time of each kernel\n(a table per row; profiling costs host time, so such a run's timings are not the speed).\n\nFlags:\n")
+		fmt.Fprintf(stderr, "Usage: lukv-run bench [flags]\n\nMeasures prefill latency, decode ms/token with the full and the compressed KV cache, the\neviction overhead and the memory, at each context, against the floors: decode at\n(weight bytes + live KV bytes) / bandwidth, prefill at the peak matrix rate. Random token ids\n(seeded) and random eviction scores: speed does not depend on which tokens are kept.\nOn --device cuda the prefill matmuls use the bf16 tensor cores (LUKV_CUDA_TENSOR_CORES=0: off);\nwith LUKV_CUDA_KERNEL_TIMES=1 every prefill and decode row also gets the GPU time of each kernel\n(a table per row; timing kernels costs host time, so such a run's timings are not the speed).\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -555,14 +555,14 @@ func (bn *bencher) decode(cache backend.KVCache, pos, first, steps int, atStart 
 	return time.Since(t0) / time.Duration(steps), nil
 }
 
-// kernels reads the backend's kernel profile and starts a new period: nil unless the
-// backend profiles (LUKV_CUDA_PROFILE=1 with --device cuda).
-func (bn *bencher) kernels() []backend.KernelStat {
-	kp, ok := bn.m.Backend.(backend.KernelProfiler)
+// kernels reads the backend's kernel times and starts a new period: nil unless the
+// backend times its kernels (LUKV_CUDA_KERNEL_TIMES=1 with --device cuda).
+func (bn *bencher) kernels() []backend.KernelTime {
+	kp, ok := bn.m.Backend.(backend.KernelTimer)
 	if !ok {
 		return nil
 	}
-	st, err := kp.KernelProfile()
+	st, err := kp.KernelTimes()
 	if err != nil {
 		return nil
 	}
@@ -610,7 +610,7 @@ func (bn *bencher) context(T int, over bool, ratios []float64) (row benchContext
 	err := guard(func() error {
 		ids := bn.randomIDs(T)
 		cache = m.NewCache(T + bn.steps + 4)
-		bn.kernels() // a new profiling period
+		bn.kernels() // a new kernel-time period
 		t0 := time.Now()
 		logits, err := m.Forward(context.Background(), ids, 0, cache, model.ForwardOptions{Observer: obs})
 		if err != nil {
@@ -819,7 +819,7 @@ func writeBenchTables(w io.Writer, r *benchReport) {
 			fmt.Fprintf(w, "| %d | %s | | | | | | | |\n", c.Context, statusCell(c))
 		}
 	}
-	writeKernelProfiles(w, r)
+	writeKernelTimes(w, r)
 	fmt.Fprintf(w, "\n## Eviction overhead\n\n| context | scorer | prefill s | with scorer s | scoring s | allocation+compaction s | share of prefill |\n|---|---|---|---|---|---|---|\n")
 	for _, c := range r.Contexts {
 		if o := c.Overhead; o != nil {
@@ -838,17 +838,17 @@ func writeBenchTables(w io.Writer, r *benchReport) {
 	}
 }
 
-// writeKernelProfiles writes, for each profiled decode row and prefill, the GPU time
-// per kernel (per token for decode) and what the kernels add up to against the wall
-// time: the rest is launch gaps and host time. Only runs with LUKV_CUDA_PROFILE=1 have
-// profiles (and their wall times include the profiling's own cost).
-func writeKernelProfiles(w io.Writer, r *benchReport) {
-	table := func(title string, stats []backend.KernelStat, per float64, wallMs float64, unit string) {
+// writeKernelTimes writes, for each timed decode row and prefill, the GPU time per
+// kernel (per token for decode) and what the kernels add up to against the wall time:
+// the rest is launch gaps and host time. Only runs with LUKV_CUDA_KERNEL_TIMES=1 have
+// kernel times (and their wall times include the timing's own cost).
+func writeKernelTimes(w io.Writer, r *benchReport) {
+	table := func(title string, stats []backend.KernelTime, per float64, wallMs float64, unit string) {
 		total := 0.0
 		for _, s := range stats {
 			total += s.Seconds
 		}
-		fmt.Fprintf(w, "\n### %s\n\nKernels: %.3f ms%s of GPU time against %.3f ms%s of wall time (with profiling).\n\n", title, 1e3*total/per, unit, wallMs, unit)
+		fmt.Fprintf(w, "\n### %s\n\nKernels: %.3f ms%s of GPU time against %.3f ms%s of wall time (with kernel timing).\n\n", title, 1e3*total/per, unit, wallMs, unit)
 		fmt.Fprintf(w, "| kernel | calls%s | us%s | share |\n|---|---|---|---|\n", unit, unit)
 		for _, s := range stats {
 			fmt.Fprintf(w, "| %s | %.1f | %.1f | %.1f%% |\n", s.Name, float64(s.Calls)/per, 1e6*s.Seconds/per, 100*s.Seconds/max(total, 1e-12))
@@ -858,7 +858,7 @@ func writeKernelProfiles(w io.Writer, r *benchReport) {
 	for _, c := range r.Contexts {
 		if c.Prefill != nil && len(c.Prefill.Kernels) > 0 {
 			if !header {
-				fmt.Fprintf(w, "\n## Kernel profile (GPU time per kernel, LUKV_CUDA_PROFILE=1)\n")
+				fmt.Fprintf(w, "\n## Kernel times (GPU time per kernel, LUKV_CUDA_KERNEL_TIMES=1)\n")
 				header = true
 			}
 			table(fmt.Sprintf("context %d: prefill", c.Context), c.Prefill.Kernels, 1, 1e3*c.Prefill.Seconds, "")
@@ -868,7 +868,7 @@ func writeKernelProfiles(w io.Writer, r *benchReport) {
 				continue
 			}
 			if !header {
-				fmt.Fprintf(w, "\n## Kernel profile (GPU time per kernel, LUKV_CUDA_PROFILE=1)\n")
+				fmt.Fprintf(w, "\n## Kernel times (GPU time per kernel, LUKV_CUDA_KERNEL_TIMES=1)\n")
 				header = true
 			}
 			comp := "full cache"

@@ -176,21 +176,21 @@ func TestCUDATensorCoresSetting(t *testing.T) {
 	}
 }
 
-// TestKernelProfileTables: profiled rows get a table each, per token for decode (calls
-// and time divided by the profiled steps), with the kernels' sum against the wall time;
-// rows without a profile get none.
-func TestKernelProfileTables(t *testing.T) {
+// TestKernelTimesTables: timed rows get a table each, per token for decode (calls and
+// time divided by the timed steps), with the kernels' sum against the wall time; rows
+// without kernel times get none.
+func TestKernelTimesTables(t *testing.T) {
 	rep := &benchReport{Contexts: []benchContext{{
 		Context: 8192,
-		Prefill: &benchPrefill{Seconds: 0.3, Kernels: []backend.KernelStat{{Name: "cublasGemmEx", Calls: 224, Seconds: 0.2}}},
+		Prefill: &benchPrefill{Seconds: 0.3, Kernels: []backend.KernelTime{{Name: "cublasGemmEx", Calls: 224, Seconds: 0.2}}},
 		Decode: []benchDecode{
-			{MsPerToken: 6, KernelSteps: 4, Kernels: []backend.KernelStat{
+			{MsPerToken: 6, KernelSteps: 4, Kernels: []backend.KernelTime{
 				{Name: "gemv_bf16_n1", Calls: 4 * 96, Seconds: 4 * 3.6e-3}, {Name: "rmsnorm", Calls: 4 * 65, Seconds: 4 * 0.4e-3}}},
 			{Compression: 0.8, MsPerToken: 5},
 		},
 	}}}
 	var b strings.Builder
-	writeKernelProfiles(&b, rep)
+	writeKernelTimes(&b, rep)
 	out := b.String()
 	for _, want := range []string{
 		"### context 8192: prefill", "Kernels: 200.000 ms of GPU time against 300.000 ms of wall time",
@@ -199,15 +199,15 @@ func TestKernelProfileTables(t *testing.T) {
 		"| gemv_bf16_n1 | 96.0 | 3600.0 | 90.0% |", "| rmsnorm | 65.0 | 400.0 | 10.0% |",
 	} {
 		if !strings.Contains(out, want) {
-			t.Errorf("kernel profile lacks %q:\n%s", want, out)
+			t.Errorf("kernel times lack %q:\n%s", want, out)
 		}
 	}
 	if strings.Contains(out, "80% evicted") {
-		t.Errorf("a row without a profile got a table:\n%s", out)
+		t.Errorf("a row without kernel times got a table:\n%s", out)
 	}
 	b.Reset()
-	writeKernelProfiles(&b, &benchReport{Contexts: []benchContext{{Context: 64, Decode: []benchDecode{{MsPerToken: 1}}}}})
+	writeKernelTimes(&b, &benchReport{Contexts: []benchContext{{Context: 64, Decode: []benchDecode{{MsPerToken: 1}}}}})
 	if b.Len() != 0 {
-		t.Errorf("no profiles, yet output: %q", b.String())
+		t.Errorf("no kernel times, yet output: %q", b.String())
 	}
 }
