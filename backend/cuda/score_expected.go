@@ -113,7 +113,7 @@ func (b *Backend) ropeMean(st *scoreState, first int64, n int) error {
 	return nil
 }
 
-// scoreExpected runs expected attention (see kernels/score.cu for the kernels).
+// scoreExpected runs expected attention (see kernels/score_expected.cu and score_expected_tc.cu for the kernels).
 func (b *Backend) scoreExpected(st *scoreState, spec backend.ScorerSpec, in backend.LayerInput, q, k, v *Tensor, out cu.DevicePtr) error {
 	T, nq, nkv, d := len(in.Positions), in.NumHeads, in.NumKVHeads, in.HeadDim
 	ns := spec.NSink
@@ -140,7 +140,7 @@ func (b *Backend) scoreExpected(st *scoreState, spec backend.ScorerSpec, in back
 	nrows := st.nrows
 	useCov := boolInt32(spec.UseCovariance)
 	// With Options.TensorCores, head dim 128 and the covariance, the two large products
-	// run on the tensor cores (split bf16, see kernels/score.cu).
+	// run on the tensor cores (split bf16, see kernels/score_expected_tc.cu).
 	tc := b.opt.TensorCores && st.tc && d == tcHeadDim && spec.UseCovariance
 	rc := eaRC
 	if tc {
