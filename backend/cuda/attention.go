@@ -2,6 +2,14 @@
 
 package cuda
 
+// Attention (kernels/attention.cu): the cache append (kv_rope_append, with the held-back
+// RoPE of q and k when fusion.go has one), then for a few new rows the split-K decode
+// kernel over each head's own length (attention_decode_*, its combine in its last
+// block), for long prefills with Options.TensorCores the tensor-core kernel
+// (attention_tc.go), and otherwise the float32 flash kernel (attention_v*, plus
+// attention_combine when the keys are split). The launch plans are pure functions
+// (planDecode, planAttention), which the tests check directly.
+
 import (
 	"fmt"
 	"math"

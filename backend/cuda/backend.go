@@ -23,23 +23,23 @@
 //
 // Files, by concern (each one's doc comment says what it holds):
 //
-//	backend.go            Options, the Backend, New, Close, locking, device queries
-//	registry.go           the kernel manifest and registry: loading, lookup by name, launch
-//	memory.go             device allocation, the tensor pool, scratch buffers, OOM errors
-//	tensor.go             Tensor, dtypes, Weight, Alloc, Free, views, Read
-//	ops.go                tensor ops: Embed, RMSNorm, HeadRMSNorm, Add, AddBias, SwiGLU, RoPE
-//	matmul.go             MatMul: the decode GEMV and the tiled kernel
-//	cublas.go             MatMul on the bf16 tensor cores through cuBLAS
-//	fusion.go             decode ops held back and launched together (the decode budget)
-//	attention.go          Attention: the split-K decode kernel and the float32 flash kernel
-//	attention_tc.go       the tensor-core prefill attention
-//	kvcache.go            the KV cache (per-head lengths, append room, compaction)
-//	score.go              device scoring for eviction: state, tables, ScoreLayer
-//	score_expected.go     ExpectedAttention on the device
-//	score_snapkv.go       SnapKV on the device
-//	score_keys.go         KeyDiff and K-norm on the device
-//	kvcache_device_keep.go selection and compaction on the device (Evict, SelectKeep)
-//	kerneltime.go         kernel times (Options.KernelTimes): GPU time per kernel
+//	backend.go              Options, the Backend, New, Close, locking, device queries
+//	registry.go             the kernel manifest and registry: loading, lookup, launch
+//	memory.go               device allocation, the tensor pool, scratch buffers, OOM errors
+//	tensor.go               Tensor, dtypes, Weight, Alloc, Free, views, Read
+//	ops.go                  Embed, RMSNorm, HeadRMSNorm, Add, AddBias, SwiGLU, RoPE
+//	matmul.go               MatMul: the decode GEMV and the tiled kernel
+//	cublas.go               MatMul on the bf16 tensor cores through cuBLAS
+//	fusion.go               decode ops held back and launched together
+//	attention.go            Attention: the split-K decode and the float32 flash kernels
+//	attention_tc.go         the tensor-core prefill attention
+//	kvcache.go              the KV cache (per-head lengths, room, compaction)
+//	kvcache_device_keep.go  selection and compaction on the device (Evict, SelectKeep)
+//	score.go                device scoring for eviction: state, tables, ScoreLayer
+//	score_expected.go       ExpectedAttention on the device
+//	score_snapkv.go         SnapKV on the device
+//	score_keys.go           KeyDiff and K-norm on the device
+//	kerneltime.go           kernel times (Options.KernelTimes): GPU time per kernel
 package cuda
 
 import (

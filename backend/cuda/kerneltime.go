@@ -2,6 +2,15 @@
 
 package cuda
 
+// Kernel times: with Options.KernelTimes (or LUKV_CUDA_KERNEL_TIMES=1) every kernel
+// launch and cuBLAS call is bracketed by two CUDA events on the stream, and KernelTimes
+// sums the GPU time between each pair by kernel name. It answers "where does the GPU
+// time of a decode step go" without nsys (not installed on the GPU machine we use), and
+// the sum of the kernels against the wall time shows the gaps between them. Recording
+// events costs host time (two cuEventRecord per launch), so a timed run measures shares,
+// not speed. (This was called the kernel profile, and LUKV_CUDA_PROFILE=1 still turns it
+// on; "profile" now means LU-KV profiling only.)
+
 import (
 	"cmp"
 	"errors"
@@ -14,15 +23,6 @@ import (
 
 	"github.com/lukv/lukv/backend"
 )
-
-// Kernel times: with Options.KernelTimes (or LUKV_CUDA_KERNEL_TIMES=1) every kernel
-// launch and cuBLAS call is bracketed by two CUDA events on the stream, and KernelTimes
-// sums the GPU time between each pair by kernel name. It answers "where does the GPU
-// time of a decode step go" without nsys (not installed on the GPU machine we use), and
-// the sum of the kernels against the wall time shows the gaps between them. Recording
-// events costs host time (two cuEventRecord per launch), so a timed run measures shares,
-// not speed. (This was called the kernel profile, and LUKV_CUDA_PROFILE=1 still turns it
-// on; "profile" now means LU-KV profiling only.)
 
 // KernelTime is backend.KernelTime: one kernel's GPU time over a timed period.
 type KernelTime = backend.KernelTime

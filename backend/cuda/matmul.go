@@ -21,8 +21,8 @@ const gemvMaxRows = 8
 
 // MatMul: out = x @ w^T, x [n, in], w [out, in], out [n, out]. Up to gemvMaxRows rows
 // (decode) run on a matrix-vector kernel: gemv_<dt>_n<1|2|4|8> when the rows of x and w
-// are 16-byte aligned (held back to group with the next MatMul of the same x, see the
-// top of the file), else matmul_gemv_<dt>; more rows on the tiled float32 kernel, or,
+// are 16-byte aligned (held back to group with the next MatMul of the same x, see
+// fusion.go), else matmul_gemv_<dt>; more rows on the tiled float32 kernel, or,
 // with Options.TensorCores and bf16 weights, on cuBLAS's bf16 tensor-core GEMM (x
 // rounded to bf16, float32 accumulation).
 func (b *Backend) MatMul(out, x, w backend.Tensor) {

@@ -2,6 +2,10 @@
 
 package cuda
 
+// Tensors: the device Tensor and its dtypes, the backend.Backend methods that make,
+// view, read and free them (Weight, Alloc, Free, RowView, Rows, Read), and the exact
+// float32 to bfloat16 / float16 conversions behind WeightPolicy.
+
 import (
 	"errors"
 	"fmt"
