@@ -65,12 +65,12 @@ func unquote(t *testing.T, e ast.Expr) string {
 // __launch_bounds__ (whose arguments may hold one more level of parentheses).
 var kernelDef = regexp.MustCompile(`extern\s+"C"\s+__global__\s+void\s+(?:__launch_bounds__\s*\((?:[^()]|\((?:[^()]|\([^()]*\))*\))*\)\s*)?(\w+)\s*\(`)
 
-// definedKernels runs the C preprocessor over a .cu file (expanding the macros that
-// stamp out kernel variants) and returns the kernels it defines. CUDA's own headers
-// are replaced by empty ones: only the kernels' names matter here.
+// definedKernels runs the C preprocessor over a .cu file (as C, so no C++ front end is
+// needed; it expands the macros that stamp out kernel variants) and returns the kernels
+// it defines. CUDA's own headers are replaced by empty ones: only the names matter here.
 func definedKernels(t *testing.T, cpp []string, fake, path string) []string {
 	t.Helper()
-	args := append(slices.Clone(cpp[1:]), "-E", "-P", "-x", "c++", "-I", fake, path)
+	args := append(slices.Clone(cpp[1:]), "-E", "-P", "-x", "c", "-I", fake, path)
 	cmd := exec.Command(cpp[0], args...)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
