@@ -104,6 +104,8 @@ func (b *Backend) ReleaseScoring() {
 	st.posHost, st.freqHost, st.tableOK, st.rowsOK, st.meanOK = nil, nil, false, false, false
 }
 
+// initScoring opts the scoring kernels that need it into more than 48 KiB of shared
+// memory, and the tensor-core ones only on a GPU that has bf16 mma (8.0 or later).
 func (b *Backend) initScoring(st *scoreState) error {
 	if err := b.allowSharedMemory("ea_logits", eaLogitsSmem(eaMaxHeadDim)); err != nil {
 		return err
