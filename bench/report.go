@@ -110,8 +110,8 @@ type Prefill struct {
 	AttentionFLOP float64 `json:"attention_flop"`
 	TFLOPS        float64 `json:"tflops"`
 	PctPeak       float64 `json:"pct_peak"`
-	// Kernels is the GPU time per kernel (LUKV_CUDA_PROFILE=1 on cuda; see KernelSteps).
-	Kernels []backend.KernelStat `json:"kernels,omitempty"`
+	// Kernels is the GPU time per kernel (LUKV_CUDA_KERNEL_TIMES=1 on cuda; see KernelSteps).
+	Kernels []backend.KernelTime `json:"kernels,omitempty"`
 }
 
 // Decode is one decode row: the full cache (compression 0) or one compressed.
@@ -141,8 +141,8 @@ type Decode struct {
 	MemReleasedBytes int64   `json:"mem_released_bytes,omitempty"`
 	KVBytesReleased  int64   `json:"kv_bytes_released,omitempty"`
 	// Kernels is the GPU time per kernel over KernelSteps decode steps (the timed ones
-	// and the 2 warmup steps), with LUKV_CUDA_PROFILE=1 on cuda.
-	Kernels     []backend.KernelStat `json:"kernels,omitempty"`
+	// and the 2 warmup steps), with LUKV_CUDA_KERNEL_TIMES=1 on cuda.
+	Kernels     []backend.KernelTime `json:"kernels,omitempty"`
 	KernelSteps int                  `json:"kernel_steps,omitempty"`
 }
 
@@ -254,7 +254,7 @@ func WriteTables(w io.Writer, r *Report) {
 			fmt.Fprintf(w, "| %d | %s | | | | | | | |\n", c.Context, statusCell(c))
 		}
 	}
-	WriteKernelProfiles(w, r)
+	WriteKernelTimes(w, r)
 	fmt.Fprintf(w, "\n## Eviction overhead\n\n| context | scorer | prefill s | with scorer s | scoring s | allocation+compaction s | share of prefill |\n|---|---|---|---|---|---|---|\n")
 	for _, c := range r.Contexts {
 		if o := c.Overhead; o != nil {
@@ -273,12 +273,12 @@ func WriteTables(w io.Writer, r *Report) {
 	}
 }
 
-// WriteKernelProfiles writes, for each profiled decode row and prefill, the GPU time
+// WriteKernelTimes writes, for each profiled decode row and prefill, the GPU time
 // per kernel (per token for decode) and what the kernels add up to against the wall
-// time: the rest is launch gaps and host time. Only runs with LUKV_CUDA_PROFILE=1 have
+// time: the rest is launch gaps and host time. Only runs with LUKV_CUDA_KERNEL_TIMES=1 have
 // profiles (and their wall times include the profiling's own cost).
-func WriteKernelProfiles(w io.Writer, r *Report) {
-	table := func(title string, stats []backend.KernelStat, per float64, wallMs float64, unit string) {
+func WriteKernelTimes(w io.Writer, r *Report) {
+	table := func(title string, stats []backend.KernelTime, per float64, wallMs float64, unit string) {
 		total := 0.0
 		for _, s := range stats {
 			total += s.Seconds
@@ -293,7 +293,7 @@ func WriteKernelProfiles(w io.Writer, r *Report) {
 	for _, c := range r.Contexts {
 		if c.Prefill != nil && len(c.Prefill.Kernels) > 0 {
 			if !header {
-				fmt.Fprintf(w, "\n## Kernel profile (GPU time per kernel, LUKV_CUDA_PROFILE=1)\n")
+				fmt.Fprintf(w, "\n## Kernel times (GPU time per kernel, LUKV_CUDA_KERNEL_TIMES=1)\n")
 				header = true
 			}
 			table(fmt.Sprintf("context %d: prefill", c.Context), c.Prefill.Kernels, 1, 1e3*c.Prefill.Seconds, "")
@@ -303,7 +303,7 @@ func WriteKernelProfiles(w io.Writer, r *Report) {
 				continue
 			}
 			if !header {
-				fmt.Fprintf(w, "\n## Kernel profile (GPU time per kernel, LUKV_CUDA_PROFILE=1)\n")
+				fmt.Fprintf(w, "\n## Kernel times (GPU time per kernel, LUKV_CUDA_KERNEL_TIMES=1)\n")
 				header = true
 			}
 			comp := "full cache"

@@ -7,21 +7,21 @@ import (
 	"github.com/lukv/lukv/backend"
 )
 
-// TestKernelProfileTables: profiled rows get a table each, per token for decode (calls
+// TestKernelTimesTables: profiled rows get a table each, per token for decode (calls
 // and time divided by the profiled steps), with the kernels' sum against the wall time;
 // rows without a profile get none.
-func TestKernelProfileTables(t *testing.T) {
+func TestKernelTimesTables(t *testing.T) {
 	rep := &Report{Contexts: []Context{{
 		Context: 8192,
-		Prefill: &Prefill{Seconds: 0.3, Kernels: []backend.KernelStat{{Name: "cublasGemmEx", Calls: 224, Seconds: 0.2}}},
+		Prefill: &Prefill{Seconds: 0.3, Kernels: []backend.KernelTime{{Name: "cublasGemmEx", Calls: 224, Seconds: 0.2}}},
 		Decode: []Decode{
-			{MsPerToken: 6, KernelSteps: 4, Kernels: []backend.KernelStat{
+			{MsPerToken: 6, KernelSteps: 4, Kernels: []backend.KernelTime{
 				{Name: "gemv_bf16_n1", Calls: 4 * 96, Seconds: 4 * 3.6e-3}, {Name: "rmsnorm", Calls: 4 * 65, Seconds: 4 * 0.4e-3}}},
 			{Compression: 0.8, MsPerToken: 5},
 		},
 	}}}
 	var b strings.Builder
-	WriteKernelProfiles(&b, rep)
+	WriteKernelTimes(&b, rep)
 	out := b.String()
 	for _, want := range []string{
 		"### context 8192: prefill", "Kernels: 200.000 ms of GPU time against 300.000 ms of wall time",
@@ -37,7 +37,7 @@ func TestKernelProfileTables(t *testing.T) {
 		t.Errorf("a row without a profile got a table:\n%s", out)
 	}
 	b.Reset()
-	WriteKernelProfiles(&b, &Report{Contexts: []Context{{Context: 64, Decode: []Decode{{MsPerToken: 1}}}}})
+	WriteKernelTimes(&b, &Report{Contexts: []Context{{Context: 64, Decode: []Decode{{MsPerToken: 1}}}}})
 	if b.Len() != 0 {
 		t.Errorf("no profiles, yet output: %q", b.String())
 	}

@@ -181,14 +181,14 @@ func deviceName(b backend.Backend, threads int) string {
 	return fmt.Sprintf("%s/%s, %d threads", runtime.GOOS, runtime.GOARCH, threads)
 }
 
-// kernelStats reads the backend's kernel profile and starts a new period: nil unless the
-// backend profiles (LUKV_CUDA_PROFILE=1 with --device cuda).
-func kernelStats(b backend.Backend) []backend.KernelStat {
-	kp, ok := b.(backend.KernelProfiler)
+// kernelTimes reads the backend's kernel profile and starts a new period: nil unless the
+// backend times its kernels (LUKV_CUDA_KERNEL_TIMES=1 with --device cuda).
+func kernelTimes(b backend.Backend) []backend.KernelTime {
+	kp, ok := b.(backend.KernelTimer)
 	if !ok {
 		return nil
 	}
-	st, err := kp.KernelProfile()
+	st, err := kp.KernelTimes()
 	if err != nil {
 		return nil
 	}
@@ -377,14 +377,14 @@ func (bn *bencher) context(parent context.Context, T int, over bool, ratios []fl
 	err := guard(func() error {
 		ids := bn.randomIDs(T)
 		cache = m.NewCache(T + bn.steps + 4)
-		kernelStats(bn.m.Backend) // a new profiling period
+		kernelTimes(bn.m.Backend) // a new profiling period
 		t0 := time.Now()
 		logits, err := m.Forward(ctx, ids, 0, cache, model.ForwardOptions{Observer: obs})
 		if err != nil {
 			return err
 		}
 		secs := time.Since(t0).Seconds()
-		p := &Prefill{Seconds: secs, TokensPerSec: float64(T) / secs, Kernels: kernelStats(bn.m.Backend)}
+		p := &Prefill{Seconds: secs, TokensPerSec: float64(T) / secs, Kernels: kernelTimes(bn.m.Backend)}
 		p.LinearFLOP = 2*float64(bn.model.LayerParams)*float64(T) + 2*float64(c.HiddenSize)*float64(c.VocabSize)
 		p.AttentionFLOP = 2 * float64(T) * float64(T) * float64(c.HeadDim*c.NumHeads*c.NumLayers)
 		p.TFLOPS = (p.LinearFLOP + p.AttentionFLOP) / secs / 1e12
@@ -400,14 +400,14 @@ func (bn *bencher) context(parent context.Context, T int, over bool, ratios []fl
 		rowFor := func(ratio float64) (Decode, error) {
 			d := Decode{Compression: ratio, Steps: bn.steps}
 			held := cache.Len(0, 0)
-			kernelStats(bn.m.Backend)
+			kernelTimes(bn.m.Backend)
 			per, err := bn.decode(ctx, cache, T, first, bn.steps, func() {
 				d.LiveKVBytes, d.KVBytes = cache.LiveBytes(), cache.Bytes()
 			})
 			if err != nil {
 				return d, err
 			}
-			if d.Kernels = kernelStats(bn.m.Backend); d.Kernels != nil {
+			if d.Kernels = kernelTimes(bn.m.Backend); d.Kernels != nil {
 				d.KernelSteps = bn.steps + 2
 			}
 			d.MsPerToken = per.Seconds() * 1e3

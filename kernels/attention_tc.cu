@@ -1,6 +1,6 @@
 // attention_tc.cu: causal grouped-query prefill attention on bf16 tensor cores with
 // float32 accumulation, FlashAttention-2 style (online softmax over key tiles; no
-// [n, T] score matrix is ever stored). runtime/cuda/attention_tc.go launches it from
+// [n, T] score matrix is ever stored). backend/cuda/attention_tc.go launches it from
 // Backend.Attention when Options.TensorCores is set and the call has many queries.
 //
 // Same function as attention.cu (see there): query row i of the n new rows, head h,

@@ -1,10 +1,10 @@
 // convert.cu: float32 -> bfloat16 conversion of activations for the tensor-core matmul
-// (runtime/cuda/cublas.go), which multiplies bf16 activations by bf16 weights with
+// (backend/cuda/cublas.go), which multiplies bf16 activations by bf16 weights with
 // float32 accumulation in cuBLAS.
 //
 // f32_to_bf16: out[e] = bf16(in[e]), e < count; in float32 [count], out raw bfloat16
 //   words [count]. Rounding is to nearest, ties to even, the same as the host's
-//   toBF16Rounded (runtime/cuda/tensor.go): finite values that round past the largest
+//   toBF16Rounded (backend/cuda/tensor.go): finite values that round past the largest
 //   bf16 become infinity, infinities stay, a NaN stays a NaN (quiet, sign kept).
 //
 // Launch: grid-stride over groups of 4 elements (16-byte loads, 8-byte stores) when

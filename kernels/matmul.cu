@@ -4,7 +4,7 @@
 //   x [n, K] float32, w [N, K] (Hugging Face [out, in] layout), out [n, N] float32:
 //   out[i, o] = sum_k x[i, k] * float(w[o, k])
 //
-// Three kernels, picked by the host (runtime/cuda/ops.go):
+// Three kernels, picked by the host (backend/cuda/matmul.go):
 //
 // gemv_<dt>_n<NR> (decode, n <= NR <= 8, NR in 1, 2, 4, 8; rows of w and x 16-byte
 //   aligned: K*elem % 16 == 0): a block of 256 threads computes GV_ROWS = 4 output
@@ -36,7 +36,7 @@
 //   accumulates a 4x4 patch. Edges are zero-padded on load and masked on store, so any
 //   n, K, N work. Launch: block 256, grid (ceil(N/64), ceil(n/64)); 8.5 KiB shared.
 //   Bound: float32 FMA throughput (CUDA cores; bf16 weights with Options.TensorCores
-//   go to cuBLAS instead, runtime/cuda/cublas.go).
+//   go to cuBLAS instead, backend/cuda/cublas.go).
 #include <cuda_fp16.h>
 
 #define DT_F32 0

@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
-# Compiles kernels/*.cu with nvcc into kernels/build/<name>.cubin (one module per op
-# family), which the CUDA backend loads at run time (backend/cuda/kernels.go).
+# Compiles kernels/*.cu with nvcc into kernels/build/<name>.cubin (one module per .cu
+# file, named after it), which the CUDA backend loads at run time: its kernel manifest
+# (backend/cuda/registry.go kernelModules) names, per module, the kernels it takes, so a
+# .cu file added, renamed or split needs its entry there. Headers shared between .cu
+# files (kernels/*.cuh, included as #include "x.cuh") are not compiled on their own.
 # Runs where nvcc is: the GPU machine, or any machine with the CUDA toolkit.
 #
 #   LUKV_CUDA_ARCH=sm_90      target (default: the first GPU's compute capability from
@@ -41,7 +44,7 @@ pids=()
 names=()
 for f in "$src"/*.cu; do
 	name=$(basename "$f" .cu)
-	"$nvcc" -O3 -std=c++17 -lineinfo -Xptxas -v "${flags[@]}" -o "$out/$name.$format" "$f" >"$out/$name.log" 2>&1 &
+	"$nvcc" -O3 -std=c++17 -lineinfo -Xptxas -v -I"$src" "${flags[@]}" -o "$out/$name.$format" "$f" >"$out/$name.log" 2>&1 &
 	pids+=($!)
 	names+=("$name")
 done

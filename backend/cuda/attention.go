@@ -2,6 +2,14 @@
 
 package cuda
 
+// Attention (kernels/attention.cu): the cache append (kv_rope_append, with the held-back
+// RoPE of q and k when fusion.go has one), then for a few new rows the split-K decode
+// kernel over each head's own length (attention_decode_*, its combine in its last
+// block), for long prefills with Options.TensorCores the tensor-core kernel
+// (attention_tc.go), and otherwise the float32 flash kernel (attention_v*, plus
+// attention_combine when the keys are split). The launch plans are pure functions
+// (planDecode, planAttention), which the tests check directly.
+
 import (
 	"fmt"
 	"math"
@@ -11,6 +19,19 @@ import (
 
 	"github.com/lukv/lukv/backend"
 )
+
+// attentionKernels are kernels/attention.cu's attention_v<vpw>_d<dpl>, by (query vectors
+// per warp, dims per lane), over a float32 cache; the bf16-cache variants add "_bf16".
+var attentionKernels = map[[2]int]string{
+	{1, 4}: "attention_v1_d4", {2, 4}: "attention_v2_d4", {4, 4}: "attention_v4_d4",
+	{1, 8}: "attention_v1_d8", {2, 8}: "attention_v2_d8",
+}
+
+// decodeKernels are attention_decode_kv<bf16 cache>_g<G>, by cache type and log2 G.
+var decodeKernels = [2][3]string{
+	{"attention_decode_kv0_g1", "attention_decode_kv0_g2", "attention_decode_kv0_g4"},
+	{"attention_decode_kv1_g1", "attention_decode_kv1_g2", "attention_decode_kv1_g4"},
+}
 
 // attentionPlan is the launch shape of kernels/attention.cu for one call.
 type attentionPlan struct {
@@ -205,9 +226,9 @@ func (b *Backend) Attention(out, q, k, v backend.Tensor, cache backend.KVCache, 
 		b.attentionDecode(dp, om, qm, c, layer, n, heads, scale)
 	default:
 		p := planAttention(n, heads, kvh, d, maxLen, b.sms)
-		kern := b.k.attention[[2]int{p.vpw, p.dpl}]
+		kern := attentionKernels[[2]int{p.vpw, p.dpl}]
 		if c.bf16 {
-			kern = b.dk.attnBF16[[2]int{p.vpw, p.dpl}]
+			kern += "_bf16"
 		}
 		partO, partML := om.ptr, om.ptr // unused when not split
 		if p.splits > 1 {
@@ -218,7 +239,7 @@ func (b *Backend) Attention(out, q, k, v backend.Tensor, cache backend.KVCache, 
 			int32(n), int32(heads), int32(kvh), int32(d), scale,
 			int32(p.gt), int32(p.br), int32(p.bk), int32(p.chunk), int32(p.splits))
 		if p.splits > 1 {
-			b.launch(b.k.combine, dim3{n * heads, 1, 1}, dim3{d, 1, 1}, 0,
+			b.launch("attention_combine", dim3{n * heads, 1, 1}, dim3{d, 1, 1}, 0,
 				om.ptr, partO, partML, int32(n), int32(heads), int32(d), int32(p.splits))
 		}
 	}
@@ -259,7 +280,7 @@ func (b *Backend) attentionDecode(p decodePlan, om, qm *Tensor, c *KVCache, laye
 	if c.bf16 {
 		kv = 1
 	}
-	b.launch(b.dk.decode[kv][p.lgG], p.grid, dim3{32 * decWarps, 1, 1}, p.smem,
+	b.launch(decodeKernels[kv][p.lgG], p.grid, dim3{32 * decWarps, 1, 1}, p.smem,
 		om.ptr, partO, partML, counter, qm.ptr, c.buf.k[layer], c.buf.v[layer], c.offPtr(layer), c.lenPtr(layer),
 		int32(n), int32(heads), int32(c.kvHeads), int32(c.headDim), float32(float64(scale)*math.Log2E),
 		int32(p.htiles), int32(p.chunk), int32(p.splits), int32(p.lgLPR))

@@ -12,41 +12,17 @@ package cuda
 // cache directly and needs no conversion pass.
 //
 // The kernel's tiles take 69632 bytes of shared memory at head dim 128, above the 48 KiB
-// a launch gets by default; gorgonia.org/cu has no cuFuncSetAttribute, so the opt-in is
-// one cgo call below.
-
-/*
-#cgo LDFLAGS: -lcuda
-#cgo linux LDFLAGS: -L/usr/local/cuda/lib64
-#cgo linux CFLAGS: -I/usr/local/cuda/include
-#include <cuda.h>
-
-static int lukv_set_max_dynamic_smem(CUfunction f, int bytes) {
-	return (int)cuFuncSetAttribute(f, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, bytes);
-}
-
-static const char* lukv_cu_error_name(int code) {
-	const char* s = 0;
-	if (cuGetErrorName((CUresult)code, &s) != CUDA_SUCCESS || s == 0) return "unknown CUresult";
-	return s;
-}
-*/
-import "C"
+// a launch gets by default: initAttentionTC opts in (Backend.allowSharedMemory).
 
 import (
 	"errors"
 	"fmt"
 	"math"
-	"unsafe"
 
 	"gorgonia.org/cu"
 
 	"github.com/lukv/lukv/backend"
 )
-
-// attentionTCKernels are kernels/attention_tc.cu's kernels (kernels.go's module list
-// names them, so New fails on a build without them).
-var attentionTCKernels = []string{"kv_to_bf16", "kv_bf16_to_bf16", "attention_tc_d64_w4", "attention_tc_d128_w4", "attention_tc_d64_w8", "attention_tc_d128_w8"}
 
 // Thresholds and shapes of the tensor-core attention, in one place.
 const (
@@ -77,11 +53,9 @@ var attnTCWarps = 8
 // attnTCState is the tensor-core attention's per-backend state.
 type attnTCState struct {
 	tried bool
-	err   error          // why the path is unavailable (once tried)
-	conv  [2]kfn         // kv_to_bf16, kv_bf16_to_bf16: by whether the cache is bf16
-	fns   map[[2]int]kfn // attention kernels by (padded head dim, warps)
-	kv    devBuf         // bf16 copies of one layer's keys then values [2][kvHeads][T][hdp]
-	calls int            // attention launches so far (tests check the path ran)
+	err   error  // why the path is unavailable (once tried)
+	kv    devBuf // bf16 copies of one layer's keys then values [2][kvHeads][T][hdp]
+	calls int    // attention launches so far (tests check the path ran)
 }
 
 // attnTCPlan is the launch shape of one tensor-core attention call.
@@ -147,45 +121,19 @@ func (b *Backend) initAttentionTC() error {
 	if major < 8 {
 		return fmt.Errorf("cuda: tensor-core attention needs compute capability 8.0 or later (bf16 mma.sync, cp.async); %s is %d.x", b.name, major)
 	}
-	s := &b.attnTC
-	found := map[string]kfn{}
-	for _, name := range attentionTCKernels {
-		k, err := b.findKernel(name, "kernels/attention_tc.cu")
-		if err != nil {
-			return err
-		}
-		found[name] = k
-	}
-	s.conv = [2]kfn{found["kv_to_bf16"], found["kv_bf16_to_bf16"]}
-	s.fns = map[[2]int]kfn{}
 	for _, hdp := range []int{64, 128} {
 		for _, w := range []int{4, 8} {
-			k := found[fmt.Sprintf("attention_tc_d%d_w%d", hdp, w)]
-			if err := setMaxDynamicShared(k, attnTCSmem(hdp)); err != nil {
+			if err := b.allowSharedMemory(attentionTCKernel(hdp, w), attnTCSmem(hdp)); err != nil {
 				return err
 			}
-			s.fns[[2]int{hdp, w}] = k
 		}
 	}
 	return nil
 }
 
-// cu.Function is a struct holding only the driver's CUfunction handle; these two lines
-// fail to compile if gorgonia.org/cu ever changes that, which cuFunction relies on.
-var _ [unsafe.Sizeof(cu.Function{}) - unsafe.Sizeof(C.CUfunction(nil))]byte
-var _ [unsafe.Sizeof(C.CUfunction(nil)) - unsafe.Sizeof(cu.Function{})]byte
-
-// cuFunction is f's driver handle (gorgonia.org/cu keeps it unexported).
-func cuFunction(f cu.Function) C.CUfunction { return *(*C.CUfunction)(unsafe.Pointer(&f)) }
-
-// setMaxDynamicShared allows k launches with up to bytes of dynamic shared memory
-// (cuFuncSetAttribute MAX_DYNAMIC_SHARED_SIZE_BYTES; needed above 48 KiB).
-func setMaxDynamicShared(k kfn, bytes int) error {
-	if code := C.lukv_set_max_dynamic_smem(cuFunction(k.fn), C.int(bytes)); code != 0 {
-		return fmt.Errorf("cuda: %s: allowing %d bytes of dynamic shared memory: %s (%d)", k.name, bytes, C.GoString(C.lukv_cu_error_name(code)), int(code))
-	}
-	return nil
-}
+// attentionTCKernel is the tensor-core attention kernel for padded head dim hdp and
+// warps per block.
+func attentionTCKernel(hdp, warps int) string { return fmt.Sprintf("attention_tc_d%d_w%d", hdp, warps) }
 
 // attentionTC runs the attention of Backend.Attention on the tensor cores (after the
 // append, with the current device lengths still the ones before the n new rows),
@@ -210,9 +158,9 @@ func (b *Backend) attentionTC(om, qm *Tensor, c *KVCache, layer, n, heads, maxLe
 		panic(err)
 	}
 	kb, vb := s.kv.ptr, s.kv.ptr+cu.DevicePtr(plane*2)
-	conv := s.conv[0]
+	conv := "kv_to_bf16"
 	if c.bf16 {
-		conv = s.conv[1]
+		conv = "kv_bf16_to_bf16"
 	}
 	b.launch(conv, gridFor(plane/8, b.sms), dim3{256, 1, 1}, 0,
 		kb, vb, c.buf.k[layer], c.buf.v[layer], c.offPtr(layer), c.lenPtr(layer),
@@ -222,12 +170,12 @@ func (b *Backend) attentionTC(om, qm *Tensor, c *KVCache, layer, n, heads, maxLe
 	if p.splits > 1 {
 		partO, partML = b.partials(p.splits, n, heads, d)
 	}
-	b.launch(s.fns[[2]int{p.hdp, p.warps}], p.grid, p.block, p.smem,
+	b.launch(attentionTCKernel(p.hdp, p.warps), p.grid, p.block, p.smem,
 		om.ptr, partO, partML, qm.ptr, kb, vb, c.lenPtr(layer),
 		int32(n), int32(heads), int32(kvh), int32(d), i32(p.rows, "attention rows per head"),
 		float32(float64(scale)*math.Log2E), int32(p.chunk), int32(p.splits))
 	if p.splits > 1 {
-		b.launch(b.k.combine, dim3{n * heads, 1, 1}, dim3{d, 1, 1}, 0,
+		b.launch("attention_combine", dim3{n * heads, 1, 1}, dim3{d, 1, 1}, 0,
 			om.ptr, partO, partML, int32(n), int32(heads), int32(d), int32(p.splits))
 	}
 	s.calls++

@@ -20,6 +20,26 @@
 // Errors: backend.Backend's tensor operations have no error result, so a failed kernel
 // launch or copy panics with an error value (wrapping backend.ErrOutOfMemory when the
 // device is out of memory); Weight, Compact and Truncate return errors.
+//
+// Files, by concern (each one's doc comment says what it holds):
+//
+//	backend.go              Options, the Backend, New, Close, locking, device queries
+//	registry.go             the kernel manifest and registry: loading, lookup, launch
+//	memory.go               device allocation, the tensor pool, scratch buffers, OOM errors
+//	tensor.go               Tensor, dtypes, Weight, Alloc, Free, views, Read
+//	ops.go                  Embed, RMSNorm, HeadRMSNorm, Add, AddBias, SwiGLU, RoPE
+//	matmul.go               MatMul: the decode GEMV and the tiled kernel
+//	cublas.go               MatMul on the bf16 tensor cores through cuBLAS
+//	fusion.go               decode ops held back and launched together
+//	attention.go            Attention: the split-K decode and the float32 flash kernels
+//	attention_tc.go         the tensor-core prefill attention
+//	kvcache.go              the KV cache (per-head lengths, room, compaction)
+//	kvcache_device_keep.go  selection and compaction on the device (Evict, SelectKeep)
+//	score.go                device scoring for eviction: state, tables, ScoreLayer
+//	score_expected.go       ExpectedAttention on the device
+//	score_snapkv.go         SnapKV on the device
+//	score_keys.go           KeyDiff and K-norm on the device
+//	kerneltime.go           kernel times (Options.KernelTimes): GPU time per kernel
 package cuda
 
 import (
@@ -76,10 +96,11 @@ type Options struct {
 	// stays float32. Off by default, so the conformance suite reads back exactly what it
 	// stored; lukv-run turns it on for generate and bench.
 	KVBF16 bool
-	// Profile brackets every kernel launch with CUDA events so KernelProfile can say
-	// where the GPU time went (profile.go). Costs host time per launch. Also set by the
-	// environment variable LUKV_CUDA_PROFILE=1.
-	Profile bool
+	// KernelTimes brackets every kernel launch with CUDA events so KernelTimes can say
+	// where the GPU time went (kerneltime.go). Costs host time per launch. Also set by
+	// the environment variable LUKV_CUDA_KERNEL_TIMES=1 (or, deprecated, the older name
+	// LUKV_CUDA_PROFILE=1).
+	KernelTimes bool
 	// Unfused launches every operation when it is called. By default a few decode ops
 	// are held back until the next operation and merged with it (ops.go: matmuls that
 	// share their input, the q and k rotations and the cache append), which removes
@@ -90,6 +111,12 @@ type Options struct {
 // Backend runs the forward pass on one GPU. Its methods may be called from any
 // goroutine; they are serialised by a mutex and bind the device's primary context to
 // the calling OS thread for their duration.
+//
+// Its methods, by file: the device and its lifetime here; Weight, Alloc, Free, RowView,
+// Rows, Read in tensor.go; Embed, RMSNorm, HeadRMSNorm, Add, AddBias, SwiGLU, RoPE in
+// ops.go; MatMul in matmul.go (MatMulPath in cublas.go); Attention in attention.go
+// (AttentionPath in attention_tc.go); NewKVCache in kvcache.go; NewScores, ScoreLayer,
+// ReleaseScoring in score.go; KernelTimes in kerneltime.go.
 type Backend struct {
 	mu     sync.Mutex
 	opt    Options
@@ -97,13 +124,14 @@ type Backend struct {
 	ctx    cu.CUContext
 	name   string
 	sms    int // streaming multiprocessors
-	kdir   string
-	mods   []cu.Module
-	k      kernels
-	pool   *pool
 	closed bool
 
-	// Small device buffers reused across calls.
+	kern   *kernelRegistry // every kernel, by name (registry.go)
+	pool   *pool           // freed tensor memory kept for reuse (memory.go)
+	ktimes *kernelTimer    // with Options.KernelTimes (kerneltime.go)
+
+	// Small device buffers reused across calls (ops.go, fusion.go, attention.go,
+	// kvcache.go).
 	ids       devBuf // int32 token ids for Embed
 	positions devBuf // int32 positions for RoPE
 	posHost   []int32
@@ -111,15 +139,17 @@ type Backend struct {
 	freqHost  []float32
 	partO     devBuf // split-K attention partial outputs
 	partML    devBuf // split-K attention partial (max, sum)
+	decCount  devBuf // int32 split counters of the decode attention, kept zero
 	pairs     devBuf // int32 (dst, src) row pairs for KV relayout
 
+	pend   pending     // operations held back for fusion (fusion.go)
 	blas   blasState   // the tensor-core matmul through cuBLAS (cublas.go)
 	attnTC attnTCState // the tensor-core prefill attention (attention_tc.go)
-
-	dk       decodeKernels // the decode kernels (ops.go loadDecodeKernels)
-	pend     pending       // operations held back for fusion (ops.go)
-	decCount devBuf        // int32 split counters of the decode attention, kept zero
-	prof     *profiler     // with Options.Profile (profile.go)
+	// score is the eviction scoring state, made on the first scoring or eviction call
+	// (score.go). It used to live in a package-level map keyed by weak pointers to
+	// backends, because the Backend was meant to hold the forward pass only; as a field
+	// it is owned by its backend, freed by Close, and needs no map, lock or cleanup.
+	score *scoreState
 }
 
 var _ backend.Backend = (*Backend)(nil)
@@ -133,7 +163,7 @@ func New(opt Options) (*Backend, error) {
 	if os.Getenv("LUKV_CUDA_FUSE") == "0" {
 		opt.Unfused = true
 	}
-	profileFromEnv(&opt)
+	kernelTimesFromEnv(&opt)
 	if opt.PoolBytes == 0 {
 		opt.PoolBytes = 1 << 30
 	}
@@ -156,20 +186,17 @@ func New(opt Options) (*Backend, error) {
 		return nil, fmt.Errorf("cuda: device %d: primary context: %w", opt.Device, err)
 	}
 	b.pool = newPool(opt.PoolBytes)
-	if opt.Profile {
-		b.prof = &profiler{}
+	if opt.KernelTimes {
+		b.ktimes = &kernelTimer{}
 	}
 	unlock := b.enter()
 	defer unlock()
-	if b.kdir, err = FindKernels(opt.KernelDir); err != nil {
+	dir, err := FindKernels(opt.KernelDir)
+	if err != nil {
 		b.dev.ReleasePrimaryCtx()
 		return nil, err
 	}
-	if err := b.loadKernels(); err != nil {
-		b.dev.ReleasePrimaryCtx()
-		return nil, err
-	}
-	if err := b.loadDecodeKernels(); err != nil {
+	if b.kern, err = loadRegistry(dir); err != nil {
 		b.dev.ReleasePrimaryCtx()
 		return nil, err
 	}
@@ -222,7 +249,7 @@ func (b *Backend) Name() string { return "cuda" }
 
 // Device describes the GPU: its name, multiprocessor count and kernel folder.
 func (b *Backend) Device() string {
-	return fmt.Sprintf("%s (%d SMs), kernels from %s", b.name, b.sms, b.kdir)
+	return fmt.Sprintf("%s (%d SMs), kernels from %s", b.name, b.sms, b.kern.dir)
 }
 
 // MemInfo returns the device's free and total memory in bytes (cuMemGetInfo).
@@ -247,7 +274,7 @@ func (b *Backend) Close() error {
 	b.ReleaseScoring() // takes the lock itself
 	unlock := b.enter()
 	err := cu.Synchronize()
-	b.prof.destroy()
+	b.ktimes.destroy()
 	for _, d := range []*devBuf{&b.ids, &b.positions, &b.invFreq, &b.partO, &b.partML, &b.pairs, &b.attnTC.kv, &b.decCount} {
 		d.free()
 	}
@@ -255,12 +282,9 @@ func (b *Backend) Close() error {
 		err = e
 	}
 	b.pool.release()
-	for _, m := range b.mods {
-		if e := m.Unload(); e != nil && err == nil {
-			err = e
-		}
+	if e := b.kern.unload(); e != nil && err == nil {
+		err = e
 	}
-	b.mods = nil
 	b.closed = true
 	unlock()
 	if e := b.dev.ReleasePrimaryCtx(); e != nil && err == nil {

@@ -286,15 +286,14 @@ func openCublas(spec string) (*cublasLib, error) {
 }
 
 // blasState is a Backend's tensor-core path: its cuBLAS handle (bound to the backend's
-// context, on the legacy default stream the kernels use), the conversion kernel, and
-// the bf16 scratch copy of x. err says why the path is off, once it was tried.
+// context, on the legacy default stream the kernels use) and the bf16 scratch copy
+// of x. err says why the path is off, once it was tried.
 type blasState struct {
 	tried   bool
 	err     error
 	lib     *cublasLib
 	handle  uintptr
 	version int
-	convert kfn
 	scratch devBuf // bfloat16 x [n, in]
 	calls   int64  // GEMMs run on the tensor cores (tests check the path was taken)
 }
@@ -310,16 +309,13 @@ func (b *Backend) blasReady() bool {
 	return s.err == nil
 }
 
-// initBLAS loads cuBLAS, finds the conversion kernel and creates the handle. cuBLAS
+// initBLAS loads cuBLAS and creates the handle. cuBLAS
 // binds a handle to the context current at creation: enter made the backend's primary
 // context current on this OS thread.
 func (b *Backend) initBLAS() error {
 	s := &b.blas
 	lib, err := loadCublas()
 	if err != nil {
-		return err
-	}
-	if s.convert, err = b.convertKernel(); err != nil {
 		return err
 	}
 	var h C.uintptr_t
@@ -346,12 +342,6 @@ func (b *Backend) initBLAS() error {
 	return nil
 }
 
-// convertKernel finds f32_to_bf16 among the loaded modules (kernelModules lists it
-// under "convert", so New already checked that it exists).
-func (b *Backend) convertKernel() (kfn, error) {
-	return b.findKernel("f32_to_bf16", "kernels/convert.cu")
-}
-
 // matmulTensorCores computes out [n, N] = x [n, K] @ w [N, K]^T with w bfloat16 on the
 // tensor cores, reporting false (nothing done) when the path is unavailable.
 //
@@ -370,13 +360,13 @@ func (b *Backend) matmulTensorCores(o, xm, wm *Tensor) bool {
 	if err := s.scratch.ensure(count*2, fmt.Sprintf("MatMul bf16 copy of x [%d, %d]", n, k)); err != nil {
 		panic(err)
 	}
-	b.launch(s.convert, gridFor(count/4+1, b.sms), dim3{256, 1, 1}, 0, s.scratch.ptr, xm.ptr, count)
-	span := b.prof.begin("cublasGemmEx")
+	b.launch("f32_to_bf16", gridFor(count/4+1, b.sms), dim3{256, 1, 1}, 0, s.scratch.ptr, xm.ptr, count)
+	span := b.ktimes.begin("cublasGemmEx")
 	st := C.lukv_cublas_gemm_ex(C.uintptr_t(s.lib.gemm), C.uintptr_t(s.handle), cublasOpT, cublasOpN,
 		C.int(i32(nout, "MatMul out")), C.int(i32(n, "MatMul rows")), C.int(i32(k, "MatMul in")),
 		1, C.uintptr_t(wm.ptr), cudaR16BF, C.int(k), C.uintptr_t(s.scratch.ptr), cudaR16BF, C.int(k),
 		0, C.uintptr_t(o.ptr), cudaR32F, C.int(nout), cublasCompute32F, cublasGemmDefault)
-	b.prof.end(span)
+	b.ktimes.end(span)
 	what := fmt.Sprintf("cublasGemmEx (out [%d, %d] float32 = x [%d, %d] bf16 @ w^T, w [%d, %d] bf16)", n, nout, n, k, nout, k)
 	switch st {
 	case cublasStatusOK:

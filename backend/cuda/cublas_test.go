@@ -179,10 +179,6 @@ func TestConvertBF16Kernel(t *testing.T) {
 	}
 	want := toBF16Rounded(vals)
 	defer b.enter()()
-	k, err := b.convertKernel()
-	if err != nil {
-		t.Fatal(err)
-	}
 	var in, out devBuf
 	defer in.free()
 	defer out.free()
@@ -200,7 +196,7 @@ func TestConvertBF16Kernel(t *testing.T) {
 		if err := cu.MemsetD8(out.ptr, 0xAB, out.size); err != nil {
 			t.Fatal(err)
 		}
-		b.launch(k, gridFor(cnt/4+1, b.sms), dim3{256, 1, 1}, 0, out.ptr+cu.DevicePtr(2*c.skip), in.ptr+cu.DevicePtr(4*c.skip), cnt)
+		b.launch("f32_to_bf16", gridFor(cnt/4+1, b.sms), dim3{256, 1, 1}, 0, out.ptr+cu.DevicePtr(2*c.skip), in.ptr+cu.DevicePtr(4*c.skip), cnt)
 		got := make([]uint16, len(vals))
 		if err := cu.MemcpyDtoH(unsafe.Pointer(&got[0]), out.ptr, int64(len(got))*2); err != nil {
 			t.Fatal(err)

@@ -241,7 +241,7 @@ func (c *KVCache) gather(src *KVCache, layer int, caps []int, pick func(h int) [
 		// kv_gather copies 32-bit words: a row is d*esz/4 of them (d % 4 == 0).
 		n := int64(len(pairs) / 2)
 		words := int64(d) * c.esz() / 4
-		c.b.launch(c.b.k.kvGather, gridFor(n*words, c.b.sms), dim3{256, 1, 1}, 0,
+		c.b.launch("kv_gather", gridFor(n*words, c.b.sms), dim3{256, 1, 1}, 0,
 			nk, nv, src.buf.k[layer], src.buf.v[layer], c.b.pairs.ptr, n, int32(words))
 	}
 	return nk, nv, nl, nil

@@ -196,7 +196,7 @@ func (c *KVCache) selectOnDevice(st *scoreState, p *evictPlan, scores [][][]floa
 		return counts, nil
 	}
 	if p.sink > 0 || p.window > 0 {
-		c.b.launch(st.k["layer_protect"], dim3{L, 1, 1}, dim3{1024, 1, 1}, 0,
+		c.b.launch("layer_protect", dim3{L, 1, 1}, dim3{1024, 1, 1}, 0,
 			st.sc.ptr, int32(nkv), int32(T), int32(0), int32(T), int32(min(p.sink, T)), int32(max(0, T-p.window)))
 	}
 	if p.pooled == nil {
@@ -209,14 +209,14 @@ func (c *KVCache) selectOnDevice(st *scoreState, p *evictPlan, scores [][][]floa
 		if err := st.counts.uploadInt32(flat, "eviction counts"); err != nil {
 			return nil, err
 		}
-		c.b.launch(st.k["select_topk"], dim3{L * nkv, 1, 1}, dim3{selectThreads, 1, 1}, 0,
+		c.b.launch("select_topk", dim3{L * nkv, 1, 1}, dim3{selectThreads, 1, 1}, 0,
 			st.keep.ptr, st.sc.ptr, st.counts.ptr, int32(T))
 		return p.counts, nil
 	}
 	if err := st.chosen.ensure(int64(n), "adakv selection flags"); err != nil {
 		return nil, err
 	}
-	c.b.launch(st.k["select_pooled"], dim3{L, 1, 1}, dim3{selectThreads, 1, 1}, 0,
+	c.b.launch("select_pooled", dim3{L, 1, 1}, dim3{selectThreads, 1, 1}, 0,
 		st.keep.ptr, st.counts.ptr, st.chosen.ptr, st.sc.ptr, int32(nkv), int32(T),
 		int32(min(max(p.pooled.Safe, -1), T)), int64(p.pooled.Left))
 	flat := make([]int32, L*nkv)
@@ -313,7 +313,7 @@ func (c *KVCache) compactOnDevice(st *scoreState, p *evictPlan, counts [][]int) 
 				units /= 4
 			}
 			gx := int(min((units+255)/256, int64(max(8*c.b.sms/nkv, 1))))
-			c.b.launch(st.k["kv_gather_keep"], dim3{gx, nkv, 1}, dim3{256, 1, 1}, 0,
+			c.b.launch("kv_gather_keep", dim3{gx, nkv, 1}, dim3{256, 1, 1}, 0,
 				g.nk, g.nv, c.buf.k[g.layer], c.buf.v[g.layer],
 				ptrAt(st.keep.ptr, g.layer*nkv*T, 4), ptrAt(st.counts.ptr, g.layer*nkv, 4), ptrAt(st.offs.ptr, i*2*nkv, 4),
 				int32(nkv), int32(T), int32(words))

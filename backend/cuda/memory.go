@@ -2,6 +2,12 @@
 
 package cuda
 
+// Device memory: cuMemAlloc and cuMemFree with lukv's out-of-memory errors (wrapping
+// backend.ErrOutOfMemory, saying how much was asked and how much is free), the pool of
+// freed tensor buffers reused by exact size, the release of memory whose tensors or
+// caches the garbage collector dropped, and devBuf, the scratch buffers that grow on
+// demand.
+
 import (
 	"errors"
 	"fmt"

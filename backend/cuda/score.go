@@ -3,10 +3,15 @@
 package cuda
 
 // Device scoring for KV-cache eviction: the Backend implements backend.DeviceScoring
-// with kernels/score.cu, so eviction's Collector ranks a layer's tokens where the
+// with kernels/score_*.cu, so eviction's Collector ranks a layer's tokens where the
 // forward pass left its queries, keys and values, instead of copying them to the host
 // and recomputing the pre-RoPE queries there (kvcache_device_keep.go does the selection
 // and compaction that follow).
+//
+// This file holds the scoring state and the entry points (NewScores, ScoreLayer,
+// ReleaseScoring) and the tables the scorers share; each scorer family has its own file
+// (score_expected.go, score_snapkv.go, score_keys.go) as its kernels do
+// (kernels/score_*.cu).
 //
 // Scorers and how closely they match eviction's float64 host scorers (score_test.go
 // checks these bounds on random views):
@@ -31,56 +36,24 @@ package cuda
 import (
 	"fmt"
 	"math"
-	"runtime"
-	"slices"
-	"sync"
 	"unsafe"
-	"weak"
 
 	"gorgonia.org/cu"
 
 	"github.com/lukv/lukv/backend"
 )
 
-// scoreKernelNames and topkKernelNames are kernels/score.cu's and kernels/topk.cu's
-// kernels (kernels.go's module list names them, so New fails on a build without them).
-var scoreKernelNames = []string{
-	"score_rope_table", "score_rope_mean", "ea_cov_partial", "ea_cov_reduce", "ea_cov_rotate", "ea_logits",
-	"ea_softmax_stats", "ea_finish", "row_norms", "knorm_scores", "kd_anchor_partial", "kd_scores",
-	"snap_logits", "snap_stats", "snap_reduce", "snap_pool", "layer_protect", "ea_cov_tc", "ea_logits_tc",
-}
-var topkKernelNames = []string{"select_topk", "select_pooled", "kv_gather_keep"}
+// selectThreads is the block of select_topk and select_pooled (kernels/topk.cu; launched
+// by kvcache_device_keep.go).
+const selectThreads = 1024
 
-// Shapes of the scoring kernels, in one place (kernels/score.cu).
-const (
-	eaRC            = 32      // EA_RC: statistics rows per chunk
-	eaKT            = 64      // EA_KT: keys per tile
-	eaKTP           = 68      // EA_KTP: padded key tile row
-	eaMaxHeadDim    = 128     // U (D x D floats) and a key tile fit shared memory
-	skTile          = 64      // SK_RT, SK_KT: window rows and keys per tile
-	skP             = 68      // SK_P: padded tile row
-	skMaxHeadDim    = 128     // two tiles of D x 68 floats
-	kdMaxHeadDim    = 256     // KD_MAXD
-	snapLogitsBytes = 1 << 28 // the window logits of at most this many bytes are held at once
-	selectThreads   = 1024    // block of select_topk and select_pooled
-	tcHeadDim       = 128     // TC_D: the head dim of the tensor-core expected-attention kernels
-	tcRC            = 64      // TCX_RC: statistics rows per chunk of ea_cov_tc
-	tcKT            = 64      // TCK_KT: keys per tile of ea_logits_tc
-	tcCovSmem       = 2*tcHeadDim*(tcRC+8)*2 + tcHeadDim*4
-	tcLogitsSmem    = (2*tcHeadDim*(tcHeadDim+8)+2*tcKT*(tcHeadDim+8))*2 + tcHeadDim*4
-)
-
-func eaLogitsSmem(d int) int { return (d*d + d*eaKTP + d + eaKT) * 4 }
-func snapSmem(d int) int     { return 2 * d * skP * 4 }
-
-// scoreState is a backend's scoring state: the kernels, the tables that stay the same
+// scoreState is a backend's scoring state (Backend.score): the tables that stay the same
 // for every layer of a prefill (positions, RoPE cos/sin, statistics rows, the averaged
 // future rotation) and scratch buffers reused across calls. It is used with the backend
 // entered (its mutex held).
 type scoreState struct {
-	err error          // why the kernels are unavailable
-	k   map[string]kfn // by name
-	tc  bool           // the tensor-core kernels can run (compute capability 8.0 or later)
+	err error // why device scoring is unavailable
+	tc  bool  // the tensor-core kernels can run (compute capability 8.0 or later)
 
 	posHost  []int32 // positions on the device (pos)
 	pos      devBuf
@@ -99,47 +72,27 @@ type scoreState struct {
 	// Calls that ran on the device (tests check that the device path was taken).
 	scoreCalls, evictCalls, tcCalls int
 
-	// Scratch.
+	// Scratch (kvcache_device_keep.go uses sc, keep, counts, chosen and offs).
 	mpart, spart, shift, mred, sred, ut, lin, z, ms, vn devBuf
 	logits, pml, avg, kd                                devBuf
 	sc, keep, counts, chosen, offs                      devBuf
 }
 
-// scoreStates maps each live backend to its scoring state. The Backend struct has no
-// field for it (backend.go belongs to the forward pass); the entry goes when the backend
-// is garbage collected, and the device buffers with its context.
-var scoreStates = struct {
-	sync.Mutex
-	m map[weak.Pointer[Backend]]*scoreState
-}{m: map[weak.Pointer[Backend]]*scoreState{}}
-
-// scoring returns b's scoring state, loading the kernels on first use. The caller holds
-// the backend (enter).
+// scoring returns b's scoring state, made on first use (the kernels' shared-memory
+// opt-ins; err says why scoring is unavailable). The caller holds the backend (enter).
 func (b *Backend) scoring() (*scoreState, error) {
-	key := weak.Make(b)
-	scoreStates.Lock()
-	st, ok := scoreStates.m[key]
-	if !ok {
-		st = &scoreState{}
-		st.err = b.initScoring(st)
-		scoreStates.m[key] = st
-		runtime.AddCleanup(b, func(k weak.Pointer[Backend]) {
-			scoreStates.Lock()
-			delete(scoreStates.m, k)
-			scoreStates.Unlock()
-		}, key)
+	if b.score == nil {
+		b.score = &scoreState{}
+		b.score.err = b.initScoring(b.score)
 	}
-	scoreStates.Unlock()
-	return st, st.err
+	return b.score, b.score.err
 }
 
 // ReleaseScoring frees the scoring state's device buffers now (they are otherwise kept
 // for the next call, and released with the context).
 func (b *Backend) ReleaseScoring() {
 	defer b.enter()()
-	scoreStates.Lock()
-	st := scoreStates.m[weak.Make(b)]
-	scoreStates.Unlock()
+	st := b.score
 	if st == nil {
 		return
 	}
@@ -151,23 +104,17 @@ func (b *Backend) ReleaseScoring() {
 	st.posHost, st.freqHost, st.tableOK, st.rowsOK, st.meanOK = nil, nil, false, false, false
 }
 
+// initScoring opts the scoring kernels that need it into more than 48 KiB of shared
+// memory, and the tensor-core ones only on a GPU that has bf16 mma (8.0 or later).
 func (b *Backend) initScoring(st *scoreState) error {
-	st.k = map[string]kfn{}
-	for _, name := range append(slices.Clone(scoreKernelNames), topkKernelNames...) {
-		k, err := b.findKernel(name, "kernels/score.cu, kernels/topk.cu")
-		if err != nil {
-			return err
-		}
-		st.k[name] = k
-	}
-	if err := setMaxDynamicShared(st.k["ea_logits"], eaLogitsSmem(eaMaxHeadDim)); err != nil {
+	if err := b.allowSharedMemory("ea_logits", eaLogitsSmem(eaMaxHeadDim)); err != nil {
 		return err
 	}
-	if err := setMaxDynamicShared(st.k["snap_logits"], snapSmem(skMaxHeadDim)); err != nil {
+	if err := b.allowSharedMemory("snap_logits", snapSmem(skMaxHeadDim)); err != nil {
 		return err
 	}
 	if major, err := b.dev.Attribute(cu.ComputeCapabilityMajor); err == nil && major >= 8 {
-		if err := setMaxDynamicShared(st.k["ea_logits_tc"], tcLogitsSmem); err != nil {
+		if err := b.allowSharedMemory("ea_logits_tc", tcLogitsSmem); err != nil {
 			return err
 		}
 		st.tc = true
@@ -315,9 +262,7 @@ func (b *Backend) ScoreLayer(spec backend.ScorerSpec, in backend.LayerInput, dst
 	case backend.ScoreKeyDiff:
 		return b.scoreKeyDiff(st, in, k, out)
 	case backend.ScoreKNorm:
-		b.launch(st.k["knorm_scores"], dim3{ceilDiv(T*nkv, 8), 1, 1}, dim3{256, 1, 1}, 0,
-			out, k.ptr, int32(T), int32(nkv), int32(d))
-		return nil
+		return b.scoreKNorm(in, k, out)
 	}
 	return unsupported("no device kernels for scorer %v", spec.Kind)
 }
@@ -360,86 +305,6 @@ func (st *scoreState) setPositions(positions []int) error {
 	return nil
 }
 
-// setFreq uploads float32(rope.InvFreq) unless the device holds it already.
-func (st *scoreState) setFreq(rope *backend.RoPE) error {
-	freq := make([]float32, len(rope.InvFreq))
-	for j, f := range rope.InvFreq {
-		freq[j] = float32(f) // as the RoPE kernel and backend/rope.go form the angle
-	}
-	if slices.Equal(freq, st.freqHost) {
-		return nil
-	}
-	st.freqHost, st.tableOK, st.meanOK = nil, false, false
-	if err := st.freq.uploadFloat32(freq, "eviction RoPE frequencies"); err != nil {
-		return err
-	}
-	st.freqHost = freq
-	return nil
-}
-
-// ropeTable makes the cos/sin table of the positions and frequencies (setPositions,
-// setFreq) unless it is there.
-func (b *Backend) ropeTable(st *scoreState) error {
-	if st.tableOK {
-		return nil
-	}
-	n, half := len(st.posHost), len(st.freqHost)
-	if err := st.table.ensure(int64(2*n*half)*4, "eviction RoPE table"); err != nil {
-		return err
-	}
-	total := int64(n) * int64(half)
-	b.launch(st.k["score_rope_table"], gridFor(total, b.sms), dim3{256, 1, 1}, 0,
-		st.table.ptr, ptrAt(st.table.ptr, n*half, 4), st.pos.ptr, st.freq.ptr, int32(n), int32(half))
-	st.tableOK = true
-	return nil
-}
-
-// statRows lists, on the device, the query rows expected attention takes its statistics
-// over (eviction ExpectedAttentionScorer.statisticsRows): those after the sink-th
-// key's position, or all when that leaves none.
-func (st *scoreState) statRows(positions []int, sink int) error {
-	if st.rowsOK && st.rowsSink == sink {
-		return nil
-	}
-	var rows []int32
-	if sink > 0 {
-		end := positions[sink-1]
-		for r, p := range positions {
-			if p > end {
-				rows = append(rows, int32(r))
-			}
-		}
-	}
-	if len(rows) == 0 {
-		rows = make([]int32, len(positions))
-		for r := range rows {
-			rows[r] = int32(r)
-		}
-	}
-	if err := st.rows.uploadInt32(rows, "expected-attention statistics rows"); err != nil {
-		return err
-	}
-	st.rowsOK, st.rowsSink, st.nrows = true, sink, len(rows)
-	return nil
-}
-
-// ropeMean makes cbar and sbar (double [half] each) for the n positions from first
-// (eviction averageRotation) unless they are there.
-func (b *Backend) ropeMean(st *scoreState, first int64, n int) error {
-	key := [2]int64{first, int64(n)}
-	if st.meanOK && st.meanKey == key {
-		return nil
-	}
-	half := len(st.freqHost)
-	if err := st.mean.ensure(int64(2*half)*8, "expected-attention future rotation"); err != nil {
-		return err
-	}
-	b.launch(st.k["score_rope_mean"], dim3{half, 1, 1}, dim3{256, 1, 1}, 0,
-		st.mean.ptr, ptrAt(st.mean.ptr, half, 8), st.freq.ptr, first, int32(n))
-	st.meanOK, st.meanKey = true, key
-	return nil
-}
-
 // ensureAll grows several scratch buffers.
 func ensureAll(what string, bufs ...any) error {
 	for i := 0; i < len(bufs); i += 2 {
@@ -455,159 +320,4 @@ func boolInt32(v bool) int32 {
 		return 1
 	}
 	return 0
-}
-
-// scoreExpected runs expected attention (see kernels/score.cu for the kernels).
-func (b *Backend) scoreExpected(st *scoreState, spec backend.ScorerSpec, in backend.LayerInput, q, k, v *Tensor, out cu.DevicePtr) error {
-	T, nq, nkv, d := len(in.Positions), in.NumHeads, in.NumKVHeads, in.HeadDim
-	ns := spec.NSink
-	if T <= ns {
-		return fillScores(out, nkv*T, 1)
-	}
-	if err := st.setPositions(in.Positions); err != nil {
-		return err
-	}
-	if err := st.setFreq(in.RoPE); err != nil {
-		return err
-	}
-	if err := b.ropeTable(st); err != nil {
-		return err
-	}
-	if err := st.statRows(in.Positions, ns); err != nil {
-		return err
-	}
-	if err := b.ropeMean(st, int64(in.Positions[T-1])+1, spec.NFuture); err != nil {
-		return err
-	}
-	half, bd := d/2, d/4
-	tile := bd * bd
-	nrows := st.nrows
-	useCov := boolInt32(spec.UseCovariance)
-	// With Options.TensorCores, head dim 128 and the covariance, the two large products
-	// run on the tensor cores (split bf16, see kernels/score.cu).
-	tc := b.opt.TensorCores && st.tc && d == tcHeadDim && spec.UseCovariance
-	rc := eaRC
-	if tc {
-		rc = tcRC
-	}
-
-	// Statistics: one wave of two blocks per multiprocessor (what the kernels' registers
-	// allow), each over whole chunks of rows.
-	splits := min(max(2*b.sms/nq, 1), ceilDiv(nrows, rc))
-	rps := ceilDiv(ceilDiv(nrows, splits), rc) * rc
-	splits = ceilDiv(nrows, rps)
-	mpartBytes := int64(0)
-	if spec.UseCovariance {
-		mpartBytes = int64(nq) * int64(splits) * 10 * int64(tile) * 4
-	}
-	if err := ensureAll("expected-attention scratch",
-		&st.mpart, mpartBytes, &st.spart, int64(nq*splits*d)*4, &st.shift, int64(nq*d)*4,
-		&st.mred, int64(nq*10*tile)*8, &st.sred, int64(nq*d)*8, &st.ut, int64(nq*d*d)*4, &st.lin, int64(nq*d)*4,
-		&st.z, int64(nq)*int64(T)*4, &st.ms, int64(nq*2)*8, &st.vn, int64(nkv)*int64(T)*8); err != nil {
-		return err
-	}
-	m := bd / 8
-	block := (max(10*m*m, d) + 31) / 32 * 32
-	cosT, sinT := st.table.ptr, ptrAt(st.table.ptr, T*half, 4)
-	if tc {
-		st.tcCalls++
-		b.launch(st.k["ea_cov_tc"], dim3{nq, splits, 1}, dim3{128, 1, 1}, tcCovSmem,
-			st.mpart.ptr, st.spart.ptr, st.shift.ptr, q.ptr, cosT, sinT, st.rows.ptr,
-			int32(nrows), int32(nq), int32(rps))
-	} else {
-		b.launch(st.k["ea_cov_partial"], dim3{nq, splits, 1}, dim3{block, 1, 1}, (eaRC+1)*d*4,
-			st.mpart.ptr, st.spart.ptr, st.shift.ptr, q.ptr, cosT, sinT, st.rows.ptr,
-			int32(nrows), int32(nq), int32(d), int32(rps), useCov)
-	}
-	b.launch(st.k["ea_cov_reduce"], dim3{nq, 10, 1}, dim3{256, 1, 1}, 0,
-		st.mred.ptr, st.sred.ptr, st.mpart.ptr, st.spart.ptr, int32(d), int32(splits), useCov)
-	cb, sb := st.mean.ptr, ptrAt(st.mean.ptr, half, 8)
-	b.launch(st.k["ea_cov_rotate"], dim3{nq, ceilDiv(d*d, 256), 1}, dim3{256, 1, 1}, 0,
-		st.ut.ptr, st.lin.ptr, st.mred.ptr, st.sred.ptr, st.shift.ptr, cb, sb, int32(d), int32(nrows), useCov)
-
-	// Logits of the keys after the sinks: one wave of two blocks per multiprocessor
-	// (what ea_logits' shared memory allows).
-	keys := T - ns
-	kx := min(max(2*b.sms/nq, 1), ceilDiv(keys, eaKT))
-	kpb := ceilDiv(ceilDiv(keys, kx), eaKT) * eaKT
-	kx = ceilDiv(keys, kpb)
-	if tc { // eaKT == tcKT: kpb is a multiple of both tiles
-		b.launch(st.k["ea_logits_tc"], dim3{nq, kx, 1}, dim3{128, 1, 1}, tcLogitsSmem,
-			st.z.ptr, k.ptr, st.ut.ptr, st.lin.ptr, int32(T), int32(nq), int32(nkv), int32(ns), int32(kpb))
-	} else {
-		b.launch(st.k["ea_logits"], dim3{nq, kx, 1}, dim3{d, 1, 1}, eaLogitsSmem(d),
-			st.z.ptr, k.ptr, st.ut.ptr, st.lin.ptr, int32(T), int32(nq), int32(nkv), int32(d), int32(ns), int32(kpb), useCov)
-	}
-	if spec.UseVNorm {
-		b.launch(st.k["row_norms"], dim3{ceilDiv(T*nkv, 8), 1, 1}, dim3{256, 1, 1}, 0,
-			st.vn.ptr, v.ptr, int32(T), int32(nkv), int32(d))
-	}
-	b.launch(st.k["ea_softmax_stats"], dim3{nq, 1, 1}, dim3{1024, 1, 1}, 0, st.ms.ptr, st.z.ptr, int32(T), int32(ns))
-	b.launch(st.k["ea_finish"], dim3{ceilDiv(keys, 256), nkv, 1}, dim3{256, 1, 1}, 0,
-		out, st.z.ptr, st.ms.ptr, st.vn.ptr, int32(T), int32(nq), int32(nkv), int32(ns), spec.Epsilon, boolInt32(spec.UseVNorm))
-	if ns > 0 { // the sinks score above every other token of the layer
-		b.launch(st.k["layer_protect"], dim3{1, 1, 1}, dim3{1024, 1, 1}, 0,
-			out, int32(nkv), int32(T), int32(ns), int32(T), int32(ns), int32(T))
-	}
-	return nil
-}
-
-// scoreSnapKV runs SnapKV: the window logits are held for at most snapLogitsBytes worth
-// of query heads at a time.
-func (b *Backend) scoreSnapKV(st *scoreState, spec backend.ScorerSpec, in backend.LayerInput, q, k *Tensor, out cu.DevicePtr) error {
-	T, nq, nkv, d := len(in.Positions), in.NumHeads, in.NumKVHeads, in.HeadDim
-	w := min(spec.Window, T)
-	if T <= w {
-		return fillScores(out, nkv*T, 1)
-	}
-	if err := st.setPositions(in.Positions); err != nil {
-		return err
-	}
-	prefix := T - w
-	prefixP := (prefix + 3) / 4 * 4
-	perHead := int64(w) * int64(prefixP) * 4
-	hchunk := int(min(int64(nq), max(1, snapLogitsBytes/perHead)))
-	rowTiles := ceilDiv(w, skTile)
-	kx := min(max(3*b.sms/(hchunk*rowTiles), 1), ceilDiv(T, skTile)) // one wave of three blocks per multiprocessor
-	kpb := ceilDiv(ceilDiv(T, kx), skTile) * skTile
-	kx = ceilDiv(T, kpb)
-	if err := ensureAll("snapkv scratch",
-		&st.logits, int64(hchunk)*perHead, &st.pml, int64(hchunk*w*kx*2)*4, &st.ms, int64(hchunk*w*2)*8,
-		&st.avg, int64(nq)*int64(prefix)*8); err != nil {
-		return err
-	}
-	scale := float32(1 / math.Sqrt(float64(d)))
-	for h0 := 0; h0 < nq; h0 += hchunk {
-		hc := min(hchunk, nq-h0)
-		b.launch(st.k["snap_logits"], dim3{kx, hc, rowTiles}, dim3{256, 1, 1}, snapSmem(d),
-			st.logits.ptr, st.pml.ptr, q.ptr, k.ptr, st.pos.ptr, int32(T), int32(nq), int32(nkv), int32(d),
-			int32(w), int32(prefix), int32(prefixP), int32(h0), int32(kpb), scale)
-		b.launch(st.k["snap_stats"], dim3{ceilDiv(hc*w, 256), 1, 1}, dim3{256, 1, 1}, 0,
-			st.ms.ptr, st.pml.ptr, int32(hc*w), int32(kx))
-		b.launch(st.k["snap_reduce"], dim3{ceilDiv(prefix, 256), hc, 1}, dim3{256, 1, 1}, 0,
-			st.avg.ptr, st.logits.ptr, st.ms.ptr, int32(w), int32(prefix), int32(prefixP), int32(h0))
-	}
-	b.launch(st.k["snap_pool"], dim3{ceilDiv(prefix, 256), nkv, 1}, dim3{256, 1, 1}, 0,
-		out, st.avg.ptr, int32(T), int32(prefix), int32(nq), int32(nkv), int32(spec.Kernel), boolInt32(spec.MaxPool))
-	// The window scores above every other token of the layer.
-	b.launch(st.k["layer_protect"], dim3{1, 1, 1}, dim3{1024, 1, 1}, 0,
-		out, int32(nkv), int32(T), int32(0), int32(prefix), int32(0), int32(prefix))
-	return nil
-}
-
-// scoreKeyDiff runs KeyDiff: partial anchors over row slices, then the scores.
-func (b *Backend) scoreKeyDiff(st *scoreState, in backend.LayerInput, k *Tensor, out cu.DevicePtr) error {
-	T, nkv, d := len(in.Positions), in.NumKVHeads, in.HeadDim
-	splits := min(max(ceilDiv(2*b.sms, nkv), 1), ceilDiv(T, 64))
-	rpb := ceilDiv(T, splits)
-	splits = ceilDiv(T, rpb)
-	if err := st.kd.ensure(int64(nkv*splits*d)*8, "keydiff anchors"); err != nil {
-		return err
-	}
-	b.launch(st.k["kd_anchor_partial"], dim3{nkv, splits, 1}, dim3{256, 1, 1}, 0,
-		st.kd.ptr, k.ptr, int32(T), int32(nkv), int32(d), int32(rpb))
-	gx := min(max(ceilDiv(4*b.sms, nkv), 1), ceilDiv(T, 8))
-	b.launch(st.k["kd_scores"], dim3{gx, nkv, 1}, dim3{256, 1, 1}, 0,
-		out, st.kd.ptr, k.ptr, int32(T), int32(nkv), int32(d), int32(splits))
-	return nil
 }

@@ -2,6 +2,10 @@
 
 package cuda
 
+// Tensors: the device Tensor and its dtypes, the backend.Backend methods that make,
+// view, read and free them (Weight, Alloc, Free, RowView, Rows, Read), and the exact
+// float32 to bfloat16 / float16 conversions behind WeightPolicy.
+
 import (
 	"errors"
 	"fmt"
@@ -98,8 +102,7 @@ func (b *Backend) f32(t backend.Tensor, what string) *Tensor {
 		panic(err)
 	}
 	if count > 0 {
-		k := b.k.widen[ct.dt]
-		b.launch(k, gridFor(count, b.sms), dim3{256, 1, 1}, 0, ptr, ct.ptr, count)
+		b.launch(widenKernels[ct.dt], gridFor(count, b.sms), dim3{256, 1, 1}, 0, ptr, ct.ptr, count)
 	}
 	ct.cleanup.Stop()
 	b.pool.put(ct.ptr, ct.size)
@@ -107,6 +110,9 @@ func (b *Backend) f32(t backend.Tensor, what string) *Tensor {
 	b.own(ct)
 	return ct
 }
+
+// widenKernels convert a narrow tensor to float32, by its dtype.
+var widenKernels = [3]string{bf16: "widen_bf16", f16: "widen_f16"}
 
 // Weight uploads data [rows, cols]. Vectors (rows == 1) stay float32; matrices are
 // stored as the backend's WeightPolicy says.

@@ -10,15 +10,15 @@ import (
 	"github.com/lukv/lukv/backend/backendtest"
 )
 
-// TestKernelProfile: with Options.Profile, KernelProfile names every kernel launched
+// TestKernelTimes: with Options.KernelTimes, KernelTimes names every kernel launched
 // since the previous call (held-back launches included: it flushes them), counts them,
 // gives each a positive GPU time, and starts a new period; without the option it fails.
-func TestKernelProfile(t *testing.T) {
-	if _, err := testBackend(t).KernelProfile(); err == nil || !strings.Contains(err.Error(), "off") {
-		t.Fatalf("KernelProfile without Options.Profile: %v, want an error saying it is off", err)
+func TestKernelTimes(t *testing.T) {
+	if _, err := testBackend(t).KernelTimes(); err == nil || !strings.Contains(err.Error(), "off") {
+		t.Fatalf("KernelTimes without Options.KernelTimes: %v, want an error saying it is off", err)
 	}
-	b := backendWith(t, Options{Profile: true, TensorCores: true})
-	if _, err := b.KernelProfile(); err != nil { // drop whatever came before
+	b := backendWith(t, Options{KernelTimes: true, TensorCores: true})
+	if _, err := b.KernelTimes(); err != nil { // drop whatever came before
 		t.Fatal(err)
 	}
 	r := rand.New(rand.NewPCG(9, 9))
@@ -33,11 +33,11 @@ func TestKernelProfile(t *testing.T) {
 	b.MatMul(y64, x64, w) // prefill: bf16 conversion + cuBLAS
 	b.MatMul(y64, x64, w)
 	b.Add(y1, y1)
-	stats, err := b.KernelProfile()
+	stats, err := b.KernelTimes()
 	if err != nil {
 		t.Fatal(err)
 	}
-	got := map[string]KernelStat{}
+	got := map[string]KernelTime{}
 	for _, s := range stats {
 		got[s.Name] = s
 		if !(s.Seconds > 0 && s.Seconds < 1) {
@@ -46,15 +46,15 @@ func TestKernelProfile(t *testing.T) {
 	}
 	for name, calls := range map[string]int{"rmsnorm": 1, "gemv_bf16_n1": 1, "f32_to_bf16": 2, "cublasGemmEx": 2, "add_inplace": 1} {
 		if got[name].Calls != calls {
-			t.Errorf("%s: %d calls in the profile, want %d (profile: %+v)", name, got[name].Calls, calls, stats)
+			t.Errorf("%s: %d calls in the kernel times, want %d (times: %+v)", name, got[name].Calls, calls, stats)
 		}
 	}
 	for i := 1; i < len(stats); i++ {
 		if stats[i].Seconds > stats[i-1].Seconds {
-			t.Errorf("profile not sorted by time: %+v", stats)
+			t.Errorf("kernel times not sorted by time: %+v", stats)
 		}
 	}
-	if again, err := b.KernelProfile(); err != nil || len(again) != 0 {
-		t.Errorf("second KernelProfile: %+v, %v; want a new, empty period", again, err)
+	if again, err := b.KernelTimes(); err != nil || len(again) != 0 {
+		t.Errorf("second KernelTimes: %+v, %v; want a new, empty period", again, err)
 	}
 }

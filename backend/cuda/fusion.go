@@ -1,0 +1,215 @@
+//go:build cuda
+
+package cuda
+
+// Operations held back for fusion, and the decode step budget that motivates them.
+//
+// Decode step budget (Llama-3.1-8B shape: 32 layers, hidden 4096, 32/8 heads of 128,
+// MLP 14336, vocabulary 128256, bf16 weights; one sequence at 8k context, H200 at the
+// 4.3 TB/s measured copy bandwidth). Measured before this file's decode path
+// (results/gpu/2026-11-28-h200-run2): 11.2 ms/token against a 3.99 ms floor (f32 KV).
+//
+//   weights read per step   32 x 436.2 MB + LM head 1050.7 MB = 15.01 GB -> 3.49 ms
+//   KV read per step        8192 tokens x 32 layers x 8 heads x 128 x 2 (K, V)
+//                           bf16 (Options.KVBF16): 1.07 GB -> 0.25 ms (f32: 0.50 ms)
+//   floor                   3.74 ms with bf16 KV (3.99 with f32); 1.2x = 4.49 ms
+//
+// Expected with this path (estimates, not yet measured: the GEMV at 3.7-4.0 TB/s on the
+// large matrices, the decode attention near 3 TB/s, ~1 us of launch gap per kernel, and
+// 2.5-4 us for each tiny kernel, which is launch, ramp and, for RMSNorm of one row, a
+// single block's serial reduction, not bytes):
+//
+//   GEMVs (gemv_bf16_n1, 4 launches per layer: q/k/v grouped, o, gate/up grouped,
+//   down; + LM head)                                          15.01 GB  ~3.8-4.1 ms
+//   attention (attention_decode_kv1_g4, combine fused)         1.07 GB  ~0.35-0.45 ms
+//   tiny kernels: 2 RMSNorm, rope+append, 2 Add, SwiGLU per layer = 6 x 32 = 192
+//   launches x 2.5-4 us                                                 ~0.5-0.8 ms
+//   launch gaps of the 5 large kernels per layer, 160 x ~1 us          ~0.15 ms
+//   per step: embed, 9 activation memsets, final norm, logits read      ~0.05 ms
+//   total                                                               ~4.9-5.5 ms
+//
+// That is ~1.3-1.5x the bf16-KV floor (from 2.8x; 11 launches per layer instead of 18,
+// ~370 per step instead of ~590). Before: the GEMV at ~2.35 TB/s (6.4 ms), the float32
+// KV read at ~1.2 TB/s with a serial split-K combine, and ~3 ms of small kernels. What
+// remains to reach 1.2x (4.49 ms): mostly the ~0.7-1 ms of tiny kernels and launch
+// gaps, i.e. launches, not bytes. Next steps, in order of gain:
+//   1. Fuse RMSNorm into the GEMV that follows it (each block recomputes the row's
+//      inverse RMS from x, already in L2, and scales x as it reads it), the residual
+//      Add into the epilogue of the o and down GEMVs, SwiGLU into the gate/up GEMV
+//      epilogue (interleave the two matrices so one block owns gate row o and up row
+//      o): 5 fewer launches per layer, ~0.4-0.6 ms. The held-back mechanism below
+//      (pending) already gives the hook; each is one more pattern.
+//   2. CUDA graphs for the whole step (the launch sequence is the same every step;
+//      only positions, cache lengths and the split counts change, which would have to
+//      move to device memory), removing the remaining launch gaps: ~0.2 ms.
+//   3. The GEMV at >= 4.1 TB/s on every shape (the small q/k/v and o matrices, 33-50
+//      MB, lose most to the ramp at their start and end; a persistent kernel over all
+//      of a layer's matrices would hide it).
+//
+// The numbers to check on the H200: BenchmarkMatMulDecode8B (GB/s per shape),
+// BenchmarkAttentionDecode8k/32k (GB/s, f32 and bf16 KV) and lukv-run bench's decode
+// rows; cmd/lukv-run's LUKV_CUDA_FUSE=0 measures the held-back fusion's share.
+//
+// Held-back operations ("pending"): MatMul of at most gemvMaxRows rows on the decode
+// GEMV, RoPE and Attention do not launch at once when Options.Unfused is off. A decode
+// MatMul waits for the next call: another decode MatMul with the same x (and weight
+// type) joins it, up to three (the q, k, v projections; gate and up), and the group runs
+// as one grid. A RoPE waits likewise: a second RoPE at the same positions joins it (q
+// and k, one launch), and an Attention whose q and k are the held-back tensors does the
+// rotations inside its cache append (kv_rope_append), one launch instead of three. Every
+// other entry point (enter) launches whatever is held back first, so nothing can observe
+// a result before it is computed; only the moment of the launch moves.
+
+import (
+	"slices"
+
+	"gorgonia.org/cu"
+
+	"github.com/lukv/lukv/backend"
+)
+
+// pending are the operations held back for fusion: decode matmuls sharing x, or
+// rotations sharing positions (never both).
+type pending struct {
+	gemv    []gemvCall
+	rope    []ropeCall
+	ropeHD  int     // head dim of the held-back rotations
+	ropePos []int32 // their positions
+}
+
+// ropeCall is one held-back rotation of x [rows, cols].
+type ropeCall struct {
+	ptr        cu.DevicePtr
+	rows, cols int
+	keep       *Tensor
+}
+
+func (p *pending) any() bool { return len(p.gemv) > 0 || len(p.rope) > 0 }
+
+// overlaps reports whether byte ranges [a, a+an) and [c, c+cn) share a byte.
+func overlaps(a cu.DevicePtr, an int64, c cu.DevicePtr, cn int64) bool {
+	return a < c+cu.DevicePtr(cn) && c < a+cu.DevicePtr(an)
+}
+
+// joinsGEMV reports whether c can run in one launch with the held-back matmuls: same x,
+// rows, inner size and weight type, fewer than maxGEMVGroup so far, and an output that
+// overlaps neither x nor another output (their order would matter).
+func (p *pending) joinsGEMV(c gemvCall) bool {
+	if len(p.gemv) == 0 || len(p.gemv) >= maxGEMVGroup || len(p.rope) > 0 {
+		return false
+	}
+	g := p.gemv[0]
+	if c.x != g.x || c.n != g.n || c.k != g.k || c.dt != g.dt {
+		return false
+	}
+	outBytes := func(c gemvCall) int64 { return int64(c.n) * int64(c.nout) * 4 }
+	if overlaps(c.out, outBytes(c), c.x, int64(c.n)*int64(c.k)*4) {
+		return false
+	}
+	for _, h := range p.gemv {
+		if overlaps(c.out, outBytes(c), h.out, outBytes(h)) {
+			return false
+		}
+	}
+	return true
+}
+
+// joinsRope reports whether a rotation of c at pos with head dim hd can run with the
+// held-back one: one held back, same head dim and positions, different memory.
+func (p *pending) joinsRope(c ropeCall, hd int, pos []int32) bool {
+	if len(p.rope) != 1 || len(p.gemv) > 0 || p.ropeHD != hd || !slices.Equal(p.ropePos, pos) {
+		return false
+	}
+	r := p.rope[0]
+	return c.rows == r.rows && !overlaps(c.ptr, int64(c.rows)*int64(c.cols)*4, r.ptr, int64(r.rows)*int64(r.cols)*4)
+}
+
+// flush launches whatever is held back. The caller holds the lock.
+func (b *Backend) flush() {
+	if g := b.pend.gemv; len(g) > 0 {
+		b.pend.gemv = nil
+		b.launchGEMV(g)
+	}
+	if r := b.pend.rope; len(r) > 0 {
+		b.pend.rope = nil
+		var q, k ropeCall = r[0], ropeCall{}
+		if len(r) > 1 {
+			k = r[1]
+		}
+		b.launchRopeAppend(q, k, nil, nil, 0, false)
+	}
+}
+
+// f32Held is f32 for an operation that may join held-back ones: widening a narrow tensor
+// replaces its memory, so whatever is held back is launched first.
+func (b *Backend) f32Held(t backend.Tensor, what string) *Tensor {
+	if ct := b.tensor(t, what); ct.dt != f32 {
+		b.flush()
+	}
+	return b.f32(t, what)
+}
+
+// ropePositions are the position arguments of kv_rope_append for the held-back
+// rotations: the uploaded list, or none and the first position.
+func (b *Backend) ropePositions() (cu.DevicePtr, int32) {
+	pos := b.pend.ropePos
+	if consecutive(pos) {
+		return 0, pos[0]
+	}
+	return b.positions.ptr, 0
+}
+
+// launchRopeAppend runs kv_rope_append: rotates q and k (each when its tensor is set)
+// with the held-back rotations' head dim and positions, and, with c set, appends k and v
+// [n, kvHeads*hd] to c's layer, writing the advanced lengths to its other length array.
+func (b *Backend) launchRopeAppend(q, k ropeCall, v *Tensor, c *KVCache, layer int, rotk bool) {
+	hd, kvh, n := b.pend.ropeHD, 0, 0
+	var posPtr cu.DevicePtr
+	var pos0 int32
+	if len(b.pend.ropePos) > 0 {
+		posPtr, pos0 = b.ropePositions()
+	}
+	rotq := q.keep != nil
+	if c != nil {
+		hd, kvh, n = c.headDim, c.kvHeads, k.rows
+	} else {
+		rotk = k.keep != nil
+		n = q.rows
+	}
+	if !rotq && !rotk {
+		// Nothing rotates: the held-back positions (if any) belong to an earlier call and
+		// may be fewer than n rows.
+		posPtr, pos0 = 0, 0
+	}
+	half := int64(hd / 2)
+	total := int64(0)
+	if rotq {
+		total += int64(n) * int64(q.cols/hd) * half
+	}
+	if rotk || c != nil {
+		total += int64(n) * int64(k.cols/hd) * half
+	}
+	var kc, vc, off, ln, next, vp cu.DevicePtr
+	kern := "kv_rope_append_f32"
+	if c != nil {
+		total += int64(n) * int64(kvh) * half
+		kc, vc, off, ln, next, vp = c.buf.k[layer], c.buf.v[layer], c.offPtr(layer), c.lenPtr(layer), c.nextLenPtr(layer), v.ptr
+		if c.bf16 {
+			kern = "kv_rope_append_bf16"
+		}
+	}
+	if total == 0 && c == nil {
+		return
+	}
+	b.launch(kern, gridFor(max(total, 1), b.sms), dim3{256, 1, 1}, 0,
+		q.ptr, i32(q.cols, "rotated q cols"), boolArg(rotq), k.ptr, i32(k.cols, "rotated k cols"), boolArg(rotk), vp,
+		kc, vc, off, ln, next, boolArg(c != nil), posPtr, pos0, b.invFreq.ptr,
+		i32(n, "rotated rows"), int32(kvh), i32(hd, "head dim"))
+}
+
+func boolArg(v bool) int32 {
+	if v {
+		return 1
+	}
+	return 0
+}
