@@ -273,17 +273,17 @@ func WriteTables(w io.Writer, r *Report) {
 	}
 }
 
-// WriteKernelTimes writes, for each profiled decode row and prefill, the GPU time
+// WriteKernelTimes writes, for each timed decode row and prefill, the GPU time
 // per kernel (per token for decode) and what the kernels add up to against the wall
 // time: the rest is launch gaps and host time. Only runs with LUKV_CUDA_KERNEL_TIMES=1 have
-// profiles (and their wall times include the profiling's own cost).
+// kernel times (and their wall times include the timing's own cost).
 func WriteKernelTimes(w io.Writer, r *Report) {
 	table := func(title string, stats []backend.KernelTime, per float64, wallMs float64, unit string) {
 		total := 0.0
 		for _, s := range stats {
 			total += s.Seconds
 		}
-		fmt.Fprintf(w, "\n### %s\n\nKernels: %.3f ms%s of GPU time against %.3f ms%s of wall time (with profiling).\n\n", title, 1e3*total/per, unit, wallMs, unit)
+		fmt.Fprintf(w, "\n### %s\n\nKernels: %.3f ms%s of GPU time against %.3f ms%s of wall time (with kernel timing).\n\n", title, 1e3*total/per, unit, wallMs, unit)
 		fmt.Fprintf(w, "| kernel | calls%s | us%s | share |\n|---|---|---|---|\n", unit, unit)
 		for _, s := range stats {
 			fmt.Fprintf(w, "| %s | %.1f | %.1f | %.1f%% |\n", s.Name, float64(s.Calls)/per, 1e6*s.Seconds/per, 100*s.Seconds/max(total, 1e-12))

@@ -7,9 +7,9 @@ import (
 	"github.com/lukv/lukv/backend"
 )
 
-// TestKernelTimesTables: profiled rows get a table each, per token for decode (calls
-// and time divided by the profiled steps), with the kernels' sum against the wall time;
-// rows without a profile get none.
+// TestKernelTimesTables: timed rows get a table each, per token for decode (calls
+// and time divided by the timed steps), with the kernels' sum against the wall time;
+// rows without kernel times get none.
 func TestKernelTimesTables(t *testing.T) {
 	rep := &Report{Contexts: []Context{{
 		Context: 8192,
@@ -30,15 +30,15 @@ func TestKernelTimesTables(t *testing.T) {
 		"| gemv_bf16_n1 | 96.0 | 3600.0 | 90.0% |", "| rmsnorm | 65.0 | 400.0 | 10.0% |",
 	} {
 		if !strings.Contains(out, want) {
-			t.Errorf("kernel profile lacks %q:\n%s", want, out)
+			t.Errorf("kernel times table lacks %q:\n%s", want, out)
 		}
 	}
 	if strings.Contains(out, "80% evicted") {
-		t.Errorf("a row without a profile got a table:\n%s", out)
+		t.Errorf("a row without kernel times got a table:\n%s", out)
 	}
 	b.Reset()
 	WriteKernelTimes(&b, &Report{Contexts: []Context{{Context: 64, Decode: []Decode{{MsPerToken: 1}}}}})
 	if b.Len() != 0 {
-		t.Errorf("no profiles, yet output: %q", b.String())
+		t.Errorf("no kernel times, yet output: %q", b.String())
 	}
 }

@@ -181,7 +181,7 @@ func deviceName(b backend.Backend, threads int) string {
 	return fmt.Sprintf("%s/%s, %d threads", runtime.GOOS, runtime.GOARCH, threads)
 }
 
-// kernelTimes reads the backend's kernel profile and starts a new period: nil unless the
+// kernelTimes reads the backend's kernel times and starts a new period: nil unless the
 // backend times its kernels (LUKV_CUDA_KERNEL_TIMES=1 with --device cuda).
 func kernelTimes(b backend.Backend) []backend.KernelTime {
 	kp, ok := b.(backend.KernelTimer)
