@@ -7,33 +7,14 @@ import (
 	"slices"
 )
 
-// Allocator decides how many tokens every KV head of a layer keeps, and which: given the
-// layer's scores [Nkv][T] (sink and window already protected) and the compression ratio
-// rho (the fraction of tokens to drop), it returns each head's kept indices, ascending.
+// Allocator decides how many tokens every KV head of a layer keeps. Given the layer's
+// scores [Nkv][T] (sink and window already protected) and the compression ratio rho
+// (the fraction of tokens to drop), it returns each head's count, in [0, T of the
+// head]; the head then keeps its count best tokens (KeepTop). Counts are plain data, so
+// the host and a device consume the same decision (Method.Plan).
 type Allocator interface {
 	Name() string
-	Keep(layer, numLayers int, scores [][]float32, ratio float64) ([][]int, error)
-}
-
-// AllocatorNames lists the --allocator values.
-func AllocatorNames() []string { return []string{"uniform", "pyramid", "adakv", "lukv"} }
-
-// NewAllocator returns the allocator a CLI name stands for; lukv needs a budget curve.
-func NewAllocator(name string, curve *BudgetCurve) (Allocator, error) {
-	switch name {
-	case "uniform":
-		return UniformAllocator{}, nil
-	case "pyramid":
-		return PyramidAllocator{Window: 64, Beta: 20}, nil
-	case "adakv":
-		return AdaKVAllocator{Safeguard: 0.2}, nil
-	case "lukv":
-		if curve == nil {
-			return nil, fmt.Errorf("allocator lukv needs a budget curve (--curve FILE.npy)")
-		}
-		return LUKVAllocator{Curve: curve}, nil
-	}
-	return nil, fmt.Errorf("unknown allocator %q (want one of %v)", name, AllocatorNames())
+	Counts(layer, numLayers int, scores [][]float32, ratio float64) ([]int, error)
 }
 
 // topK returns the indices of the k highest scores, ascending. Ties keep the later token
@@ -100,6 +81,17 @@ func checkRatio(ratio float64) error {
 	return nil
 }
 
+// KeepTop returns, for every head, the indices of its counts[h] best tokens (score
+// descending, ties to the later token, NaN lowest), ascending: how a head keeps what its
+// allocator counted. A device does the same (backend.DeviceCompaction).
+func KeepTop(scores [][]float32, counts []int) [][]int {
+	keep := make([][]int, len(scores))
+	for h, s := range scores {
+		keep[h] = topK(s, counts[h])
+	}
+	return keep
+}
+
 // UniformAllocator gives every head the same budget, floor(T*(1-rho)) (at least 1),
 // as kvpress's ScorerPress does, except that the product is rounded to 1e-9 first: in
 // floating point 100*(1-0.8) is 19.999999999999996, which kvpress floors to 19.
@@ -107,15 +99,15 @@ type UniformAllocator struct{}
 
 func (UniformAllocator) Name() string { return "uniform" }
 
-func (UniformAllocator) Keep(layer, numLayers int, scores [][]float32, ratio float64) ([][]int, error) {
+func (UniformAllocator) Counts(layer, numLayers int, scores [][]float32, ratio float64) ([]int, error) {
 	if err := checkRatio(ratio); err != nil {
 		return nil, err
 	}
-	keep := make([][]int, len(scores))
+	counts := make([]int, len(scores))
 	for h, s := range scores {
-		keep[h] = topK(s, max(1, uniformBudget(len(s), ratio)))
+		counts[h] = min(len(s), max(1, uniformBudget(len(s), ratio)))
 	}
-	return keep, nil
+	return counts, nil
 }
 
 // uniformBudget is floor(T*(1-ratio)), robust to the product's rounding error.
@@ -151,51 +143,59 @@ func (p PyramidAllocator) LayerBudget(layer, numLayers, T int, ratio float64) in
 	return int(math.Round(maxNum - float64(layer)*steps))
 }
 
-func (p PyramidAllocator) Keep(layer, numLayers int, scores [][]float32, ratio float64) ([][]int, error) {
+func (p PyramidAllocator) Counts(layer, numLayers int, scores [][]float32, ratio float64) ([]int, error) {
 	if err := checkRatio(ratio); err != nil {
 		return nil, err
 	}
-	keep := make([][]int, len(scores))
+	counts := make([]int, len(scores))
 	for h, s := range scores {
-		keep[h] = topK(s, max(1, p.LayerBudget(layer, numLayers, len(s), ratio)))
+		counts[h] = min(len(s), max(1, p.LayerBudget(layer, numLayers, len(s), ratio)))
 	}
-	return keep, nil
+	return counts, nil
 }
 
 // AdaKVAllocator pools a layer's budget across its heads: each head first keeps its top
 // Safeguard share of the uniform budget, then the rest of the layer's budget
-// (Nkv * uniform) goes to the highest remaining scores of any head (kvpress AdaKVPress).
+// (Nkv * uniform) goes to the highest remaining scores of any head (kvpress AdaKVPress);
+// a head left with nothing keeps its best token.
+//
+// The pooled choice is returned as per-head counts: within one head the pool ranks
+// tokens as KeepTop does (score descending, later token first), so the tokens the pool
+// takes from a head are the best ones its safeguard left, and each head's top count is
+// exactly the pooled set (TestAdaKVCountsReproducePooledSet checks it against the
+// pooled selection itself).
 type AdaKVAllocator struct {
 	Safeguard float64
 }
 
 func (AdaKVAllocator) Name() string { return "adakv" }
 
-func (a AdaKVAllocator) Keep(layer, numLayers int, scores [][]float32, ratio float64) ([][]int, error) {
+func (a AdaKVAllocator) Counts(layer, numLayers int, scores [][]float32, ratio float64) ([]int, error) {
 	if err := checkRatio(ratio); err != nil {
 		return nil, err
 	}
 	if len(scores) == 0 {
 		return nil, nil
 	}
-	T := len(scores[0])
-	nKept := uniformBudget(T, ratio)
+	nKept := uniformBudget(len(scores[0]), ratio)
 	nSafe := int(float64(nKept) * a.Safeguard)
 	type cand struct {
 		head, tok int
 		s         float32
 	}
-	chosen := make([][]bool, len(scores))
+	counts := make([]int, len(scores))
 	var rest []cand
 	left := nKept * len(scores)
 	for h, s := range scores {
-		chosen[h] = make([]bool, T)
-		for _, j := range topK(s, nSafe) {
-			chosen[h][j] = true
-			left--
+		safe := topK(s, nSafe)
+		counts[h] = len(safe)
+		left -= len(safe)
+		chosen := make([]bool, len(s))
+		for _, j := range safe {
+			chosen[j] = true
 		}
 		for j, v := range s {
-			if !chosen[h][j] {
+			if !chosen[j] {
 				rest = append(rest, cand{h, j, v})
 			}
 		}
@@ -212,48 +212,43 @@ func (a AdaKVAllocator) Keep(layer, numLayers int, scores [][]float32, ratio flo
 		return cmp.Compare(x.head, y.head)
 	})
 	for _, c := range rest[:max(0, min(left, len(rest)))] {
-		chosen[c.head][c.tok] = true
+		counts[c.head]++
 	}
-	keep := make([][]int, len(scores))
-	for h := range chosen {
-		for j, ok := range chosen[h] {
-			if ok {
-				keep[h] = append(keep[h], j)
-			}
-		}
-		if len(keep[h]) == 0 { // a head always keeps its best token
-			keep[h] = topK(scores[h], 1)
+	for h, s := range scores {
+		if counts[h] == 0 { // a head always keeps its best token
+			counts[h] = min(1, len(s))
 		}
 	}
-	return keep, nil
+	return counts, nil
 }
 
 // LUKVAllocator reads each head's budget from an LU-KV budget curve (kvpress's online
-// rounding, BudgetCurve.KeepCounts) and keeps that head's top tokens.
+// rounding, BudgetCurve.KeepCounts).
 type LUKVAllocator struct {
 	Curve *BudgetCurve
 }
 
 func (LUKVAllocator) Name() string { return "lukv" }
 
-func (a LUKVAllocator) Keep(layer, numLayers int, scores [][]float32, ratio float64) ([][]int, error) {
+func (a LUKVAllocator) Counts(layer, numLayers int, scores [][]float32, ratio float64) ([]int, error) {
 	if err := checkRatio(ratio); err != nil {
 		return nil, err
+	}
+	if a.Curve == nil {
+		return nil, fmt.Errorf("allocator lukv needs a budget curve")
 	}
 	if err := a.Curve.CheckFits(numLayers, len(scores)); err != nil {
 		return nil, err
 	}
 	if ratio == 0 {
-		return UniformAllocator{}.Keep(layer, numLayers, scores, 0)
+		return UniformAllocator{}.Counts(layer, numLayers, scores, 0)
 	}
-	T := len(scores[0])
-	counts, err := a.Curve.KeepCounts(layer, ratio, T)
+	counts, err := a.Curve.KeepCounts(layer, ratio, len(scores[0]))
 	if err != nil {
 		return nil, err
 	}
-	keep := make([][]int, len(scores))
 	for h, s := range scores {
-		keep[h] = topK(s, counts[h])
+		counts[h] = max(0, min(len(s), counts[h]))
 	}
-	return keep, nil
+	return counts, nil
 }

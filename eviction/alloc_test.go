@@ -20,6 +20,16 @@ func randScores(r *rand.Rand, heads, T int) [][]float32 {
 	return s
 }
 
+// allocKeep is what allocator a keeps of a layer's (already protected) scores: each
+// head's top count tokens.
+func allocKeep(a Allocator, layer, numLayers int, scores [][]float32, ratio float64) ([][]int, error) {
+	counts, err := a.Counts(layer, numLayers, scores, ratio)
+	if err != nil {
+		return nil, err
+	}
+	return KeepTop(scores, counts), nil
+}
+
 func TestTopK(t *testing.T) {
 	s := []float32{0.5, 0.9, 0.1, 0.9, 0.3}
 	if got := topK(s, 2); !slices.Equal(got, []int{1, 3}) {
@@ -62,7 +72,7 @@ func checkKeep(t *testing.T, scores [][]float32, keep [][]int) {
 func TestUniformAllocator(t *testing.T) {
 	r := rand.New(rand.NewPCG(1, 1))
 	s := randScores(r, 4, 100)
-	keep, err := UniformAllocator{}.Keep(0, 2, s, 0.8)
+	keep, err := allocKeep(UniformAllocator{}, 0, 2, s, 0.8)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -72,7 +82,7 @@ func TestUniformAllocator(t *testing.T) {
 			t.Errorf("head %d keeps %d, want 20", h, len(keep[h]))
 		}
 	}
-	if _, err := (UniformAllocator{}).Keep(0, 2, s, 1); err == nil {
+	if _, err := (UniformAllocator{}).Counts(0, 2, s, 1); err == nil {
 		t.Error("ratio 1: no error")
 	}
 }
@@ -96,7 +106,7 @@ func TestPyramidAllocator(t *testing.T) {
 	}
 	r := rand.New(rand.NewPCG(2, 2))
 	s := randScores(r, 2, T)
-	keep, err := p.Keep(0, L, s, 0.8)
+	keep, err := allocKeep(p, 0, L, s, 0.8)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -114,7 +124,7 @@ func TestAdaKVAllocator(t *testing.T) {
 	for j := range s[0] {
 		s[0][j] += 10
 	}
-	keep, err := AdaKVAllocator{Safeguard: 0.2}.Keep(0, 1, s, 0.75)
+	keep, err := allocKeep(AdaKVAllocator{Safeguard: 0.2}, 0, 1, s, 0.75)
 	if err != nil {
 		t.Fatal(err)
 	}
