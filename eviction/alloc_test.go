@@ -87,32 +87,49 @@ func TestUniformAllocator(t *testing.T) {
 	}
 }
 
+// TestPyramidAllocator: budgets fall with depth from kvpress's max to its min, with the
+// average at the uniform budget. Worked by hand for T 1000, rho 0.8, window 8, beta 20:
+// max_capacity = 8 + 200; min_num = 200/20 = 10; max_num = 2*200 - 10 = 390; step
+// (390-10)/7. A uniform budget (200 everywhere) fails it.
 func TestPyramidAllocator(t *testing.T) {
 	p := PyramidAllocator{Window: 8, Beta: 20}
 	L, T := 8, 1000
 	total, prev := 0, T+1
+	var budgets []int
 	for l := 0; l < L; l++ {
 		b := p.LayerBudget(l, L, T, 0.8)
-		if b > prev {
-			t.Errorf("layer %d budget %d above layer %d's %d: budgets must fall with depth", l, b, l-1, prev)
+		if b >= prev {
+			t.Errorf("layer %d budget %d not below layer %d's %d: budgets must fall with depth", l, b, l-1, prev)
 		}
 		prev = b
 		total += b
+		budgets = append(budgets, b)
+	}
+	want := []int{390, 336, 281, 227, 173, 119, 64, 10} // round(390 - l*380/7)
+	if !slices.Equal(budgets, want) {
+		t.Errorf("layer budgets %v, want %v", budgets, want)
 	}
 	// The pyramid keeps the average budget at T*(1-rho) per layer.
-	want := L * 200
-	if total < want-L || total > want+L {
-		t.Errorf("total budget %d, want %d (±1 per layer)", total, want)
+	if total < L*200-L || total > L*200+L {
+		t.Errorf("total budget %d, want %d (±1 per layer)", total, L*200)
 	}
 	r := rand.New(rand.NewPCG(2, 2))
 	s := randScores(r, 2, T)
-	keep, err := allocKeep(p, 0, L, s, 0.8)
-	if err != nil {
-		t.Fatal(err)
+	for _, l := range []int{0, L - 1} {
+		keep, err := allocKeep(p, l, L, s, 0.8)
+		if err != nil {
+			t.Fatal(err)
+		}
+		checkKeep(t, s, keep)
+		for h := range keep {
+			if len(keep[h]) != want[l] {
+				t.Errorf("layer %d head %d keeps %d, want %d", l, h, len(keep[h]), want[l])
+			}
+		}
 	}
-	checkKeep(t, s, keep)
-	if len(keep[0]) != p.LayerBudget(0, L, T, 0.8) {
-		t.Errorf("layer 0 keeps %d", len(keep[0]))
+	// Where the pyramid does not fit (a single layer) every layer gets the uniform budget.
+	if b := p.LayerBudget(0, 1, T, 0.8); b != 200 {
+		t.Errorf("one layer: budget %d, want the uniform 200", b)
 	}
 }
 
