@@ -195,7 +195,7 @@ func TestSinkWindowRule(t *testing.T) {
 		{"adakv budget 1 < sink+window", AdaKVAllocator{Safeguard: 0.2}, 0.95, 2, 2, []int{0, 1, 18, 19}},
 		{"sink+window > T", UniformAllocator{}, 0.9, 15, 10, seqInts(T)},
 		{"budget above sink+window", UniformAllocator{}, 0.6, 4, 1, []int{0, 1, 2, 3, 10, 11, 12, 19}}, // floor(20*0.4) = 8: 5 protected, the 3 best of the rest
-		{"no sink or window", UniformAllocator{}, 0.9, 0, 0, []int{10, 12}}, // +Inf, then the later of two ties
+		{"no sink or window", UniformAllocator{}, 0.9, 0, 0, []int{10, 12}},                            // +Inf, then the later of two ties
 	}
 	for _, tc := range cases {
 		scores := [][][]float32{{head(), head()}}
