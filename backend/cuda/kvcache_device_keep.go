@@ -18,6 +18,7 @@ import (
 	"gorgonia.org/cu"
 
 	"github.com/lukv/lukv/backend"
+	"github.com/lukv/lukv/kv"
 )
 
 var _ backend.DeviceCompaction = (*KVCache)(nil)
@@ -52,9 +53,9 @@ func (c *KVCache) planKeep(req backend.KeepTopRequest) (*keepPlan, error) {
 			if p.T < 0 {
 				p.T = len(hs)
 			}
-			if len(hs) != p.T || c.l[l].len[h] != p.T {
+			if len(hs) != p.T || c.l[l].Len[h] != p.T {
 				return nil, fmt.Errorf("kv cache: keep top: layer %d head %d has %d scores for %d cached tokens (every head must hold the same %d)",
-					l, h, len(hs), c.l[l].len[h], p.T)
+					l, h, len(hs), c.l[l].Len[h], p.T)
 			}
 		}
 	}
@@ -218,22 +219,16 @@ func (c *KVCache) compactOnDevice(st *scoreState, p *keepPlan) error {
 			}
 		}
 		for l := l0; l < p.layers; l++ {
-			nl := layerCache{off: make([]int, nkv), len: make([]int, nkv), cap: make([]int, nkv)}
-			for h := 0; h < nkv; h++ {
-				nl.off[h] = nl.rows
-				nl.len[h] = counts[l][h]
-				nl.cap[h] = counts[l][h] + p.reserve
-				nl.rows += nl.cap[h]
-			}
-			if nl.rows > math.MaxInt32 {
+			nl := kv.Kept(counts[l], p.reserve)
+			if nl.Rows > math.MaxInt32 {
 				release()
-				return fmt.Errorf("cuda: kv cache layer %d: %d rows per layer do not fit 32-bit row indices", l, nl.rows)
+				return fmt.Errorf("cuda: kv cache layer %d: %d rows per layer do not fit 32-bit row indices", l, nl.Rows)
 			}
-			size := int64(nl.rows) * int64(d) * esz
+			size := int64(nl.Rows) * int64(d) * esz
 			if len(group) > 0 && bytes+2*size > evictGroupBytes {
 				break
 			}
-			what := fmt.Sprintf("kv cache layer %d (%d rows of %d %s)", l, nl.rows, d, c.DType())
+			what := fmt.Sprintf("kv cache layer %d (%d rows of %d %s)", l, nl.Rows, d, c.DType())
 			nk, err := allocDevice(size, what)
 			if err != nil {
 				release()
@@ -251,10 +246,10 @@ func (c *KVCache) compactOnDevice(st *scoreState, p *keepPlan) error {
 		table := make([]int32, 0, len(group)*2*nkv) // per layer: new offsets, then old
 		for _, g := range group {
 			for h := 0; h < nkv; h++ {
-				table = append(table, int32(g.nl.off[h]))
+				table = append(table, int32(g.nl.Off[h]))
 			}
 			for h := 0; h < nkv; h++ {
-				table = append(table, int32(c.l[g.layer].off[h]))
+				table = append(table, int32(c.l[g.layer].Off[h]))
 			}
 		}
 		if err := st.offs.uploadInt32(table, "kv cache compaction offsets"); err != nil {
