@@ -22,7 +22,8 @@ import (
 //	                                                    kvpress reads it from eager attention)
 //	random               random              scorer     seed 0, mixed with the layer (kvpress reseeds
 //	                                                    every layer alike; torch's stream differs)
-//	pyramidkv            pyramid             allocator  window 64, beta 20
+//	pyramidkv            pyramid             allocator  window 64, beta 20 (kvpress's PyramidKVPress also
+//	                                                    brings SnapKV scores: pair it with snapkv)
 //	adakv                adakv               allocator  alpha_safeguard 0.20
 //	lukv                 lukv                allocator  needs a budget curve (--curve)
 //	(none)               uniform             allocator  kvpress's ScorerPress: floor(T*(1-ratio)) per head
