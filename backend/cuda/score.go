@@ -49,7 +49,7 @@ var scoreKernelNames = []string{
 	"ea_softmax_stats", "ea_finish", "row_norms", "knorm_scores", "kd_anchor_partial", "kd_scores",
 	"snap_logits", "snap_stats", "snap_reduce", "snap_pool", "layer_protect", "ea_cov_tc", "ea_logits_tc",
 }
-var topkKernelNames = []string{"select_topk", "select_pooled", "kv_gather_keep"}
+var topkKernelNames = []string{"select_topk", "kv_gather_keep"}
 
 // Shapes of the scoring kernels, in one place (kernels/score.cu).
 const (
@@ -62,7 +62,7 @@ const (
 	skMaxHeadDim    = 128     // two tiles of D x 68 floats
 	kdMaxHeadDim    = 256     // KD_MAXD
 	snapLogitsBytes = 1 << 28 // the window logits of at most this many bytes are held at once
-	selectThreads   = 1024    // block of select_topk and select_pooled
+	selectThreads   = 1024    // block of select_topk
 	tcHeadDim       = 128     // TC_D: the head dim of the tensor-core expected-attention kernels
 	tcRC            = 64      // TCX_RC: statistics rows per chunk of ea_cov_tc
 	tcKT            = 64      // TCK_KT: keys per tile of ea_logits_tc
@@ -102,7 +102,7 @@ type scoreState struct {
 	// Scratch.
 	mpart, spart, shift, mred, sred, ut, lin, z, ms, vn devBuf
 	logits, pml, avg, kd                                devBuf
-	sc, keep, counts, chosen, offs                      devBuf
+	sc, keep, counts, offs                              devBuf
 }
 
 // scoreStates maps each live backend to its scoring state. The Backend struct has no
@@ -145,7 +145,7 @@ func (b *Backend) ReleaseScoring() {
 	}
 	for _, d := range []*devBuf{&st.pos, &st.freq, &st.table, &st.rows, &st.mean, &st.mpart, &st.spart, &st.shift,
 		&st.mred, &st.sred, &st.ut, &st.lin, &st.z, &st.ms, &st.vn, &st.logits, &st.pml, &st.avg, &st.kd,
-		&st.sc, &st.keep, &st.counts, &st.chosen, &st.offs} {
+		&st.sc, &st.keep, &st.counts, &st.offs} {
 		d.free()
 	}
 	st.posHost, st.freqHost, st.tableOK, st.rowsOK, st.meanOK = nil, nil, false, false, false
