@@ -202,9 +202,8 @@ func (c *Collector) scoreOnDevice(layer int, positions []int, q, k, v backend.Te
 }
 
 // collectDevice copies this pass's device scores into Scores, in one block of memory
-// ([layer][head] slices back to back, so Compress can hand them to the device in one
-// copy), and frees them. If the copy fails those layers stay nil, and Compress reports
-// them as not scored.
+// ([layer][head] slices back to back, as one read-back gives them), and frees them. If
+// the copy fails those layers stay nil, and Compress reports them as not scored.
 func (c *Collector) collectDevice() {
 	if c.dev == nil {
 		return

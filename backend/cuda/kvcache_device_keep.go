@@ -132,7 +132,7 @@ func (c *KVCache) SelectKeep(req backend.KeepTopRequest) ([][][]int, error) {
 }
 
 // uploadScores copies scores [layers][kvHeads][T] into st.sc: in one copy when they lie
-// back to back in memory (as eviction's Collector lays them out), else packed first.
+// back to back in memory (as eviction.Plan lays them out), else packed first.
 func (st *scoreState) uploadScores(scores [][][]float32, nkv, T int) error {
 	n := len(scores) * nkv * T
 	if err := st.sc.ensure(int64(max(n, 1))*4, "eviction scores"); err != nil {
