@@ -1,76 +1,104 @@
 package eviction
 
 import (
-	"cmp"
 	"fmt"
 	"math"
-	"slices"
 )
 
 // Allocator decides how many tokens every KV head of a layer keeps. Given the layer's
 // scores [Nkv][T] (sink and window already protected) and the compression ratio rho
 // (the fraction of tokens to drop), it returns each head's count, in [0, T of the
 // head]; the head then keeps its count best tokens (KeepTop). Counts are plain data, so
-// the host and a device consume the same decision (Method.Plan).
+// the host and a device consume the same decision (Method.Plan). Method.Plan calls
+// Counts for several layers concurrently.
 type Allocator interface {
 	Name() string
 	Counts(layer, numLayers int, scores [][]float32, ratio float64) ([]int, error)
 }
 
 // topK returns the indices of the k highest scores, ascending. Ties keep the later token
-// (the more recent one), the same rule the profiler uses when it orders evictions.
-// It selects the k-th best in linear expected time (quickselect) and then keeps every
-// index that ranks at least as high, scanning in index order, so no sort is needed: the
-// evaluation calls it for every head, layer, method and ratio.
+// (the more recent one), the same rule the profiler uses when it orders evictions; NaN
+// ranks lowest. It selects the k best keys in linear expected time (selectBest) and then
+// keeps every index whose key ranks at least as high as the k-th, scanning in index
+// order, so no sort is needed: the evaluation calls it for every head, layer, method and
+// ratio.
 func topK(scores []float32, k int) []int {
 	k = max(0, min(k, len(scores)))
 	if k == 0 {
 		return []int{}
 	}
-	// better reports whether token a ranks above token b: (score descending, index
-	// descending), a total order (NaN ranks lowest, as cmp.Compare orders it).
-	better := func(a, b int) bool {
-		if c := cmp.Compare(scores[a], scores[b]); c != 0 {
-			return c > 0
+	keys := make([]rankKey, len(scores))
+	for j, v := range scores {
+		keys[j] = newRankKey(v, j)
+	}
+	selectBest(keys, k)
+	kth := keys[0]
+	for _, x := range keys[1:k] {
+		kth = min(kth, x)
+	}
+	kept := make([]int, 0, k)
+	for j, v := range scores {
+		if newRankKey(v, j) >= kth {
+			kept = append(kept, j)
 		}
-		return a > b
 	}
-	idx := make([]int, len(scores))
-	for i := range idx {
-		idx[i] = i
-	}
-	// Quickselect: afterwards idx[k-1] is the k-th best token.
-	lo, hi := 0, len(idx)-1
-	seed := uint32(len(idx))*2654435761 + uint32(k)
-	for lo < hi {
+	return kept
+}
+
+// rankKey orders a head's tokens as topK ranks them: sortable(score) << 32 | index, so a
+// higher key is a higher score, or an equal one at a later token (kernels/topk.cu uses
+// the same key).
+type rankKey uint64
+
+func newRankKey(score float32, index int) rankKey {
+	return rankKey(uint64(sortable(score))<<32 | uint64(index))
+}
+
+func (x rankKey) better(y rankKey) bool { return x > y }
+
+// selectBest reorders c so that c[:k] are its k best items under better, a strict total
+// order (in no particular order), by quickselect with deterministic pivots: linear
+// expected time.
+func selectBest[T interface{ better(T) bool }](c []T, k int) {
+	lo, hi := 0, len(c)-1
+	seed := uint32(len(c))*2654435761 + uint32(k)
+	for k > 0 && k < len(c) && lo < hi {
 		seed = seed*1664525 + 1013904223 // a cheap deterministic pivot choice
 		p := lo + int(seed%uint32(hi-lo+1))
-		idx[p], idx[hi] = idx[hi], idx[p]
+		c[p], c[hi] = c[hi], c[p]
 		store := lo
 		for i := lo; i < hi; i++ {
-			if better(idx[i], idx[hi]) {
-				idx[i], idx[store] = idx[store], idx[i]
+			if c[i].better(c[hi]) {
+				c[i], c[store] = c[store], c[i]
 				store++
 			}
 		}
-		idx[store], idx[hi] = idx[hi], idx[store]
+		c[store], c[hi] = c[hi], c[store]
 		switch {
-		case store == k-1:
-			lo = hi
+		case store == k-1 || store == k:
+			return
 		case store < k-1:
 			lo = store + 1
 		default:
 			hi = store - 1
 		}
 	}
-	kth := idx[k-1]
-	kept := make([]int, 0, k)
-	for i := range scores {
-		if i == kth || better(i, kth) {
-			kept = append(kept, i)
-		}
+}
+
+// sortable maps a float32 to a uint32 in cmp.Compare's order: NaN lowest, -0 equal to
+// +0 (kernels/topk.cu ranks with the same map).
+func sortable(f float32) uint32 {
+	if f != f {
+		return 0
 	}
-	return kept
+	u := math.Float32bits(f)
+	if f == 0 {
+		u = 0
+	}
+	if u&0x80000000 != 0 {
+		return ^u
+	}
+	return u | 0x80000000
 }
 
 // checkRatio rejects ratios outside [0, 1).
@@ -179,39 +207,30 @@ func (a AdaKVAllocator) Counts(layer, numLayers int, scores [][]float32, ratio f
 	}
 	nKept := uniformBudget(len(scores[0]), ratio)
 	nSafe := int(float64(nKept) * a.Safeguard)
-	type cand struct {
-		head, tok int
-		s         float32
-	}
 	counts := make([]int, len(scores))
-	var rest []cand
+	n := 0
+	for _, s := range scores {
+		n += len(s)
+	}
+	rest := make([]poolToken, 0, n)
 	left := nKept * len(scores)
 	for h, s := range scores {
 		safe := topK(s, nSafe)
 		counts[h] = len(safe)
 		left -= len(safe)
-		chosen := make([]bool, len(s))
-		for _, j := range safe {
-			chosen[j] = true
-		}
 		for j, v := range s {
-			if !chosen[j] {
-				rest = append(rest, cand{h, j, v})
+			if len(safe) > 0 && j == safe[0] {
+				safe = safe[1:]
+				continue
 			}
+			rest = append(rest, poolToken{uint64(sortable(v))<<32 | uint64(j), h})
 		}
 	}
-	// Score descending, later token first, then lower head first (the order a stable
-	// sort of the head-major list gives): a total order, so the fast sort is deterministic.
-	slices.SortFunc(rest, func(x, y cand) int {
-		if c := cmp.Compare(y.s, x.s); c != 0 {
-			return c
-		}
-		if c := cmp.Compare(y.tok, x.tok); c != 0 {
-			return c
-		}
-		return cmp.Compare(x.head, y.head)
-	})
-	for _, c := range rest[:max(0, min(left, len(rest)))] {
+	// The pool takes the left best of the rest (poolToken.better: a strict total order,
+	// so a selection decides the pooled set exactly, in linear expected time).
+	k := max(0, min(left, len(rest)))
+	selectBest(rest, k)
+	for _, c := range rest[:k] {
 		counts[c.head]++
 	}
 	for h, s := range scores {
@@ -220,6 +239,18 @@ func (a AdaKVAllocator) Counts(layer, numLayers int, scores [][]float32, ratio f
 		}
 	}
 	return counts, nil
+}
+
+// poolToken is a token in AdaKV's pool: key orders it by score, then later token
+// (sortable(score) << 32 | token); equal keys (the same token in two heads) go to the
+// lower head, the order a stable sort of the head-major list gives.
+type poolToken struct {
+	key  uint64
+	head int
+}
+
+func (x poolToken) better(y poolToken) bool {
+	return x.key > y.key || (x.key == y.key && x.head < y.head)
 }
 
 // LUKVAllocator reads each head's budget from an LU-KV budget curve (kvpress's online

@@ -3,6 +3,7 @@ package eviction
 import (
 	"errors"
 	"fmt"
+	"runtime"
 	"slices"
 	"sync"
 
@@ -370,15 +371,36 @@ func (m Method) Plan(cache backend.KVCache, scores [][][]float32) (*Plan, error)
 		p.Scores[layer] = make([][]float32, len(s))
 		for h := range s {
 			p.Scores[layer][h] = block[:len(s[h]):len(s[h])]
-			copy(p.Scores[layer][h], s[h])
 			block = block[len(s[h]):]
 		}
-		ProtectSinkWindow(p.Scores[layer], m.Sink, m.Window)
-		counts, err := m.LayerCounts(layer, len(scores), p.Scores[layer])
+	}
+	// Layers are independent: plan them concurrently (AdaKV's pooled count is a
+	// selection over all of a layer's tokens), and report the first layer's error.
+	errs := make([]error, len(scores))
+	next := make(chan int, len(scores))
+	for layer := range scores {
+		next <- layer
+	}
+	close(next)
+	var wg sync.WaitGroup
+	for range min(len(scores), runtime.GOMAXPROCS(0)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for layer := range next {
+				for h := range scores[layer] {
+					copy(p.Scores[layer][h], scores[layer][h])
+				}
+				ProtectSinkWindow(p.Scores[layer], m.Sink, m.Window)
+				p.Counts[layer], errs[layer] = m.LayerCounts(layer, len(scores), p.Scores[layer])
+			}
+		}()
+	}
+	wg.Wait()
+	for _, err := range errs {
 		if err != nil {
 			return nil, err
 		}
-		p.Counts[layer] = counts
 	}
 	return p, nil
 }
