@@ -65,7 +65,10 @@ type Backend interface {
 }
 
 // KVCache holds keys and values per layer and per KV head. Every head has its own length,
-// so eviction can keep different tokens in different heads and free the rest.
+// so eviction can keep different tokens in different heads and free the rest. The cpu
+// and cuda caches lay heads out with package kv (offsets, lengths, capacities, and the
+// plans of growing, compacting and cloning). Which tokens to keep is package eviction's
+// decision; a cache only carries it out (Compact, or DeviceCompaction on a device).
 type KVCache interface {
 	Layers() int
 	KVHeads() int

@@ -4,8 +4,10 @@ import "errors"
 
 // Optional device paths for KV-cache eviction. A backend that can rank a layer's tokens
 // without copying its queries, keys and values to the host implements DeviceScoring; a
-// KV cache that can pick each head's best tokens and compact itself without the kept
-// indices travelling through the host implements DeviceCompaction. Package eviction uses
+// KV cache that can keep each head's top-count tokens and compact itself without the
+// kept indices travelling through the host implements DeviceCompaction. Both are
+// primitives with exact contracts: which tokens to protect and how many each head keeps
+// is decided in package eviction only. Package eviction uses
 // them when they are there (Collector, Method.Compress) and otherwise runs its own host
 // code, which stays the reference: a device path computes the same function, exactly
 // for selection and compaction, and up to the float32 rounding its documentation states
@@ -98,35 +100,24 @@ type DeviceScoring interface {
 	ScoreLayer(spec ScorerSpec, in LayerInput, dst DeviceScores) error
 }
 
-// PooledBudget is AdaKV's per-layer rule: every head first keeps its Safe best tokens;
-// then the Left best of all the layer's remaining tokens (ranked by score, then later
-// token, then lower head) are kept wherever they are; a head left with nothing keeps its
-// best token.
-type PooledBudget struct {
-	Safe int
-	Left int
-}
-
-// EvictRequest asks a cache to keep, in every head of layers 0 .. len(Scores)-1, the
-// tokens a budget picks by score, and to release the rest. Per layer: the first Sink and
-// last Window tokens of every head get a score above every other of the layer (the
-// layer's largest finite score + 1, as eviction.ProtectSinkWindow gives them); then head
-// h keeps its Counts[layer][h] best tokens (ranked by score, ties to the later token,
-// NaN lowest; kept in position order), or, with Pooled set, what the pooled budget
-// keeps. Every head must hold exactly the len(Scores[layer][h]) tokens scored, and all
-// heads the same count. Afterwards every head has room for Reserve more tokens.
-type EvictRequest struct {
-	Scores       [][][]float32 // [layers][kvHeads][T]: scores before protection
-	Sink, Window int
-	Counts       [][]int // [layers][kvHeads] tokens to keep, in [0, T]; nil with Pooled
-	Pooled       *PooledBudget
-	Reserve      int
+// KeepTopRequest asks a cache to keep, in every head h of layers 0 .. len(Scores)-1,
+// its Counts[layer][h] highest-scored tokens (score descending, ties to the later
+// token, NaN lowest), in position order, and to release the rest, leaving room for
+// Reserve more tokens per head. The scores are used as given: the eviction policy (sink
+// and window, budgets) is eviction's, which fills the request (eviction.Method.Plan).
+// Every head must hold exactly the len(Scores[layer][h]) tokens scored, all heads the
+// same number.
+type KeepTopRequest struct {
+	Scores  [][][]float32 // [layers][kvHeads][T]
+	Counts  [][]int       // [layers][kvHeads] tokens to keep, in [0, T]
+	Reserve int
 }
 
 // DeviceCompaction is implemented by a KVCache that selects and compacts on the device.
 type DeviceCompaction interface {
-	// Evict applies req. A request the device does not implement returns an error
-	// wrapping ErrUnsupported with the cache unchanged; other errors may leave some
-	// layers compacted.
-	Evict(req EvictRequest) error
+	// KeepTop applies req: afterwards the cache is exactly what KVCache.Compact with
+	// each head's top Counts indices leaves. A request the device does not implement
+	// returns an error wrapping ErrUnsupported with the cache unchanged; other errors
+	// may leave some layers compacted.
+	KeepTop(req KeepTopRequest) error
 }

@@ -1,95 +1,104 @@
 package eviction
 
 import (
-	"cmp"
 	"fmt"
 	"math"
-	"slices"
 )
 
-// Allocator decides how many tokens every KV head of a layer keeps, and which: given the
-// layer's scores [Nkv][T] (sink and window already protected) and the compression ratio
-// rho (the fraction of tokens to drop), it returns each head's kept indices, ascending.
+// Allocator decides how many tokens every KV head of a layer keeps. Given the layer's
+// scores [Nkv][T] (sink and window already protected) and the compression ratio rho
+// (the fraction of tokens to drop), it returns each head's count, in [0, T of the
+// head]; the head then keeps its count best tokens (KeepTop). Counts are plain data, so
+// the host and a device consume the same decision (Method.Plan). Method.Plan calls
+// Counts for several layers concurrently.
 type Allocator interface {
 	Name() string
-	Keep(layer, numLayers int, scores [][]float32, ratio float64) ([][]int, error)
-}
-
-// AllocatorNames lists the --allocator values.
-func AllocatorNames() []string { return []string{"uniform", "pyramid", "adakv", "lukv"} }
-
-// NewAllocator returns the allocator a CLI name stands for; lukv needs a budget curve.
-func NewAllocator(name string, curve *BudgetCurve) (Allocator, error) {
-	switch name {
-	case "uniform":
-		return UniformAllocator{}, nil
-	case "pyramid":
-		return PyramidAllocator{Window: 64, Beta: 20}, nil
-	case "adakv":
-		return AdaKVAllocator{Safeguard: 0.2}, nil
-	case "lukv":
-		if curve == nil {
-			return nil, fmt.Errorf("allocator lukv needs a budget curve (--curve FILE.npy)")
-		}
-		return LUKVAllocator{Curve: curve}, nil
-	}
-	return nil, fmt.Errorf("unknown allocator %q (want one of %v)", name, AllocatorNames())
+	Counts(layer, numLayers int, scores [][]float32, ratio float64) ([]int, error)
 }
 
 // topK returns the indices of the k highest scores, ascending. Ties keep the later token
-// (the more recent one), the same rule the profiler uses when it orders evictions.
-// It selects the k-th best in linear expected time (quickselect) and then keeps every
-// index that ranks at least as high, scanning in index order, so no sort is needed: the
-// evaluation calls it for every head, layer, method and ratio.
+// (the more recent one), the same rule the profiler uses when it orders evictions; NaN
+// ranks lowest. It selects the k best keys in linear expected time (selectBest) and then
+// keeps every index whose key ranks at least as high as the k-th, scanning in index
+// order, so no sort is needed: the evaluation calls it for every head, layer, method and
+// ratio.
 func topK(scores []float32, k int) []int {
 	k = max(0, min(k, len(scores)))
 	if k == 0 {
 		return []int{}
 	}
-	// better reports whether token a ranks above token b: (score descending, index
-	// descending), a total order (NaN ranks lowest, as cmp.Compare orders it).
-	better := func(a, b int) bool {
-		if c := cmp.Compare(scores[a], scores[b]); c != 0 {
-			return c > 0
+	keys := make([]rankKey, len(scores))
+	for j, v := range scores {
+		keys[j] = newRankKey(v, j)
+	}
+	selectBest(keys, k)
+	kth := keys[0]
+	for _, x := range keys[1:k] {
+		kth = min(kth, x)
+	}
+	kept := make([]int, 0, k)
+	for j, v := range scores {
+		if newRankKey(v, j) >= kth {
+			kept = append(kept, j)
 		}
-		return a > b
 	}
-	idx := make([]int, len(scores))
-	for i := range idx {
-		idx[i] = i
-	}
-	// Quickselect: afterwards idx[k-1] is the k-th best token.
-	lo, hi := 0, len(idx)-1
-	seed := uint32(len(idx))*2654435761 + uint32(k)
-	for lo < hi {
+	return kept
+}
+
+// rankKey orders a head's tokens as topK ranks them: sortable(score) << 32 | index, so a
+// higher key is a higher score, or an equal one at a later token (kernels/topk.cu uses
+// the same key).
+type rankKey uint64
+
+func newRankKey(score float32, index int) rankKey {
+	return rankKey(uint64(sortable(score))<<32 | uint64(index))
+}
+
+func (x rankKey) better(y rankKey) bool { return x > y }
+
+// selectBest reorders c so that c[:k] are its k best items under better, a strict total
+// order (in no particular order), by quickselect with deterministic pivots: linear
+// expected time.
+func selectBest[T interface{ better(T) bool }](c []T, k int) {
+	lo, hi := 0, len(c)-1
+	seed := uint32(len(c))*2654435761 + uint32(k)
+	for k > 0 && k < len(c) && lo < hi {
 		seed = seed*1664525 + 1013904223 // a cheap deterministic pivot choice
 		p := lo + int(seed%uint32(hi-lo+1))
-		idx[p], idx[hi] = idx[hi], idx[p]
+		c[p], c[hi] = c[hi], c[p]
 		store := lo
 		for i := lo; i < hi; i++ {
-			if better(idx[i], idx[hi]) {
-				idx[i], idx[store] = idx[store], idx[i]
+			if c[i].better(c[hi]) {
+				c[i], c[store] = c[store], c[i]
 				store++
 			}
 		}
-		idx[store], idx[hi] = idx[hi], idx[store]
+		c[store], c[hi] = c[hi], c[store]
 		switch {
-		case store == k-1:
-			lo = hi
+		case store == k-1 || store == k:
+			return
 		case store < k-1:
 			lo = store + 1
 		default:
 			hi = store - 1
 		}
 	}
-	kth := idx[k-1]
-	kept := make([]int, 0, k)
-	for i := range scores {
-		if i == kth || better(i, kth) {
-			kept = append(kept, i)
-		}
+}
+
+// sortable maps a float32 to a uint32 in cmp.Compare's order: NaN lowest, -0 equal to
+// +0 (kernels/topk.cu ranks with the same map).
+func sortable(f float32) uint32 {
+	if f != f {
+		return 0
 	}
-	return kept
+	u := math.Float32bits(f)
+	if f == 0 {
+		u = 0
+	}
+	if u&0x80000000 != 0 {
+		return ^u
+	}
+	return u | 0x80000000
 }
 
 // checkRatio rejects ratios outside [0, 1).
@@ -100,6 +109,17 @@ func checkRatio(ratio float64) error {
 	return nil
 }
 
+// KeepTop returns, for every head, the indices of its counts[h] best tokens (score
+// descending, ties to the later token, NaN lowest), ascending: how a head keeps what its
+// allocator counted. A device does the same (backend.DeviceCompaction).
+func KeepTop(scores [][]float32, counts []int) [][]int {
+	keep := make([][]int, len(scores))
+	for h, s := range scores {
+		keep[h] = topK(s, counts[h])
+	}
+	return keep
+}
+
 // UniformAllocator gives every head the same budget, floor(T*(1-rho)) (at least 1),
 // as kvpress's ScorerPress does, except that the product is rounded to 1e-9 first: in
 // floating point 100*(1-0.8) is 19.999999999999996, which kvpress floors to 19.
@@ -107,15 +127,15 @@ type UniformAllocator struct{}
 
 func (UniformAllocator) Name() string { return "uniform" }
 
-func (UniformAllocator) Keep(layer, numLayers int, scores [][]float32, ratio float64) ([][]int, error) {
+func (UniformAllocator) Counts(layer, numLayers int, scores [][]float32, ratio float64) ([]int, error) {
 	if err := checkRatio(ratio); err != nil {
 		return nil, err
 	}
-	keep := make([][]int, len(scores))
+	counts := make([]int, len(scores))
 	for h, s := range scores {
-		keep[h] = topK(s, max(1, uniformBudget(len(s), ratio)))
+		counts[h] = min(len(s), max(1, uniformBudget(len(s), ratio)))
 	}
-	return keep, nil
+	return counts, nil
 }
 
 // uniformBudget is floor(T*(1-ratio)), robust to the product's rounding error.
@@ -151,109 +171,115 @@ func (p PyramidAllocator) LayerBudget(layer, numLayers, T int, ratio float64) in
 	return int(math.Round(maxNum - float64(layer)*steps))
 }
 
-func (p PyramidAllocator) Keep(layer, numLayers int, scores [][]float32, ratio float64) ([][]int, error) {
+func (p PyramidAllocator) Counts(layer, numLayers int, scores [][]float32, ratio float64) ([]int, error) {
 	if err := checkRatio(ratio); err != nil {
 		return nil, err
 	}
-	keep := make([][]int, len(scores))
+	counts := make([]int, len(scores))
 	for h, s := range scores {
-		keep[h] = topK(s, max(1, p.LayerBudget(layer, numLayers, len(s), ratio)))
+		counts[h] = min(len(s), max(1, p.LayerBudget(layer, numLayers, len(s), ratio)))
 	}
-	return keep, nil
+	return counts, nil
 }
 
 // AdaKVAllocator pools a layer's budget across its heads: each head first keeps its top
 // Safeguard share of the uniform budget, then the rest of the layer's budget
-// (Nkv * uniform) goes to the highest remaining scores of any head (kvpress AdaKVPress).
+// (Nkv * uniform) goes to the highest remaining scores of any head (kvpress AdaKVPress);
+// a head left with nothing keeps its best token.
+//
+// The pooled choice is returned as per-head counts: within one head the pool ranks
+// tokens as KeepTop does (score descending, later token first), so the tokens the pool
+// takes from a head are the best ones its safeguard left, and each head's top count is
+// exactly the pooled set (TestAdaKVCountsReproducePooledSet checks it against the
+// pooled selection itself).
 type AdaKVAllocator struct {
 	Safeguard float64
 }
 
 func (AdaKVAllocator) Name() string { return "adakv" }
 
-func (a AdaKVAllocator) Keep(layer, numLayers int, scores [][]float32, ratio float64) ([][]int, error) {
+func (a AdaKVAllocator) Counts(layer, numLayers int, scores [][]float32, ratio float64) ([]int, error) {
 	if err := checkRatio(ratio); err != nil {
 		return nil, err
 	}
 	if len(scores) == 0 {
 		return nil, nil
 	}
-	T := len(scores[0])
-	nKept := uniformBudget(T, ratio)
+	nKept := uniformBudget(len(scores[0]), ratio)
 	nSafe := int(float64(nKept) * a.Safeguard)
-	type cand struct {
-		head, tok int
-		s         float32
+	counts := make([]int, len(scores))
+	n := 0
+	for _, s := range scores {
+		n += len(s)
 	}
-	chosen := make([][]bool, len(scores))
-	var rest []cand
+	rest := make([]poolToken, 0, n)
 	left := nKept * len(scores)
 	for h, s := range scores {
-		chosen[h] = make([]bool, T)
-		for _, j := range topK(s, nSafe) {
-			chosen[h][j] = true
-			left--
-		}
+		safe := topK(s, nSafe)
+		counts[h] = len(safe)
+		left -= len(safe)
 		for j, v := range s {
-			if !chosen[h][j] {
-				rest = append(rest, cand{h, j, v})
+			if len(safe) > 0 && j == safe[0] {
+				safe = safe[1:]
+				continue
 			}
+			rest = append(rest, poolToken{uint64(sortable(v))<<32 | uint64(j), h})
 		}
 	}
-	// Score descending, later token first, then lower head first (the order a stable
-	// sort of the head-major list gives): a total order, so the fast sort is deterministic.
-	slices.SortFunc(rest, func(x, y cand) int {
-		if c := cmp.Compare(y.s, x.s); c != 0 {
-			return c
-		}
-		if c := cmp.Compare(y.tok, x.tok); c != 0 {
-			return c
-		}
-		return cmp.Compare(x.head, y.head)
-	})
-	for _, c := range rest[:max(0, min(left, len(rest)))] {
-		chosen[c.head][c.tok] = true
+	// The pool takes the left best of the rest (poolToken.better: a strict total order,
+	// so a selection decides the pooled set exactly, in linear expected time).
+	k := max(0, min(left, len(rest)))
+	selectBest(rest, k)
+	for _, c := range rest[:k] {
+		counts[c.head]++
 	}
-	keep := make([][]int, len(scores))
-	for h := range chosen {
-		for j, ok := range chosen[h] {
-			if ok {
-				keep[h] = append(keep[h], j)
-			}
-		}
-		if len(keep[h]) == 0 { // a head always keeps its best token
-			keep[h] = topK(scores[h], 1)
+	for h, s := range scores {
+		if counts[h] == 0 { // a head always keeps its best token
+			counts[h] = min(1, len(s))
 		}
 	}
-	return keep, nil
+	return counts, nil
+}
+
+// poolToken is a token in AdaKV's pool: key orders it by score, then later token
+// (sortable(score) << 32 | token); equal keys (the same token in two heads) go to the
+// lower head, the order a stable sort of the head-major list gives.
+type poolToken struct {
+	key  uint64
+	head int
+}
+
+func (x poolToken) better(y poolToken) bool {
+	return x.key > y.key || (x.key == y.key && x.head < y.head)
 }
 
 // LUKVAllocator reads each head's budget from an LU-KV budget curve (kvpress's online
-// rounding, BudgetCurve.KeepCounts) and keeps that head's top tokens.
+// rounding, BudgetCurve.KeepCounts).
 type LUKVAllocator struct {
 	Curve *BudgetCurve
 }
 
 func (LUKVAllocator) Name() string { return "lukv" }
 
-func (a LUKVAllocator) Keep(layer, numLayers int, scores [][]float32, ratio float64) ([][]int, error) {
+func (a LUKVAllocator) Counts(layer, numLayers int, scores [][]float32, ratio float64) ([]int, error) {
 	if err := checkRatio(ratio); err != nil {
 		return nil, err
+	}
+	if a.Curve == nil {
+		return nil, fmt.Errorf("allocator lukv needs a budget curve")
 	}
 	if err := a.Curve.CheckFits(numLayers, len(scores)); err != nil {
 		return nil, err
 	}
 	if ratio == 0 {
-		return UniformAllocator{}.Keep(layer, numLayers, scores, 0)
+		return UniformAllocator{}.Counts(layer, numLayers, scores, 0)
 	}
-	T := len(scores[0])
-	counts, err := a.Curve.KeepCounts(layer, ratio, T)
+	counts, err := a.Curve.KeepCounts(layer, ratio, len(scores[0]))
 	if err != nil {
 		return nil, err
 	}
-	keep := make([][]int, len(scores))
 	for h, s := range scores {
-		keep[h] = topK(s, counts[h])
+		counts[h] = max(0, min(len(s), counts[h]))
 	}
-	return keep, nil
+	return counts, nil
 }

@@ -20,6 +20,16 @@ func randScores(r *rand.Rand, heads, T int) [][]float32 {
 	return s
 }
 
+// allocKeep is what allocator a keeps of a layer's (already protected) scores: each
+// head's top count tokens.
+func allocKeep(a Allocator, layer, numLayers int, scores [][]float32, ratio float64) ([][]int, error) {
+	counts, err := a.Counts(layer, numLayers, scores, ratio)
+	if err != nil {
+		return nil, err
+	}
+	return KeepTop(scores, counts), nil
+}
+
 func TestTopK(t *testing.T) {
 	s := []float32{0.5, 0.9, 0.1, 0.9, 0.3}
 	if got := topK(s, 2); !slices.Equal(got, []int{1, 3}) {
@@ -62,7 +72,7 @@ func checkKeep(t *testing.T, scores [][]float32, keep [][]int) {
 func TestUniformAllocator(t *testing.T) {
 	r := rand.New(rand.NewPCG(1, 1))
 	s := randScores(r, 4, 100)
-	keep, err := UniformAllocator{}.Keep(0, 2, s, 0.8)
+	keep, err := allocKeep(UniformAllocator{}, 0, 2, s, 0.8)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -72,37 +82,54 @@ func TestUniformAllocator(t *testing.T) {
 			t.Errorf("head %d keeps %d, want 20", h, len(keep[h]))
 		}
 	}
-	if _, err := (UniformAllocator{}).Keep(0, 2, s, 1); err == nil {
+	if _, err := (UniformAllocator{}).Counts(0, 2, s, 1); err == nil {
 		t.Error("ratio 1: no error")
 	}
 }
 
+// TestPyramidAllocator: budgets fall with depth from kvpress's max to its min, with the
+// average at the uniform budget. Worked by hand for T 1000, rho 0.8, window 8, beta 20:
+// max_capacity = 8 + 200; min_num = 200/20 = 10; max_num = 2*200 - 10 = 390; step
+// (390-10)/7. A uniform budget (200 everywhere) fails it.
 func TestPyramidAllocator(t *testing.T) {
 	p := PyramidAllocator{Window: 8, Beta: 20}
 	L, T := 8, 1000
 	total, prev := 0, T+1
+	var budgets []int
 	for l := 0; l < L; l++ {
 		b := p.LayerBudget(l, L, T, 0.8)
-		if b > prev {
-			t.Errorf("layer %d budget %d above layer %d's %d: budgets must fall with depth", l, b, l-1, prev)
+		if b >= prev {
+			t.Errorf("layer %d budget %d not below layer %d's %d: budgets must fall with depth", l, b, l-1, prev)
 		}
 		prev = b
 		total += b
+		budgets = append(budgets, b)
+	}
+	want := []int{390, 336, 281, 227, 173, 119, 64, 10} // round(390 - l*380/7)
+	if !slices.Equal(budgets, want) {
+		t.Errorf("layer budgets %v, want %v", budgets, want)
 	}
 	// The pyramid keeps the average budget at T*(1-rho) per layer.
-	want := L * 200
-	if total < want-L || total > want+L {
-		t.Errorf("total budget %d, want %d (±1 per layer)", total, want)
+	if total < L*200-L || total > L*200+L {
+		t.Errorf("total budget %d, want %d (±1 per layer)", total, L*200)
 	}
 	r := rand.New(rand.NewPCG(2, 2))
 	s := randScores(r, 2, T)
-	keep, err := p.Keep(0, L, s, 0.8)
-	if err != nil {
-		t.Fatal(err)
+	for _, l := range []int{0, L - 1} {
+		keep, err := allocKeep(p, l, L, s, 0.8)
+		if err != nil {
+			t.Fatal(err)
+		}
+		checkKeep(t, s, keep)
+		for h := range keep {
+			if len(keep[h]) != want[l] {
+				t.Errorf("layer %d head %d keeps %d, want %d", l, h, len(keep[h]), want[l])
+			}
+		}
 	}
-	checkKeep(t, s, keep)
-	if len(keep[0]) != p.LayerBudget(0, L, T, 0.8) {
-		t.Errorf("layer 0 keeps %d", len(keep[0]))
+	// Where the pyramid does not fit (a single layer) every layer gets the uniform budget.
+	if b := p.LayerBudget(0, 1, T, 0.8); b != 200 {
+		t.Errorf("one layer: budget %d, want the uniform 200", b)
 	}
 }
 
@@ -114,7 +141,7 @@ func TestAdaKVAllocator(t *testing.T) {
 	for j := range s[0] {
 		s[0][j] += 10
 	}
-	keep, err := AdaKVAllocator{Safeguard: 0.2}.Keep(0, 1, s, 0.75)
+	keep, err := allocKeep(AdaKVAllocator{Safeguard: 0.2}, 0, 1, s, 0.75)
 	if err != nil {
 		t.Fatal(err)
 	}

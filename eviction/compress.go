@@ -3,6 +3,8 @@ package eviction
 import (
 	"errors"
 	"fmt"
+	"runtime"
+	"slices"
 	"sync"
 
 	"github.com/lukv/lukv/backend"
@@ -201,9 +203,8 @@ func (c *Collector) scoreOnDevice(layer int, positions []int, q, k, v backend.Te
 }
 
 // collectDevice copies this pass's device scores into Scores, in one block of memory
-// ([layer][head] slices back to back, so Compress can hand them to the device in one
-// copy), and frees them. If the copy fails those layers stay nil, and Compress reports
-// them as not scored.
+// ([layer][head] slices back to back, as one read-back gives them), and frees them. If
+// the copy fails those layers stay nil, and Compress reports them as not scored.
 func (c *Collector) collectDevice() {
 	if c.dev == nil {
 		return
@@ -273,162 +274,165 @@ func splitHeads(x []float32, n, heads, d int) [][]float32 {
 	return out
 }
 
-// Compress applies the method to a cache whose every head holds exactly the T tokens the
-// collector scored: per layer it protects sink and window, allocates, and compacts,
-// leaving room for reserve more tokens per head.
-//
-// When the cache selects and compacts on the device (backend.DeviceCompaction), all
-// heads hold the same T and the allocator's rule has a device form (uniform, pyramid and
-// LU-KV budgets: per-head counts computed here; AdaKV: the pooled rule), the scores go to
-// the device once and the kept indices never come back; the cache ends up exactly as the
-// host path leaves it. Otherwise (or with HostOnly) the host path runs.
-func (m Method) Compress(cache backend.KVCache, scores [][][]float32, reserve int) error {
-	if dc, ok := cache.(backend.DeviceCompaction); ok && !m.HostOnly {
-		req, ok, err := m.deviceRequest(cache, scores, reserve)
-		if err != nil {
-			return err
-		}
-		if ok {
-			if err := dc.Evict(req); !errors.Is(err, backend.ErrUnsupported) {
-				return err
-			}
-		}
-	}
-	return m.compressHost(cache, scores, reserve)
+// Plan is a method's whole decision for one prefill, as plain data that the host and a
+// device consume alike: every head's scores with sink and window protected, and how
+// many of its best tokens it keeps.
+type Plan struct {
+	// Scores is [layer][head][T] after ProtectSinkWindow, one block of memory (layer,
+	// head and token order), so a device takes it in one copy.
+	Scores [][][]float32
+	// Counts is [layer][head]: the head keeps its Counts best tokens (KeepTop).
+	Counts [][]int
 }
 
-// compressHost is Compress's host path, the reference.
-func (m Method) compressHost(cache backend.KVCache, scores [][][]float32, reserve int) error {
+// Keep is layer's kept indices per head, ascending: each head's top Counts tokens.
+func (p *Plan) Keep(layer int) [][]int { return KeepTop(p.Scores[layer], p.Counts[layer]) }
+
+// sameLength reports whether every head of every layer holds the same number of tokens.
+func (p *Plan) sameLength() bool {
+	T := -1
+	for _, s := range p.Scores {
+		for _, hs := range s {
+			if T >= 0 && len(hs) != T {
+				return false
+			}
+			T = len(hs)
+		}
+	}
+	return true
+}
+
+// Protected is how many tokens of a T-token head the sink and window cover: the first
+// sink and the last window, counted once where they overlap.
+func Protected(T, sink, window int) int { return min(T, max(sink, 0)+max(window, 0)) }
+
+// LayerCounts is how many tokens each head of layer keeps, given the layer's protected
+// scores: the allocator's counts, raised to Protected where they are below it (the
+// sink and window rule of the package documentation).
+func (m Method) LayerCounts(layer, numLayers int, protected [][]float32) ([]int, error) {
+	counts, err := m.Allocator.Counts(layer, numLayers, protected, m.Ratio)
+	if err != nil {
+		return nil, err
+	}
+	if len(counts) != len(protected) {
+		return nil, fmt.Errorf("eviction: allocator %s gave %d counts for %d heads of layer %d", m.Allocator.Name(), len(counts), len(protected), layer)
+	}
+	for h, s := range protected {
+		if counts[h] < 0 || counts[h] > len(s) {
+			return nil, fmt.Errorf("eviction: allocator %s keeps %d of layer %d head %d's %d tokens", m.Allocator.Name(), counts[h], layer, h, len(s))
+		}
+		counts[h] = max(counts[h], Protected(len(s), m.Sink, m.Window))
+	}
+	return counts, nil
+}
+
+// KeepLayer is what the method keeps of one layer of unprotected scores [Nkv][T]: each
+// head's kept indices, ascending. The scores are not changed.
+func (m Method) KeepLayer(layer, numLayers int, scores [][]float32) ([][]int, error) {
+	prot := make([][]float32, len(scores))
+	for h := range scores {
+		prot[h] = slices.Clone(scores[h])
+	}
+	ProtectSinkWindow(prot, m.Sink, m.Window)
+	counts, err := m.LayerCounts(layer, numLayers, prot)
+	if err != nil {
+		return nil, err
+	}
+	return KeepTop(prot, counts), nil
+}
+
+// Plan protects and counts every layer of scores [layer][Nkv][T] for cache, whose every
+// head must hold exactly the tokens scored. It changes neither.
+func (m Method) Plan(cache backend.KVCache, scores [][][]float32) (*Plan, error) {
+	if m.Allocator == nil {
+		return nil, fmt.Errorf("eviction: method has no allocator")
+	}
+	if len(scores) > cache.Layers() {
+		return nil, fmt.Errorf("eviction: scores for %d layers, the cache has %d", len(scores), cache.Layers())
+	}
+	n := 0
 	for layer, s := range scores {
 		if s == nil {
-			return fmt.Errorf("eviction: layer %d was not scored", layer)
+			return nil, fmt.Errorf("eviction: layer %d was not scored", layer)
+		}
+		if len(s) != cache.KVHeads() {
+			return nil, fmt.Errorf("eviction: layer %d has scores for %d heads, the cache %d", layer, len(s), cache.KVHeads())
 		}
 		for h := range s {
 			if len(s[h]) != cache.Len(layer, h) {
-				return fmt.Errorf("eviction: layer %d head %d has %d scores for %d cached tokens", layer, h, len(s[h]), cache.Len(layer, h))
+				return nil, fmt.Errorf("eviction: layer %d head %d has %d scores for %d cached tokens", layer, h, len(s[h]), cache.Len(layer, h))
 			}
+			n += len(s[h])
 		}
-		protected := make([][]float32, len(s))
+	}
+	p := &Plan{Scores: make([][][]float32, len(scores)), Counts: make([][]int, len(scores))}
+	block := make([]float32, n)
+	for layer, s := range scores {
+		p.Scores[layer] = make([][]float32, len(s))
 		for h := range s {
-			protected[h] = append([]float32(nil), s[h]...)
+			p.Scores[layer][h] = block[:len(s[h]):len(s[h])]
+			block = block[len(s[h]):]
 		}
-		ProtectSinkWindow(protected, m.Sink, m.Window)
-		keep, err := m.Allocator.Keep(layer, len(scores), protected, m.Ratio)
+	}
+	// Layers are independent: plan them concurrently (AdaKV's pooled count is a
+	// selection over all of a layer's tokens), and report the first layer's error.
+	errs := make([]error, len(scores))
+	next := make(chan int, len(scores))
+	for layer := range scores {
+		next <- layer
+	}
+	close(next)
+	var wg sync.WaitGroup
+	for range min(len(scores), runtime.GOMAXPROCS(0)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for layer := range next {
+				for h := range scores[layer] {
+					copy(p.Scores[layer][h], scores[layer][h])
+				}
+				ProtectSinkWindow(p.Scores[layer], m.Sink, m.Window)
+				p.Counts[layer], errs[layer] = m.LayerCounts(layer, len(scores), p.Scores[layer])
+			}
+		}()
+	}
+	wg.Wait()
+	for _, err := range errs {
 		if err != nil {
+			return nil, err
+		}
+	}
+	return p, nil
+}
+
+// Compress applies the method to a cache whose every head holds exactly the T tokens the
+// collector scored: it plans (protects sink and window, counts every head's budget),
+// then every head keeps its top count tokens, leaving room for reserve more tokens per
+// head. Nothing is compacted when planning fails.
+//
+// When the cache selects and compacts on the device (backend.DeviceCompaction) and all
+// heads hold the same T, the plan goes to the device once and the kept indices never
+// come back; otherwise (or with HostOnly, or when the device refuses) every layer is
+// compacted through KVCache.Compact with the indices selected here. Both keep the same
+// tokens.
+func (m Method) Compress(cache backend.KVCache, scores [][][]float32, reserve int) error {
+	if reserve < 0 {
+		return fmt.Errorf("eviction: negative reserve %d", reserve)
+	}
+	p, err := m.Plan(cache, scores)
+	if err != nil {
+		return err
+	}
+	if dc, ok := cache.(backend.DeviceCompaction); ok && !m.HostOnly && len(p.Scores) > 0 && p.sameLength() {
+		err := dc.KeepTop(backend.KeepTopRequest{Scores: p.Scores, Counts: p.Counts, Reserve: reserve})
+		if !errors.Is(err, backend.ErrUnsupported) {
 			return err
 		}
-		if err := cache.Compact(layer, keep, reserve); err != nil {
+	}
+	for layer := range p.Counts {
+		if err := cache.Compact(layer, p.Keep(layer), reserve); err != nil {
 			return err
 		}
 	}
 	return nil
-}
-
-// deviceRequest turns the method into a backend.EvictRequest: ok is false when the host
-// path must run (an allocator without a device form, heads of different lengths); err
-// is the error the host path would return before compacting anything (an unscored
-// layer, a length mismatch, a bad ratio or curve), checked for every layer up front.
-func (m Method) deviceRequest(cache backend.KVCache, scores [][][]float32, reserve int) (backend.EvictRequest, bool, error) {
-	req := backend.EvictRequest{Scores: scores, Sink: m.Sink, Window: m.Window, Reserve: reserve}
-	L, nkv, T := len(scores), cache.KVHeads(), -1
-	if L == 0 || L > cache.Layers() || reserve < 0 {
-		return req, false, nil
-	}
-	for layer, s := range scores {
-		if s == nil {
-			return req, false, fmt.Errorf("eviction: layer %d was not scored", layer)
-		}
-		if len(s) != nkv {
-			return req, false, nil
-		}
-		for h := range s {
-			if len(s[h]) != cache.Len(layer, h) {
-				return req, false, fmt.Errorf("eviction: layer %d head %d has %d scores for %d cached tokens", layer, h, len(s[h]), cache.Len(layer, h))
-			}
-			if T < 0 {
-				T = len(s[h])
-			}
-			if len(s[h]) != T {
-				return req, false, nil
-			}
-		}
-	}
-	if T < 1 {
-		return req, false, nil
-	}
-	// counts gives every head of every layer the same count f(layer), as topK clamps it.
-	counts := func(f func(layer int) int) [][]int {
-		out := make([][]int, L)
-		for l := range out {
-			out[l] = make([]int, nkv)
-			n := max(0, min(T, f(l)))
-			for h := range out[l] {
-				out[l][h] = n
-			}
-		}
-		return out
-	}
-	alloc := m.Allocator
-	switch p := alloc.(type) { // the allocators' methods have value receivers
-	case *UniformAllocator:
-		if p == nil {
-			return req, false, nil
-		}
-		alloc = *p
-	case *PyramidAllocator:
-		if p == nil {
-			return req, false, nil
-		}
-		alloc = *p
-	case *LUKVAllocator:
-		if p == nil {
-			return req, false, nil
-		}
-		alloc = *p
-	case *AdaKVAllocator:
-		if p == nil {
-			return req, false, nil
-		}
-		alloc = *p
-	}
-	switch alloc.(type) {
-	case UniformAllocator, PyramidAllocator, LUKVAllocator, AdaKVAllocator:
-		if err := checkRatio(m.Ratio); err != nil { // each one's Keep starts with this
-			return req, false, err
-		}
-	default:
-		return req, false, nil
-	}
-	switch a := alloc.(type) {
-	case UniformAllocator:
-		req.Counts = counts(func(int) int { return max(1, uniformBudget(T, m.Ratio)) })
-	case PyramidAllocator:
-		req.Counts = counts(func(l int) int { return max(1, a.LayerBudget(l, L, T, m.Ratio)) })
-	case LUKVAllocator:
-		if err := a.Curve.CheckFits(L, nkv); err != nil {
-			return req, false, err
-		}
-		if m.Ratio == 0 { // as LUKVAllocator.Keep: the uniform budget at ratio 0
-			req.Counts = counts(func(int) int { return T })
-			break
-		}
-		req.Counts = make([][]int, L)
-		for l := range req.Counts {
-			cs, err := a.Curve.KeepCounts(l, m.Ratio, T)
-			if err != nil {
-				return req, false, err
-			}
-			for h := range cs {
-				cs[h] = max(0, min(T, cs[h]))
-			}
-			req.Counts[l] = cs
-		}
-	case AdaKVAllocator:
-		nKept := uniformBudget(T, m.Ratio)
-		nSafe := int(float64(nKept) * a.Safeguard)
-		req.Pooled = &backend.PooledBudget{Safe: nSafe, Left: nKept*nkv - nkv*max(0, min(nSafe, T))}
-	default:
-		return req, false, nil
-	}
-	return req, true, nil
 }

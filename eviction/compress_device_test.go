@@ -255,33 +255,24 @@ func TestDeviceSpecDefaults(t *testing.T) {
 	}
 }
 
-// fakeCompaction is a CPU cache that "evicts on the device": it applies an EvictRequest
-// as runtime documents it, with code of its own (protection, per-head top-k or the
-// pooled rule), then compacts through the CPU cache.
+// fakeCompaction is a CPU cache that "selects and compacts on the device": it applies a
+// KeepTopRequest as backend documents it, with code of its own (a sort per head), then
+// compacts through the CPU cache.
 type fakeCompaction struct {
 	backend.KVCache
 	refuse bool
-	reqs   []backend.EvictRequest
+	reqs   []backend.KeepTopRequest
 }
 
-func (c *fakeCompaction) Evict(req backend.EvictRequest) error {
+func (c *fakeCompaction) KeepTop(req backend.KeepTopRequest) error {
 	c.reqs = append(c.reqs, req)
 	if c.refuse {
 		return fmt.Errorf("fake: %w", backend.ErrUnsupported)
 	}
 	for l, s := range req.Scores {
-		prot := make([][]float32, len(s))
-		for h := range s {
-			prot[h] = slices.Clone(s[h])
-		}
-		ProtectSinkWindow(prot, req.Sink, req.Window)
 		var keep [][]int
-		if req.Pooled == nil {
-			for h := range prot {
-				keep = append(keep, refTopK(prot[h], req.Counts[l][h]))
-			}
-		} else {
-			keep = refPooled(prot, req.Pooled.Safe, req.Pooled.Left)
+		for h := range s {
+			keep = append(keep, refTopK(s[h], req.Counts[l][h]))
 		}
 		if err := c.Compact(l, keep, req.Reserve); err != nil {
 			return err
@@ -307,7 +298,10 @@ func refTopK(s []float32, k int) []int {
 	return out
 }
 
-// refPooled is backend.PooledBudget's rule, written from its documentation.
+// refPooled is AdaKV's pooled rule as selection (the old device contract, written from
+// its documentation): every head keeps its safe best tokens, then the left best of all
+// the layer's remaining tokens (score, then later token, then lower head) wherever they
+// are; a head left with nothing keeps its best token.
 func refPooled(s [][]float32, safe, left int) [][]int {
 	type tok struct {
 		h, j int
@@ -352,11 +346,10 @@ func refPooled(s [][]float32, safe, left int) [][]int {
 	return keep
 }
 
-// TestCompressDevicePath: for every allocator with a device form, Compress through a
-// cache that evicts "on the device" leaves the cache exactly as the host path does
-// (so the per-head counts and the pooled budget it computes are the allocators' own),
-// with one request for all layers; an allocator without a device form, HostOnly, and a
-// refusing cache all take the host path.
+// TestCompressDevicePath: for every allocator, Compress through a cache that selects
+// and compacts "on the device" leaves the cache exactly as the host path does (the
+// device consumes the plan's counts and protected scores), with one request for all
+// layers; HostOnly, heads of different lengths and a refusing cache take the host path.
 func TestCompressDevicePath(t *testing.T) {
 	col := (*Collector)(nil)
 	_, base := prefillTiny(t, cpu.New(), 64, func(m *model.Model) model.Observer {
@@ -379,7 +372,7 @@ func TestCompressDevicePath(t *testing.T) {
 		}
 	}
 	allocs := []Allocator{UniformAllocator{}, &UniformAllocator{}, PyramidAllocator{Window: 8, Beta: 20},
-		LUKVAllocator{Curve: curve}, AdaKVAllocator{Safeguard: 0.2}, &AdaKVAllocator{Safeguard: 0.5}}
+		LUKVAllocator{Curve: curve}, AdaKVAllocator{Safeguard: 0.2}, &AdaKVAllocator{Safeguard: 0.5}, halfAllocator{}}
 	for _, a := range allocs {
 		for _, ratio := range []float64{0, 0.3, 0.75} {
 			name := fmt.Sprintf("%s@%.2f", a.Name(), ratio)
@@ -401,42 +394,58 @@ func TestCompressDevicePath(t *testing.T) {
 		}
 	}
 
-	// No device form: a custom allocator. HostOnly. A refusing cache. Each leaves the
-	// cache as the host path does.
-	method := Method{Scorer: col.Scorer, Allocator: everyOther{}, Ratio: 0.5, Sink: 4, Window: 1}
+	// HostOnly. Heads of different lengths. A refusing cache. Each leaves the cache as
+	// the host path does.
+	method := Method{Scorer: col.Scorer, Allocator: UniformAllocator{}, Ratio: 0.5, Sink: 4, Window: 1, HostOnly: true}
 	fc := &fakeCompaction{KVCache: cloneCache(t, base)}
-	if err := method.Compress(fc, scores, 0); err != nil || len(fc.reqs) != 0 {
-		t.Fatalf("custom allocator: err %v, %d device requests", err, len(fc.reqs))
-	}
-	method = Method{Scorer: col.Scorer, Allocator: UniformAllocator{}, Ratio: 0.5, Sink: 4, Window: 1, HostOnly: true}
-	fc = &fakeCompaction{KVCache: cloneCache(t, base)}
 	if err := method.Compress(fc, scores, 0); err != nil || len(fc.reqs) != 0 {
 		t.Fatalf("HostOnly: err %v, %d device requests", err, len(fc.reqs))
 	}
 	method.HostOnly = false
+	ragged, raggedHost := cloneCache(t, base), cloneCache(t, base)
+	raggedScores := slices.Clone(scores)
+	for _, c := range []backend.KVCache{ragged, raggedHost} {
+		keep := [][]int{{0, 1, 2}, iotaInts(64), iotaInts(64), iotaInts(64)}
+		if err := c.Compact(0, keep, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	raggedScores[0] = [][]float32{scores[0][0][:3], scores[0][1], scores[0][2], scores[0][3]}
+	fc = &fakeCompaction{KVCache: ragged}
+	if err := method.Compress(fc, raggedScores, 0); err != nil || len(fc.reqs) != 0 {
+		t.Fatalf("heads of different lengths: err %v, %d device requests", err, len(fc.reqs))
+	}
+	hostOnly := method
+	hostOnly.HostOnly = true
+	if err := hostOnly.Compress(raggedHost, raggedScores, 0); err != nil {
+		t.Fatal(err)
+	}
+	backendtest.SameCache(t, "heads of different lengths", ragged, raggedHost)
+	if ragged.Len(0, 0) != Protected(3, 4, 1) {
+		t.Fatalf("a 3-token head keeps %d tokens, want all 3 (sink and window cover it)", ragged.Len(0, 0))
+	}
 	fc = &fakeCompaction{KVCache: cloneCache(t, base), refuse: true}
 	hc := cloneCache(t, base)
 	if err := method.Compress(fc, scores, 0); err != nil || len(fc.reqs) != 1 {
 		t.Fatalf("refusing cache: err %v, %d device requests", err, len(fc.reqs))
 	}
-	if err := (Method{Scorer: col.Scorer, Allocator: UniformAllocator{}, Ratio: 0.5, Sink: 4, Window: 1, HostOnly: true}).Compress(hc, scores, 0); err != nil {
+	if err := hostOnly.Compress(hc, scores, 0); err != nil {
 		t.Fatal(err)
 	}
 	backendtest.SameCache(t, "after a refusal", fc.KVCache, hc)
 }
 
-// everyOther keeps every other token: an allocator without a device form.
-type everyOther struct{}
+// halfAllocator keeps the first half of every head's count (T/2, a custom allocator:
+// any allocator's counts take the device path).
+type halfAllocator struct{}
 
-func (everyOther) Name() string { return "every-other" }
-func (everyOther) Keep(layer, numLayers int, scores [][]float32, ratio float64) ([][]int, error) {
-	keep := make([][]int, len(scores))
+func (halfAllocator) Name() string { return "half" }
+func (halfAllocator) Counts(layer, numLayers int, scores [][]float32, ratio float64) ([]int, error) {
+	counts := make([]int, len(scores))
 	for h := range scores {
-		for j := 0; j < len(scores[h]); j += 2 {
-			keep[h] = append(keep[h], j)
-		}
+		counts[h] = len(scores[h]) / 2
 	}
-	return keep, nil
+	return counts, nil
 }
 
 func cloneCache(t *testing.T, c backend.KVCache) backend.KVCache {

@@ -106,7 +106,7 @@ func (e *DecodeEvictor) AfterStep(cache backend.KVCache, generated int) error {
 				return fmt.Errorf("decode-time eviction: layer %d head %d: %w", l, h, CheckScorerView(e.Method.Scorer, view))
 			}
 			ProtectSinkWindow(scores, e.Method.Sink, e.Method.Window)
-			keep[h] = topK(scores[0], e.budget[l][h])
+			keep[h] = topK(scores[0], max(e.budget[l][h], Protected(T, e.Method.Sink, e.Method.Window)))
 		}
 		if cut {
 			if err := cache.Compact(l, keep, e.Every); err != nil {

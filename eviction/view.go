@@ -1,6 +1,23 @@
 // Package eviction decides which cached tokens each KV head keeps: scorers rank tokens,
 // allocators split a budget across heads, the LU-KV solver (profile) builds budget
 // curves offline, and Compress applies all of it to a backend.KVCache.
+//
+// The policy lives here only. Method.Plan decides, once, for every (layer, KV head) how
+// many tokens it keeps (plain counts, whatever the allocator: uniform, pyramid, AdaKV's
+// pooled budget, LU-KV's curve) and with which scores (sink and window protected); a
+// head then keeps its top-count tokens (score descending, ties to the later token, NaN
+// lowest, kept in position order). The host path (KVCache.Compact with indices selected
+// here) and a device path (backend.DeviceCompaction.KeepTop) consume the same plan.
+//
+// Sink and window. The first Sink and last Window tokens of every head get a score
+// above every other score of the layer (ProtectSinkWindow), and a head's count is never
+// below Protected(T, Sink, Window) = min(T, Sink+Window): sink and window tokens are
+// always kept, whatever the budget. When an allocator gives a head fewer tokens than
+// that (a tiny context or a very high ratio), the head keeps exactly its sink and
+// window tokens, so it holds more than the ratio asked for; kvpress's LUKVPress instead
+// keeps the head's count and drops some of them (the oldest sink tokens first). Scores
+// of +Inf, or ties with the largest float32, are lowered just below the protected score
+// so that protection cannot lose to them.
 package eviction
 
 import "github.com/lukv/lukv/backend"

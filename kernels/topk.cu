@@ -1,24 +1,19 @@
 // topk.cu: which tokens each KV head keeps, and the compaction that keeps them, on the
-// device (runtime/cuda/kvcache_device_keep.go).
+// device (backend/cuda/kvcache_device_keep.go).
 //
-// Ranking, as eviction's topK and AdaKVAllocator rank on the host: a token ranks above
-// another when its score is higher, or equal and its index later; NaN ranks below every
-// number; -0 equals +0. Each token gets a distinct 64-bit key whose order is that rank:
-//   per head:  key = sortable(score) << 32 | index
-//   pooled:    key = sortable(score) << 32 | index << 8 | (255 - head)
-//              (AdaKV's order: score, then later token, then lower head; needs
-//              index < 2^24 and fewer than 256 heads)
-// where sortable maps a float to an unsigned integer in the same order (NaN to 0).
+// Ranking, as eviction's topK ranks on the host: a token ranks above another when its
+// score is higher, or equal and its index later; NaN ranks below every number; -0 equals
+// +0. Each token gets a distinct 64-bit key whose order is that rank:
+//   key = sortable(score) << 32 | index
+// where sortable maps a float to an unsigned integer in the same order (NaN to 0). How
+// many tokens each head keeps (AdaKV's pooled budget included) is decided by package
+// eviction on the host; this file only selects and compacts.
 // The k best tokens are those whose key is >= the k-th largest key, found by an MSD
 // radix select (8 passes of 8 bits, shared-memory histograms, warp-aggregated atomics).
 // The kept indices are written ascending by an ordered block compaction.
 //
 // select_topk    grid (layers*kvHeads), block 1024: block (l, h) keeps the counts[l][h]
 //                best of scores[l][h][0..T) into keep[l][h][0..count).
-// select_pooled  grid (layers), block 1024: AdaKV for one layer: every head's `safe`
-//                best, then the `left` best of the rest over all heads, then a head left
-//                empty keeps its best; writes keep[l][h][..] and counts[l][h]. chosen
-//                [layers][kvHeads][T] bytes is scratch.
 // kv_gather_keep grid (x, kvHeads), block 256: copies the kept rows of one layer's keys
 //                and values into new buffers: row i of head h goes from old row
 //                offs[nkv + h] + keep[h][i] to new row offs[h] + i, i < counts[h]. A row
@@ -45,8 +40,6 @@ struct SelectScratch {
 	unsigned int total;
 	unsigned int digit;
 	long long rem;
-	unsigned long long best;
-	unsigned long long wbest[32];
 };
 
 // block_select returns the k-th largest key (1 <= k <= number of valid items) over items
@@ -141,33 +134,6 @@ __device__ int block_compact(SelFn sel, long long n, int* __restrict__ out, Sele
 	return written;
 }
 
-// block_best returns the largest per-head key of s[0 .. T) (T >= 1) to every thread.
-__device__ unsigned long long block_best(const float* s, int T, SelectScratch& S) {
-	const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
-	unsigned long long best = 0ull;
-	for (int j = threadIdx.x; j < T; j += blockDim.x) {
-		const unsigned long long key = head_key(s, j);
-		best = key > best ? key : best;
-	}
-	for (int o = 16; o > 0; o >>= 1) {
-		const unsigned long long y = __shfl_xor_sync(0xffffffffu, best, o);
-		best = y > best ? y : best;
-	}
-	__syncthreads();  // an earlier reduction may still be reading S
-	if (lane == 0) S.wbest[warp] = best;
-	__syncthreads();
-	if (warp == 0) {
-		unsigned long long v = lane < nw ? S.wbest[lane] : 0ull;
-		for (int o = 16; o > 0; o >>= 1) {
-			const unsigned long long y = __shfl_xor_sync(0xffffffffu, v, o);
-			v = y > v ? y : v;
-		}
-		if (lane == 0) S.best = v;
-	}
-	__syncthreads();
-	return S.best;
-}
-
 extern "C" __global__ void select_topk(int* __restrict__ keep, const float* __restrict__ scores,
                                        const int* __restrict__ counts, int T) {
 	__shared__ SelectScratch S;
@@ -186,70 +152,6 @@ extern "C" __global__ void select_topk(int* __restrict__ keep, const float* __re
 	};
 	const unsigned long long thr = block_select(keyOf, T, k, S);
 	block_compact([s, thr](long long i) { return head_key(s, i) >= thr; }, T, out, S);
-}
-
-extern "C" __global__ void select_pooled(int* __restrict__ keep, int* __restrict__ counts,
-                                         unsigned char* __restrict__ chosen, const float* __restrict__ scores,
-                                         int nkv, int T, int safe, long long left) {
-	__shared__ SelectScratch S;
-	const long long l = blockIdx.x;
-	const long long n = (long long)nkv * T;
-	const float* ls = scores + l * n;
-	unsigned char* ch = chosen + l * n;
-	for (long long e = threadIdx.x; e < n; e += blockDim.x) ch[e] = 0;
-	__syncthreads();
-
-	// Every head's safe best.
-	const int safeK = min(max(safe, 0), T);
-	for (int h = 0; h < nkv; h++) {
-		const float* s = ls + (long long)h * T;
-		unsigned char* c = ch + (long long)h * T;
-		if (safeK >= T) {
-			for (int j = threadIdx.x; j < T; j += blockDim.x) c[j] = 1;
-		} else if (safeK > 0) {
-			auto keyOf = [s](long long i, unsigned long long& key) {
-				key = head_key(s, i);
-				return true;
-			};
-			const unsigned long long thr = block_select(keyOf, T, safeK, S);
-			for (int j = threadIdx.x; j < T; j += blockDim.x)
-				if (head_key(s, j) >= thr) c[j] = 1;
-		}
-	}
-	__syncthreads();
-
-	// The left best of the rest, over all heads.
-	const long long rest = n - (long long)nkv * safeK;
-	const long long kk = min(max(left, 0ll), rest);
-	if (kk > 0) {
-		auto keyOf = [ls, ch, T](long long i, unsigned long long& key) {
-			if (ch[i]) return false;
-			const long long h = i / T, j = i % T;
-			key = ((unsigned long long)sortable(ls[i]) << 32) | ((unsigned long long)j << 8) |
-			      (unsigned long long)(255 - h);
-			return true;
-		};
-		const unsigned long long thr = block_select(keyOf, n, kk, S);
-		// Each thread reads and marks only its own items.
-		for (long long i = threadIdx.x; i < n; i += blockDim.x) {
-			unsigned long long key;
-			if (keyOf(i, key) && key >= thr) ch[i] = 1;
-		}
-	}
-	__syncthreads();
-
-	for (int h = 0; h < nkv; h++) {
-		const unsigned char* c = ch + (long long)h * T;
-		int* out = keep + (l * nkv + h) * T;
-		int cnt = block_compact([c](long long j) { return c[j] != 0; }, T, out, S);
-		if (cnt == 0 && T > 0) {  // a head always keeps its best token
-			const unsigned long long best = block_best(ls + (long long)h * T, T, S);
-			if (threadIdx.x == 0) out[0] = (int)(best & 0xffffffffull);
-			cnt = 1;
-		}
-		if (threadIdx.x == 0) counts[l * nkv + h] = cnt;
-		__syncthreads();
-	}
 }
 
 extern "C" __global__ void kv_gather_keep(unsigned int* __restrict__ dk, unsigned int* __restrict__ dv,

@@ -26,9 +26,9 @@ func (b *Backend) Attention(out, q, k, v backend.Tensor, cache backend.KVCache, 
 	parallelFor(b.threads(), heads*rowBlocks, func(task int) {
 		h, blk := task/rowBlocks, task%rowBlocks
 		kvh := h / group
-		total := l.len[kvh]
-		keys := l.k[l.off[kvh]*d : (l.off[kvh]+total)*d]
-		vals := l.v[l.off[kvh]*d : (l.off[kvh]+total)*d]
+		total := l.Len[kvh]
+		keys := l.k[l.Off[kvh]*d : (l.Off[kvh]+total)*d]
+		vals := l.v[l.Off[kvh]*d : (l.Off[kvh]+total)*d]
 		scores := make([]float32, total)
 		for i := blk * rowsPerTask; i < min((blk+1)*rowsPerTask, n); i++ {
 			visible := total - n + i + 1

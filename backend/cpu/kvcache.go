@@ -4,24 +4,24 @@ import (
 	"fmt"
 
 	"github.com/lukv/lukv/backend"
+	"github.com/lukv/lukv/kv"
 )
 
 // KVCache is the CPU per-head KV cache. Each layer keeps one flat buffer for keys and one
-// for values; head h owns rows [off[h], off[h]+cap[h]) of it and uses the first len[h].
-// Compacting a layer copies the kept rows into new, smaller buffers, so the old ones are
-// released to the garbage collector: the memory is really freed, not masked.
+// for values, laid out by a kv.Layer: head h owns rows [Off[h], Off[h]+Cap[h]) and uses
+// the first Len[h]. Compacting a layer copies the kept rows into new, smaller buffers,
+// so the old ones are released to the garbage collector: the memory is really freed,
+// not masked.
 type KVCache struct {
 	layers, kvHeads, headDim int
 	reserve                  int
 	l                        []layerCache
 }
 
-// layerCache is one layer's storage.
+// layerCache is one layer's storage and its layout.
 type layerCache struct {
-	k, v []float32 // [sum(cap), headDim]
-	off  []int     // [kvHeads] first row of each head
-	len  []int     // [kvHeads] rows in use
-	cap  []int     // [kvHeads] rows owned
+	kv.Layer
+	k, v []float32 // [Rows, headDim]
 }
 
 var _ backend.KVCache = (*KVCache)(nil)
@@ -36,30 +36,18 @@ func (c *KVCache) Layers() int  { return c.layers }
 func (c *KVCache) KVHeads() int { return c.kvHeads }
 func (c *KVCache) HeadDim() int { return c.headDim }
 
-func (c *KVCache) Len(layer, head int) int { return c.l[layer].len[head] }
+func (c *KVCache) Len(layer, head int) int { return c.l[layer].Len[head] }
 
 func (c *KVCache) Reset() {
 	c.l = make([]layerCache, c.layers)
 	for i := range c.l {
-		lens := make([]int, c.kvHeads)
-		caps := make([]int, c.kvHeads)
-		for h := range caps {
-			caps[h] = c.reserve
-		}
-		c.l[i] = newLayer(lens, caps, c.headDim)
+		c.l[i] = c.alloc(kv.Empty(c.kvHeads, c.reserve))
 	}
 }
 
-func newLayer(lens, caps []int, headDim int) layerCache {
-	l := layerCache{off: make([]int, len(caps)), len: lens, cap: caps}
-	rows := 0
-	for h, cp := range caps {
-		l.off[h] = rows
-		rows += cp
-	}
-	l.k = make([]float32, rows*headDim)
-	l.v = make([]float32, rows*headDim)
-	return l
+// alloc returns zeroed buffers for layout l.
+func (c *KVCache) alloc(l kv.Layer) layerCache {
+	return layerCache{Layer: l, k: make([]float32, l.Rows*c.headDim), v: make([]float32, l.Rows*c.headDim)}
 }
 
 // Bytes counts the float32 buffers held (keys and values, all layers).
@@ -74,9 +62,7 @@ func (c *KVCache) Bytes() int64 {
 func (c *KVCache) LiveBytes() int64 {
 	var n int64
 	for _, l := range c.l {
-		for _, ln := range l.len {
-			n += int64(ln) * int64(c.headDim) * 2 * 4
-		}
+		n += int64(l.Live()) * int64(c.headDim) * 2 * 4
 	}
 	return n
 }
@@ -84,7 +70,7 @@ func (c *KVCache) LiveBytes() int64 {
 func (c *KVCache) head(layer, head int, buf []float32) []float32 {
 	l := &c.l[layer]
 	d := c.headDim
-	return buf[l.off[head]*d : (l.off[head]+l.len[head])*d]
+	return buf[l.Off[head]*d : (l.Off[head]+l.Len[head])*d]
 }
 
 func (c *KVCache) Keys(layer, head int) []float32 {
@@ -95,89 +81,54 @@ func (c *KVCache) Values(layer, head int) []float32 {
 	return append([]float32(nil), c.head(layer, head, c.l[layer].v)...)
 }
 
-// relayout copies every head's rows selected by pick(h) into a new layer with the given
-// capacities, replacing the old buffers.
-func (c *KVCache) relayout(layer int, caps []int, pick func(h int) []int) {
-	old := c.l[layer]
-	lens := make([]int, c.kvHeads)
-	nl := newLayer(lens, caps, c.headDim)
+// relayout carries out m on src's layer into new buffers: the result replaces nothing.
+func (c *KVCache) relayout(src layerCache, m kv.Move) layerCache {
+	nl := c.alloc(m.To)
 	d := c.headDim
-	for h := 0; h < c.kvHeads; h++ {
-		for i, src := range pick(h) {
-			s, t := (old.off[h]+src)*d, (nl.off[h]+i)*d
-			copy(nl.k[t:t+d], old.k[s:s+d])
-			copy(nl.v[t:t+d], old.v[s:s+d])
-		}
-		nl.len[h] = len(pick(h))
+	for _, p := range m.Pairs(src.Layer) {
+		t, s := p[0]*d, p[1]*d
+		copy(nl.k[t:t+d], src.k[s:s+d])
+		copy(nl.v[t:t+d], src.v[s:s+d])
 	}
-	c.l[layer] = nl
+	return nl
 }
 
 // appendTokens writes n new rows per head from k and v ([n, kvHeads*headDim]), growing
-// the layer (doubling) when a head is full.
+// the layer (kv.Layer.Grow) when a head is full.
 func (c *KVCache) appendTokens(layer int, k, v *Mat) {
 	n := k.R
+	if m, ok := c.l[layer].Grow(n); ok {
+		c.l[layer] = c.relayout(c.l[layer], m)
+	}
 	l := &c.l[layer]
-	grow := false
-	for h := range l.len {
-		if l.len[h]+n > l.cap[h] {
-			grow = true
-		}
-	}
-	if grow {
-		caps := make([]int, c.kvHeads)
-		for h := range caps {
-			caps[h] = max(2*l.cap[h], l.len[h]+n, 16)
-		}
-		lens := append([]int(nil), l.len...)
-		c.relayout(layer, caps, func(h int) []int { return iota(lens[h]) })
-		l = &c.l[layer]
-	}
 	d := c.headDim
 	for h := 0; h < c.kvHeads; h++ {
 		for i := 0; i < n; i++ {
-			t := (l.off[h] + l.len[h] + i) * d
+			t := (l.Off[h] + l.Len[h] + i) * d
 			copy(l.k[t:t+d], k.Data[i*k.C+h*d:i*k.C+(h+1)*d])
 			copy(l.v[t:t+d], v.Data[i*v.C+h*d:i*v.C+(h+1)*d])
 		}
-		l.len[h] += n
+		l.Len[h] += n
 	}
 }
 
 func (c *KVCache) Truncate(n int) error {
-	for li := range c.l {
-		for h, ln := range c.l[li].len {
-			if n < 0 || n > ln {
-				return fmt.Errorf("kv cache: truncate to %d tokens, but layer %d head %d holds %d", n, li, h, ln)
-			}
-		}
+	layers := make([]kv.Layer, len(c.l))
+	for i := range c.l {
+		layers[i] = c.l[i].Layer
 	}
-	for li := range c.l {
-		for h := range c.l[li].len {
-			c.l[li].len[h] = n
-		}
-	}
-	return nil
+	return kv.Truncate(layers, n)
 }
 
 func (c *KVCache) Compact(layer int, keep [][]int, reserve int) error {
 	if layer < 0 || layer >= c.layers {
 		return fmt.Errorf("kv cache: layer %d out of range [0, %d)", layer, c.layers)
 	}
-	if len(keep) != c.kvHeads {
-		return fmt.Errorf("kv cache: compact layer %d: %d keep lists for %d KV heads", layer, len(keep), c.kvHeads)
+	m, err := c.l[layer].Compact(layer, keep, reserve)
+	if err != nil {
+		return err
 	}
-	l := c.l[layer]
-	caps := make([]int, c.kvHeads)
-	for h, idx := range keep {
-		for i, j := range idx {
-			if j < 0 || j >= l.len[h] || (i > 0 && j <= idx[i-1]) {
-				return fmt.Errorf("kv cache: compact layer %d head %d: keep indices must be ascending in [0, %d), got %d at %d", layer, h, l.len[h], j, i)
-			}
-		}
-		caps[h] = len(idx) + reserve
-	}
-	c.relayout(layer, caps, func(h int) []int { return keep[h] })
+	c.l[layer] = c.relayout(c.l[layer], m)
 	return nil
 }
 
@@ -188,22 +139,8 @@ func (c *KVCache) Clone(reserve int) (backend.KVCache, error) {
 		return nil, fmt.Errorf("kv cache: clone with negative reserve %d", reserve)
 	}
 	n := &KVCache{layers: c.layers, kvHeads: c.kvHeads, headDim: c.headDim, reserve: c.reserve, l: make([]layerCache, c.layers)}
-	for li := range c.l {
-		n.l[li] = c.l[li]
-		caps := make([]int, c.kvHeads)
-		for h, ln := range c.l[li].len {
-			caps[h] = ln + reserve
-		}
-		lens := c.l[li].len
-		n.relayout(li, caps, func(h int) []int { return iota(lens[h]) })
+	for li, l := range c.l {
+		n.l[li] = n.relayout(l, l.Copy(reserve))
 	}
 	return n, nil
-}
-
-func iota(n int) []int {
-	s := make([]int, n)
-	for i := range s {
-		s[i] = i
-	}
-	return s
 }

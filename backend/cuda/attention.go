@@ -215,7 +215,7 @@ func (b *Backend) Attention(out, q, k, v backend.Tensor, cache backend.KVCache, 
 	offp, lenp := c.offPtr(layer), c.lenPtr(layer)
 	l := &c.l[layer]
 	maxLen := 0
-	for _, ln := range l.len {
+	for _, ln := range l.Len {
 		maxLen = max(maxLen, ln)
 	}
 	// Prefill with Options.TensorCores: the bf16 tensor-core kernel (attention_tc.go);

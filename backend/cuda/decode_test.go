@@ -439,7 +439,7 @@ func benchAttentionDecode(bm *testing.B, bfKV bool, ctx int) {
 	func() {
 		defer b.enter()()
 		for h := 0; h < kvHeads; h++ {
-			at := cu.DevicePtr(int64(cache.l[0].off[h]) * hd * cache.esz())
+			at := cu.DevicePtr(int64(cache.l[0].Off[h]) * hd * cache.esz())
 			for _, buf := range []cu.DevicePtr{cache.buf.k[0], cache.buf.v[0]} {
 				src, size := unsafe.Pointer(&fill[0]), int64(len(fill))*4
 				if bfKV {
@@ -449,7 +449,7 @@ func benchAttentionDecode(bm *testing.B, bfKV bool, ctx int) {
 					bm.Fatal(err)
 				}
 			}
-			cache.l[0].len[h] = ctx
+			cache.l[0].Len[h] = ctx
 		}
 		if err := cache.uploadMeta(0); err != nil {
 			bm.Fatal(err)

@@ -322,3 +322,12 @@ func TestKVBF16DefaultModel(t *testing.T) {
 		t.Errorf("greedy tokens with a bf16 cache differ from the CPU's\n got %v\nwant %v", gtoks, ctoks)
 	}
 }
+
+// seq is 0, 1, ..., n-1.
+func seq(n int) []int {
+	s := make([]int, n)
+	for i := range s {
+		s[i] = i
+	}
+	return s
+}

@@ -11,14 +11,16 @@ import (
 	"gorgonia.org/cu"
 
 	"github.com/lukv/lukv/backend"
+	"github.com/lukv/lukv/kv"
 )
 
 // KVCache is the per-head KV cache in device memory: float32 by default (the
 // conformance suite reads back exactly the keys and values it stored), bfloat16 when the
 // backend has Options.KVBF16 (values rounded to nearest even on append, widened to
 // float32 by Keys and Values). Each layer keeps one flat key buffer and one flat value
-// buffer [rows, headDim]; head h owns rows [off[h], off[h]+cap[h]) and uses the first
-// len[h]. The host keeps off, len and cap; a per-layer device table int32 [3*kvHeads]
+// buffer [rows, headDim], laid out by a kv.Layer: head h owns rows [Off[h],
+// Off[h]+Cap[h]) and uses the first Len[h]. The host keeps the layout; a per-layer
+// device table int32 [3*kvHeads]
 // holds off and two copies of len, of which cur[layer] says which is current: the
 // append kernel reads the current lengths and writes the advanced ones into the other
 // array, and the host then flips cur (no launch to advance them; kernels take lenPtr).
@@ -37,12 +39,7 @@ type KVCache struct {
 }
 
 // layerCache is one layer's host-side bookkeeping.
-type layerCache struct {
-	rows int   // rows of the key and value buffers: sum(cap)
-	off  []int // [kvHeads] first row of each head
-	len  []int // [kvHeads] rows in use
-	cap  []int // [kvHeads] rows owned
-}
+type layerCache = kv.Layer
 
 // kvBuffers holds the device pointers of a cache, apart from the KVCache so that a
 // cleanup can free them when the cache is dropped without Reset.
@@ -99,7 +96,7 @@ func (c *KVCache) Layers() int  { return c.layers }
 func (c *KVCache) KVHeads() int { return c.kvHeads }
 func (c *KVCache) HeadDim() int { return c.headDim }
 
-func (c *KVCache) Len(layer, head int) int { return c.l[layer].len[head] }
+func (c *KVCache) Len(layer, head int) int { return c.l[layer].Len[head] }
 
 // DType is the element type of the keys and values: "float32" or "bfloat16".
 func (c *KVCache) DType() string {
@@ -125,7 +122,7 @@ func (c *KVCache) metaBytes() int64 { return int64(3*c.kvHeads) * 4 }
 func (c *KVCache) Bytes() int64 {
 	var n int64
 	for _, l := range c.l {
-		n += int64(l.rows) * int64(c.headDim) * 2 * c.esz()
+		n += int64(l.Rows) * int64(c.headDim) * 2 * c.esz()
 	}
 	return n
 }
@@ -134,9 +131,7 @@ func (c *KVCache) Bytes() int64 {
 func (c *KVCache) LiveBytes() int64 {
 	var n int64
 	for _, l := range c.l {
-		for _, ln := range l.len {
-			n += int64(ln) * int64(c.headDim) * 2 * c.esz()
-		}
+		n += int64(l.Live()) * int64(c.headDim) * 2 * c.esz()
 	}
 	return n
 }
@@ -153,7 +148,7 @@ func (c *KVCache) Release() {
 		}
 	}
 	for i := range c.l {
-		c.l[i] = layerCache{off: make([]int, c.kvHeads), len: make([]int, c.kvHeads), cap: make([]int, c.kvHeads)}
+		c.l[i] = kv.Empty(c.kvHeads, 0)
 	}
 }
 
@@ -166,27 +161,21 @@ func (c *KVCache) Reset() {
 }
 
 func (c *KVCache) reset() error {
-	caps := make([]int, c.kvHeads)
-	for h := range caps {
-		caps[h] = c.reserve
-	}
 	for li := range c.l {
 		freeDevice(c.buf.k[li])
 		freeDevice(c.buf.v[li])
-		c.buf.k[li], c.buf.v[li], c.l[li].rows = 0, 0, 0
-		if err := c.relayout(li, caps, func(int) []int { return nil }); err != nil {
+		c.buf.k[li], c.buf.v[li], c.l[li] = 0, 0, kv.Empty(c.kvHeads, 0)
+		if err := c.relayout(li, kv.Move{To: kv.Empty(c.kvHeads, c.reserve), Pick: make([][]int, c.kvHeads)}); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-// relayout moves layer's heads into new buffers with capacities caps, keeping for head
-// h the rows pick(h) (indices into its current entries, ascending) as its first
-// len(pick(h)) entries. The new buffers are allocated before anything changes, so on
-// error the cache is as it was.
-func (c *KVCache) relayout(layer int, caps []int, pick func(h int) []int) error {
-	nk, nv, nl, err := c.gather(c, layer, caps, pick)
+// relayout carries out m on layer in new buffers and frees the old ones. The new
+// buffers are allocated before anything changes, so on error the cache is as it was.
+func (c *KVCache) relayout(layer int, m kv.Move) error {
+	nk, nv, err := c.gather(c, layer, m)
 	if err != nil {
 		return err
 	}
@@ -194,49 +183,39 @@ func (c *KVCache) relayout(layer int, caps []int, pick func(h int) []int) error 
 	freeDevice(c.buf.k[layer])
 	freeDevice(c.buf.v[layer])
 	c.buf.k[layer], c.buf.v[layer] = nk, nv
-	c.l[layer] = nl
+	c.l[layer] = m.To
 	return c.uploadMeta(layer)
 }
 
-// gather allocates new key and value buffers for layer with capacities caps and copies
-// into them, for head h, the rows pick(h) of src's layer (src may be c itself). It
-// changes neither cache.
-func (c *KVCache) gather(src *KVCache, layer int, caps []int, pick func(h int) []int) (nk, nv cu.DevicePtr, nl layerCache, err error) {
+// gather allocates new key and value buffers for layer laid out as m.To and copies
+// into them the rows m picks from src's layer (src may be c itself). It changes
+// neither cache.
+func (c *KVCache) gather(src *KVCache, layer int, m kv.Move) (nk, nv cu.DevicePtr, err error) {
 	d := c.headDim
-	old := src.l[layer]
-	nl = layerCache{off: make([]int, c.kvHeads), len: make([]int, c.kvHeads), cap: append([]int(nil), caps...)}
-	for h, cp := range caps {
-		nl.off[h] = nl.rows
-		nl.rows += cp
-	}
-	if nl.rows > math.MaxInt32 {
-		return 0, 0, nl, fmt.Errorf("cuda: kv cache layer %d: %d rows per layer do not fit 32-bit row indices", layer, nl.rows)
+	if m.To.Rows > math.MaxInt32 {
+		return 0, 0, fmt.Errorf("cuda: kv cache layer %d: %d rows per layer do not fit 32-bit row indices", layer, m.To.Rows)
 	}
 	if src.bf16 != c.bf16 {
-		return 0, 0, nl, fmt.Errorf("cuda: kv cache layer %d: gathering %s rows into a %s cache", layer, src.DType(), c.DType())
+		return 0, 0, fmt.Errorf("cuda: kv cache layer %d: gathering %s rows into a %s cache", layer, src.DType(), c.DType())
 	}
-	bytes := int64(nl.rows) * int64(d) * c.esz()
-	what := fmt.Sprintf("kv cache layer %d (%d rows of %d %s)", layer, nl.rows, d, c.DType())
+	bytes := int64(m.To.Rows) * int64(d) * c.esz()
+	what := fmt.Sprintf("kv cache layer %d (%d rows of %d %s)", layer, m.To.Rows, d, c.DType())
 	if nk, err = allocDevice(bytes, what); err != nil {
-		return 0, 0, nl, err
+		return 0, 0, err
 	}
 	if nv, err = allocDevice(bytes, what); err != nil {
 		freeDevice(nk)
-		return 0, 0, nl, err
+		return 0, 0, err
 	}
 	var pairs []int32 // (destination row, source row)
-	for h := 0; h < c.kvHeads; h++ {
-		rows := pick(h)
-		for i, r := range rows {
-			pairs = append(pairs, int32(nl.off[h]+i), int32(old.off[h]+r))
-		}
-		nl.len[h] = len(rows)
+	for _, p := range m.Pairs(src.l[layer]) {
+		pairs = append(pairs, int32(p[0]), int32(p[1]))
 	}
 	if len(pairs) > 0 {
 		if err = c.b.pairs.uploadInt32(pairs, "kv cache relayout"); err != nil {
 			freeDevice(nk)
 			freeDevice(nv)
-			return 0, 0, nl, err
+			return 0, 0, err
 		}
 		// kv_gather copies 32-bit words: a row is d*esz/4 of them (d % 4 == 0).
 		n := int64(len(pairs) / 2)
@@ -244,7 +223,7 @@ func (c *KVCache) gather(src *KVCache, layer int, caps []int, pick func(h int) [
 		c.b.launch("kv_gather", gridFor(n*words, c.b.sms), dim3{256, 1, 1}, 0,
 			nk, nv, src.buf.k[layer], src.buf.v[layer], c.b.pairs.ptr, n, int32(words))
 	}
-	return nk, nv, nl, nil
+	return nk, nv, nil
 }
 
 // Clone returns a copy of the cache in new device memory, every head holding the same
@@ -264,16 +243,12 @@ func (c *KVCache) Clone(reserve int) (backend.KVCache, error) {
 			return nil, err
 		}
 		n.buf.meta[li] = meta
-		caps := make([]int, c.kvHeads)
-		for h, ln := range c.l[li].len {
-			caps[h] = ln + reserve
-		}
-		lens := c.l[li].len
-		nk, nv, nl, err := n.gather(c, li, caps, func(h int) []int { return seq(lens[h]) })
+		m := c.l[li].Copy(reserve)
+		nk, nv, err := n.gather(c, li, m)
 		if err != nil {
 			return nil, err
 		}
-		n.buf.k[li], n.buf.v[li], n.l[li] = nk, nv, nl
+		n.buf.k[li], n.buf.v[li], n.l[li] = nk, nv, m.To
 		if err := n.uploadMeta(li); err != nil {
 			return nil, err
 		}
@@ -287,7 +262,7 @@ func (c *KVCache) uploadMeta(layer int) error {
 	l := &c.l[layer]
 	meta := make([]int32, 3*c.kvHeads)
 	for h := 0; h < c.kvHeads; h++ {
-		meta[h], meta[c.kvHeads+h], meta[2*c.kvHeads+h] = int32(l.off[h]), int32(l.len[h]), int32(l.len[h])
+		meta[h], meta[c.kvHeads+h], meta[2*c.kvHeads+h] = int32(l.Off[h]), int32(l.Len[h]), int32(l.Len[h])
 	}
 	if err := cu.MemcpyHtoD(c.buf.meta[layer], unsafe.Pointer(&meta[0]), int64(len(meta))*4); err != nil {
 		return fmt.Errorf("cuda: kv cache layer %d: head table to device: %w", layer, err)
@@ -309,41 +284,29 @@ func (c *KVCache) nextLenPtr(layer int) cu.DevicePtr {
 // kernel wrote becomes current, and the host lengths advance.
 func (c *KVCache) commit(layer, n int) {
 	c.cur[layer] ^= 1
-	for h := range c.l[layer].len {
-		c.l[layer].len[h] += n
+	for h := range c.l[layer].Len {
+		c.l[layer].Len[h] += n
 	}
 }
 
-// ensureRoom grows layer (doubling, as the CPU cache does) when a head cannot take n
-// more tokens.
+// ensureRoom grows layer (kv.Layer.Grow, as the CPU cache does) when a head cannot
+// take n more tokens.
 func (c *KVCache) ensureRoom(layer, n int) error {
-	l := &c.l[layer]
-	grow := false
-	for h := range l.len {
-		if l.len[h]+n > l.cap[h] {
-			grow = true
-		}
+	if m, ok := c.l[layer].Grow(n); ok {
+		return c.relayout(layer, m)
 	}
-	if !grow {
-		return nil
-	}
-	caps := make([]int, c.kvHeads)
-	lens := append([]int(nil), l.len...)
-	for h := range caps {
-		caps[h] = max(2*l.cap[h], l.len[h]+n, 16)
-	}
-	return c.relayout(layer, caps, func(h int) []int { return seq(lens[h]) })
+	return nil
 }
 
 func (c *KVCache) head(layer, head int, buf []cu.DevicePtr, what string) []float32 {
 	defer c.b.enter()()
 	l := &c.l[layer]
 	d := c.headDim
-	out := make([]float32, l.len[head]*d)
+	out := make([]float32, l.Len[head]*d)
 	if len(out) == 0 {
 		return out
 	}
-	src := buf[layer] + cu.DevicePtr(int64(l.off[head])*int64(d)*c.esz())
+	src := buf[layer] + cu.DevicePtr(int64(l.Off[head])*int64(d)*c.esz())
 	if !c.bf16 {
 		if err := cu.MemcpyDtoH(unsafe.Pointer(&out[0]), src, int64(len(out))*4); err != nil {
 			panic(fmt.Errorf("cuda: kv cache %s of layer %d head %d: %w", what, layer, head, err))
@@ -368,18 +331,11 @@ func (c *KVCache) Values(layer, head int) []float32 { return c.head(layer, head,
 
 // Truncate drops every head's entries past the first n, keeping the memory.
 func (c *KVCache) Truncate(n int) error {
-	for li := range c.l {
-		for h, ln := range c.l[li].len {
-			if n < 0 || n > ln {
-				return fmt.Errorf("kv cache: truncate to %d tokens, but layer %d head %d holds %d", n, li, h, ln)
-			}
-		}
+	if err := kv.Truncate(c.l, n); err != nil {
+		return err
 	}
 	defer c.b.enter()()
 	for li := range c.l {
-		for h := range c.l[li].len {
-			c.l[li].len[h] = n
-		}
 		if err := c.uploadMeta(li); err != nil {
 			return err
 		}
@@ -393,30 +349,10 @@ func (c *KVCache) Compact(layer int, keep [][]int, reserve int) error {
 	if layer < 0 || layer >= c.layers {
 		return fmt.Errorf("kv cache: layer %d out of range [0, %d)", layer, c.layers)
 	}
-	if len(keep) != c.kvHeads {
-		return fmt.Errorf("kv cache: compact layer %d: %d keep lists for %d KV heads", layer, len(keep), c.kvHeads)
-	}
-	if reserve < 0 {
-		return fmt.Errorf("kv cache: compact layer %d: negative reserve %d", layer, reserve)
-	}
-	l := c.l[layer]
-	caps := make([]int, c.kvHeads)
-	for h, idx := range keep {
-		for i, j := range idx {
-			if j < 0 || j >= l.len[h] || (i > 0 && j <= idx[i-1]) {
-				return fmt.Errorf("kv cache: compact layer %d head %d: keep indices must be ascending in [0, %d), got %d at %d", layer, h, l.len[h], j, i)
-			}
-		}
-		caps[h] = len(idx) + reserve
+	m, err := c.l[layer].Compact(layer, keep, reserve)
+	if err != nil {
+		return err
 	}
 	defer c.b.enter()()
-	return c.relayout(layer, caps, func(h int) []int { return keep[h] })
-}
-
-func seq(n int) []int {
-	s := make([]int, n)
-	for i := range s {
-		s[i] = i
-	}
-	return s
+	return c.relayout(layer, m)
 }

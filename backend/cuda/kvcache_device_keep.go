@@ -3,12 +3,12 @@
 package cuda
 
 // Selection and compaction on the device: the KVCache implements
-// backend.DeviceCompaction with kernels/topk.cu. The scores come from the host (one
-// upload for all layers: eviction's Collector hands them out contiguous), the
-// sink/window protection, every head's top-k (or AdaKV's pooled choice) and the gather
-// of the kept rows run on the device; only the per-head counts are known on the host
-// (given, or, for AdaKV, read back once for all layers). The result is exactly what
-// Compact with eviction's host-selected indices gives (score_test.go checks it).
+// backend.DeviceCompaction with kernels/topk.cu. The scores come from the host, already
+// protected by eviction (one upload for all layers: eviction's Plan hands them out
+// contiguous), with every head's count; every head's top-count selection and the gather
+// of the kept rows run on the device, and the kept indices never come back. The result
+// is exactly what Compact with eviction's host-selected indices gives (score_test.go
+// checks it). The policy (sink and window, budgets) is eviction's, not this file's.
 
 import (
 	"fmt"
@@ -18,6 +18,7 @@ import (
 	"gorgonia.org/cu"
 
 	"github.com/lukv/lukv/backend"
+	"github.com/lukv/lukv/kv"
 )
 
 var _ backend.DeviceCompaction = (*KVCache)(nil)
@@ -27,68 +28,59 @@ var _ backend.DeviceCompaction = (*KVCache)(nil)
 // per group instead of one per layer, without doubling the cache's peak memory.
 const evictGroupBytes = 1 << 30
 
-// evictPlan is a checked EvictRequest.
-type evictPlan struct {
-	layers, kvHeads, T    int
-	counts                [][]int // [layer][head], nil with pooled
-	pooled                *backend.PooledBudget
-	sink, window, reserve int
+// keepPlan is a checked KeepTopRequest.
+type keepPlan struct {
+	layers, kvHeads, T int
+	counts             [][]int // [layer][head]
+	reserve            int
 }
 
-// planEvict checks req against the cache.
-func (c *KVCache) planEvict(req backend.EvictRequest) (*evictPlan, error) {
+// planKeep checks req against the cache.
+func (c *KVCache) planKeep(req backend.KeepTopRequest) (*keepPlan, error) {
 	L := len(req.Scores)
 	if L < 1 || L > c.layers {
-		return nil, fmt.Errorf("kv cache: evict: scores for %d layers, the cache has %d", L, c.layers)
+		return nil, fmt.Errorf("kv cache: keep top: scores for %d layers, the cache has %d", L, c.layers)
 	}
 	if req.Reserve < 0 {
-		return nil, fmt.Errorf("kv cache: evict: negative reserve %d", req.Reserve)
+		return nil, fmt.Errorf("kv cache: keep top: negative reserve %d", req.Reserve)
 	}
-	if (req.Counts == nil) == (req.Pooled == nil) {
-		return nil, fmt.Errorf("kv cache: evict: want exactly one of Counts and Pooled")
-	}
-	p := &evictPlan{layers: L, kvHeads: c.kvHeads, T: -1, counts: req.Counts, pooled: req.Pooled,
-		sink: max(req.Sink, 0), window: max(req.Window, 0), reserve: req.Reserve}
+	p := &keepPlan{layers: L, kvHeads: c.kvHeads, T: -1, counts: req.Counts, reserve: req.Reserve}
 	for l, s := range req.Scores {
 		if len(s) != c.kvHeads {
-			return nil, fmt.Errorf("kv cache: evict: layer %d has scores for %d heads, the cache %d", l, len(s), c.kvHeads)
+			return nil, fmt.Errorf("kv cache: keep top: layer %d has scores for %d heads, the cache %d", l, len(s), c.kvHeads)
 		}
 		for h, hs := range s {
 			if p.T < 0 {
 				p.T = len(hs)
 			}
-			if len(hs) != p.T || c.l[l].len[h] != p.T {
-				return nil, fmt.Errorf("kv cache: evict: layer %d head %d has %d scores for %d cached tokens (every head must hold the same %d)",
-					l, h, len(hs), c.l[l].len[h], p.T)
+			if len(hs) != p.T || c.l[l].Len[h] != p.T {
+				return nil, fmt.Errorf("kv cache: keep top: layer %d head %d has %d scores for %d cached tokens (every head must hold the same %d)",
+					l, h, len(hs), c.l[l].Len[h], p.T)
 			}
 		}
 	}
 	if int64(L)*int64(c.kvHeads)*int64(p.T) > math.MaxInt32 {
-		return nil, unsupported("evicting %d layers x %d heads x %d tokens at once (32-bit indices)", L, c.kvHeads, p.T)
+		return nil, unsupported("keeping the top of %d layers x %d heads x %d tokens at once (32-bit indices)", L, c.kvHeads, p.T)
 	}
-	if req.Counts != nil {
-		if len(req.Counts) != L {
-			return nil, fmt.Errorf("kv cache: evict: counts for %d layers, scores for %d", len(req.Counts), L)
+	if len(req.Counts) != L {
+		return nil, fmt.Errorf("kv cache: keep top: counts for %d layers, scores for %d", len(req.Counts), L)
+	}
+	for l, cs := range req.Counts {
+		if len(cs) != c.kvHeads {
+			return nil, fmt.Errorf("kv cache: keep top: layer %d has counts for %d heads, the cache %d", l, len(cs), c.kvHeads)
 		}
-		for l, cs := range req.Counts {
-			if len(cs) != c.kvHeads {
-				return nil, fmt.Errorf("kv cache: evict: layer %d has counts for %d heads, the cache %d", l, len(cs), c.kvHeads)
-			}
-			for h, n := range cs {
-				if n < 0 || n > p.T {
-					return nil, fmt.Errorf("kv cache: evict: layer %d head %d keeps %d of %d tokens", l, h, n, p.T)
-				}
+		for h, n := range cs {
+			if n < 0 || n > p.T {
+				return nil, fmt.Errorf("kv cache: keep top: layer %d head %d keeps %d of %d tokens", l, h, n, p.T)
 			}
 		}
-	} else if p.T >= 1<<24 || c.kvHeads > 256 {
-		return nil, unsupported("pooled selection over %d tokens x %d heads (keys need < 2^24 tokens, <= 256 heads)", p.T, c.kvHeads)
 	}
 	return p, nil
 }
 
-// Evict protects, selects and compacts on the device (backend.DeviceCompaction).
-func (c *KVCache) Evict(req backend.EvictRequest) error {
-	p, err := c.planEvict(req)
+// KeepTop selects and compacts on the device (backend.DeviceCompaction).
+func (c *KVCache) KeepTop(req backend.KeepTopRequest) error {
+	p, err := c.planKeep(req)
 	if err != nil {
 		return err
 	}
@@ -97,18 +89,17 @@ func (c *KVCache) Evict(req backend.EvictRequest) error {
 	if err != nil {
 		return unsupported("device eviction unavailable: %v", err)
 	}
-	counts, err := c.selectOnDevice(st, p, req.Scores)
-	if err != nil {
+	if err := c.selectOnDevice(st, p, req.Scores); err != nil {
 		return err
 	}
 	st.evictCalls++
-	return c.compactOnDevice(st, p, counts)
+	return c.compactOnDevice(st, p)
 }
 
-// SelectKeep runs Evict's protection and selection only and returns the kept indices
-// [layer][head] (ascending), leaving the cache as it is: what Evict would keep.
-func (c *KVCache) SelectKeep(req backend.EvictRequest) ([][][]int, error) {
-	p, err := c.planEvict(req)
+// SelectKeep runs KeepTop's selection only and returns the kept indices [layer][head]
+// (ascending), leaving the cache as it is: what KeepTop would keep.
+func (c *KVCache) SelectKeep(req backend.KeepTopRequest) ([][][]int, error) {
+	p, err := c.planKeep(req)
 	if err != nil {
 		return nil, err
 	}
@@ -117,8 +108,7 @@ func (c *KVCache) SelectKeep(req backend.EvictRequest) ([][][]int, error) {
 	if err != nil {
 		return nil, unsupported("device eviction unavailable: %v", err)
 	}
-	counts, err := c.selectOnDevice(st, p, req.Scores)
-	if err != nil {
+	if err := c.selectOnDevice(st, p, req.Scores); err != nil {
 		return nil, err
 	}
 	all := make([]int32, p.layers*p.kvHeads*p.T)
@@ -132,7 +122,7 @@ func (c *KVCache) SelectKeep(req backend.EvictRequest) ([][][]int, error) {
 		keep[l] = make([][]int, p.kvHeads)
 		for h := range keep[l] {
 			base := (l*p.kvHeads + h) * p.T
-			keep[l][h] = make([]int, counts[l][h])
+			keep[l][h] = make([]int, p.counts[l][h])
 			for i := range keep[l][h] {
 				keep[l][h][i] = int(all[base+i])
 			}
@@ -142,7 +132,7 @@ func (c *KVCache) SelectKeep(req backend.EvictRequest) ([][][]int, error) {
 }
 
 // uploadScores copies scores [layers][kvHeads][T] into st.sc: in one copy when they lie
-// back to back in memory (as eviction's Collector lays them out), else packed first.
+// back to back in memory (as eviction.Plan lays them out), else packed first.
 func (st *scoreState) uploadScores(scores [][][]float32, nkv, T int) error {
 	n := len(scores) * nkv * T
 	if err := st.sc.ensure(int64(max(n, 1))*4, "eviction scores"); err != nil {
@@ -176,61 +166,33 @@ func (st *scoreState) uploadScores(scores [][][]float32, nkv, T int) error {
 	return nil
 }
 
-// selectOnDevice uploads the scores, protects sink and window and selects: st.keep
+// selectOnDevice uploads the scores and counts and selects: st.keep
 // [layers][kvHeads][T] then holds each head's kept indices (the first counts[l][h]
-// entries, ascending) and st.counts the counts, which it also returns.
-func (c *KVCache) selectOnDevice(st *scoreState, p *evictPlan, scores [][][]float32) ([][]int, error) {
+// entries, ascending) and st.counts the counts.
+func (c *KVCache) selectOnDevice(st *scoreState, p *keepPlan, scores [][][]float32) error {
 	L, nkv, T := p.layers, p.kvHeads, p.T
 	n := L * nkv * T
 	if err := st.uploadScores(scores, nkv, T); err != nil {
-		return nil, err
+		return err
 	}
 	if err := ensureAll("eviction selection", &st.keep, int64(n)*4, &st.counts, int64(L*nkv)*4); err != nil {
-		return nil, err
+		return err
 	}
 	if T == 0 {
-		counts := make([][]int, L)
-		for l := range counts {
-			counts[l] = make([]int, nkv)
-		}
-		return counts, nil
+		return nil
 	}
-	if p.sink > 0 || p.window > 0 {
-		c.b.launch("layer_protect", dim3{L, 1, 1}, dim3{1024, 1, 1}, 0,
-			st.sc.ptr, int32(nkv), int32(T), int32(0), int32(T), int32(min(p.sink, T)), int32(max(0, T-p.window)))
-	}
-	if p.pooled == nil {
-		flat := make([]int32, 0, L*nkv)
-		for _, cs := range p.counts {
-			for _, k := range cs {
-				flat = append(flat, int32(k))
-			}
-		}
-		if err := st.counts.uploadInt32(flat, "eviction counts"); err != nil {
-			return nil, err
-		}
-		c.b.launch("select_topk", dim3{L * nkv, 1, 1}, dim3{selectThreads, 1, 1}, 0,
-			st.keep.ptr, st.sc.ptr, st.counts.ptr, int32(T))
-		return p.counts, nil
-	}
-	if err := st.chosen.ensure(int64(n), "adakv selection flags"); err != nil {
-		return nil, err
-	}
-	c.b.launch("select_pooled", dim3{L, 1, 1}, dim3{selectThreads, 1, 1}, 0,
-		st.keep.ptr, st.counts.ptr, st.chosen.ptr, st.sc.ptr, int32(nkv), int32(T),
-		int32(min(max(p.pooled.Safe, -1), T)), int64(p.pooled.Left))
-	flat := make([]int32, L*nkv)
-	if err := cu.MemcpyDtoH(unsafe.Pointer(&flat[0]), st.counts.ptr, int64(len(flat))*4); err != nil {
-		return nil, fmt.Errorf("cuda: reading adakv counts: %w", err)
-	}
-	counts := make([][]int, L)
-	for l := range counts {
-		counts[l] = make([]int, nkv)
-		for h := range counts[l] {
-			counts[l][h] = int(flat[l*nkv+h])
+	flat := make([]int32, 0, L*nkv)
+	for _, cs := range p.counts {
+		for _, k := range cs {
+			flat = append(flat, int32(k))
 		}
 	}
-	return counts, nil
+	if err := st.counts.uploadInt32(flat, "eviction counts"); err != nil {
+		return err
+	}
+	c.b.launch("select_topk", dim3{L * nkv, 1, 1}, dim3{selectThreads, 1, 1}, 0,
+		st.keep.ptr, st.sc.ptr, st.counts.ptr, int32(T))
+	return nil
 }
 
 // newLayerBuf is a layer's new key and value buffers during compaction.
@@ -240,11 +202,11 @@ type newLayerBuf struct {
 	nl     layerCache
 }
 
-// compactOnDevice moves each head's kept rows (st.keep, st.counts; counts on the host)
-// into new buffers with room for p.reserve more, a group of layers at a time, and frees
-// the old ones.
-func (c *KVCache) compactOnDevice(st *scoreState, p *evictPlan, counts [][]int) error {
-	nkv, T, d := p.kvHeads, p.T, c.headDim
+// compactOnDevice moves each head's kept rows (st.keep, st.counts; p.counts on the
+// host) into new buffers with room for p.reserve more, a group of layers at a time, and
+// frees the old ones.
+func (c *KVCache) compactOnDevice(st *scoreState, p *keepPlan) error {
+	nkv, T, d, counts := p.kvHeads, p.T, c.headDim, p.counts
 	esz := c.esz()
 	words := int64(d) * esz / 4 // 32-bit words per row (d % 4 == 0)
 	for l0 := 0; l0 < p.layers; {
@@ -257,22 +219,16 @@ func (c *KVCache) compactOnDevice(st *scoreState, p *evictPlan, counts [][]int) 
 			}
 		}
 		for l := l0; l < p.layers; l++ {
-			nl := layerCache{off: make([]int, nkv), len: make([]int, nkv), cap: make([]int, nkv)}
-			for h := 0; h < nkv; h++ {
-				nl.off[h] = nl.rows
-				nl.len[h] = counts[l][h]
-				nl.cap[h] = counts[l][h] + p.reserve
-				nl.rows += nl.cap[h]
-			}
-			if nl.rows > math.MaxInt32 {
+			nl := kv.Kept(counts[l], p.reserve)
+			if nl.Rows > math.MaxInt32 {
 				release()
-				return fmt.Errorf("cuda: kv cache layer %d: %d rows per layer do not fit 32-bit row indices", l, nl.rows)
+				return fmt.Errorf("cuda: kv cache layer %d: %d rows per layer do not fit 32-bit row indices", l, nl.Rows)
 			}
-			size := int64(nl.rows) * int64(d) * esz
+			size := int64(nl.Rows) * int64(d) * esz
 			if len(group) > 0 && bytes+2*size > evictGroupBytes {
 				break
 			}
-			what := fmt.Sprintf("kv cache layer %d (%d rows of %d %s)", l, nl.rows, d, c.DType())
+			what := fmt.Sprintf("kv cache layer %d (%d rows of %d %s)", l, nl.Rows, d, c.DType())
 			nk, err := allocDevice(size, what)
 			if err != nil {
 				release()
@@ -290,10 +246,10 @@ func (c *KVCache) compactOnDevice(st *scoreState, p *evictPlan, counts [][]int) 
 		table := make([]int32, 0, len(group)*2*nkv) // per layer: new offsets, then old
 		for _, g := range group {
 			for h := 0; h < nkv; h++ {
-				table = append(table, int32(g.nl.off[h]))
+				table = append(table, int32(g.nl.Off[h]))
 			}
 			for h := 0; h < nkv; h++ {
-				table = append(table, int32(c.l[g.layer].off[h]))
+				table = append(table, int32(c.l[g.layer].Off[h]))
 			}
 		}
 		if err := st.offs.uploadInt32(table, "kv cache compaction offsets"); err != nil {

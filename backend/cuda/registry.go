@@ -90,7 +90,7 @@ var kernelModules = []kernelModule{
 	{"score_snapkv", []string{"snap_logits", "snap_stats", "snap_reduce", "snap_pool"}},
 	{"score_keys", []string{"row_norms", "knorm_scores", "kd_anchor_partial", "kd_scores"}},
 	{"score_protect", []string{"layer_protect"}},
-	{"topk", []string{"select_topk", "select_pooled", "kv_gather_keep"}},
+	{"topk", []string{"select_topk", "kv_gather_keep"}},
 }
 
 // kernelExts are the file types tried for each module, in order: native code from

@@ -43,7 +43,7 @@ import (
 	"github.com/lukv/lukv/backend"
 )
 
-// selectThreads is the block of select_topk and select_pooled (kernels/topk.cu; launched
+// selectThreads is the block of select_topk (kernels/topk.cu; launched
 // by kvcache_device_keep.go).
 const selectThreads = 1024
 
@@ -72,10 +72,10 @@ type scoreState struct {
 	// Calls that ran on the device (tests check that the device path was taken).
 	scoreCalls, evictCalls, tcCalls int
 
-	// Scratch (kvcache_device_keep.go uses sc, keep, counts, chosen and offs).
+	// Scratch (kvcache_device_keep.go uses sc, keep, counts and offs).
 	mpart, spart, shift, mred, sred, ut, lin, z, ms, vn devBuf
 	logits, pml, avg, kd                                devBuf
-	sc, keep, counts, chosen, offs                      devBuf
+	sc, keep, counts, offs                              devBuf
 }
 
 // scoring returns b's scoring state, made on first use (the kernels' shared-memory
@@ -98,7 +98,7 @@ func (b *Backend) ReleaseScoring() {
 	}
 	for _, d := range []*devBuf{&st.pos, &st.freq, &st.table, &st.rows, &st.mean, &st.mpart, &st.spart, &st.shift,
 		&st.mred, &st.sred, &st.ut, &st.lin, &st.z, &st.ms, &st.vn, &st.logits, &st.pml, &st.avg, &st.kd,
-		&st.sc, &st.keep, &st.counts, &st.chosen, &st.offs} {
+		&st.sc, &st.keep, &st.counts, &st.offs} {
 		d.free()
 	}
 	st.posHost, st.freqHost, st.tableOK, st.rowsOK, st.meanOK = nil, nil, false, false, false

@@ -378,17 +378,13 @@ func tiedScores(r *rand.Rand, layers, heads, T int) [][][]float32 {
 	return out
 }
 
-// hostKeep is what Method.Compress's host path keeps: ProtectSinkWindow, then Keep.
+// hostKeep is what Method.Compress's host path keeps: Method.KeepLayer of every layer.
 func hostKeep(t *testing.T, a eviction.Allocator, scores [][][]float32, ratio float64, sink, window int) [][][]int {
 	t.Helper()
+	m := eviction.Method{Allocator: a, Ratio: ratio, Sink: sink, Window: window}
 	keep := make([][][]int, len(scores))
 	for l, s := range scores {
-		prot := make([][]float32, len(s))
-		for h := range s {
-			prot[h] = slices.Clone(s[h])
-		}
-		eviction.ProtectSinkWindow(prot, sink, window)
-		k, err := a.Keep(l, len(scores), prot, ratio)
+		k, err := m.KeepLayer(l, len(scores), s)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -407,7 +403,7 @@ func sameCaches(t *testing.T, what string, a, b backend.KVCache) {
 }
 
 // TestDeviceSelectAndCompact: on scores full of ties, the device's kept indices equal
-// the host allocators' (uniform, pyramid, LU-KV with per-head counts, AdaKV), Evict
+// the host allocators' (uniform, pyramid, LU-KV with per-head counts, AdaKV), KeepTop
 // leaves the cache exactly as Compact with the host's indices does (float32 and bf16
 // caches), Method.Compress's device path equals its host path, and the compacted
 // caches take new tokens alike.
@@ -442,19 +438,11 @@ func TestDeviceSelectAndCompact(t *testing.T) {
 			} {
 				name := fmt.Sprintf("%s T=%d %s@%.2f sink %d window %d", bk.name, T, tc.alloc.Name(), tc.ratio, tc.sink, tc.window)
 				want := hostKeep(t, tc.alloc, scores, tc.ratio, tc.sink, tc.window)
-				req := backend.EvictRequest{Scores: scores, Sink: tc.sink, Window: tc.window, Reserve: 3}
-				if ad, ok := tc.alloc.(eviction.AdaKVAllocator); ok {
-					nKept := int(math.Floor(float64(T)*(1-tc.ratio) + 1e-9))
-					nSafe := int(float64(nKept) * ad.Safeguard)
-					req.Pooled = &backend.PooledBudget{Safe: nSafe, Left: nKept*nkv - nkv*max(0, min(nSafe, T))}
-				} else {
-					req.Counts = make([][]int, L)
-					for l := range want {
-						for h := range want[l] {
-							req.Counts[l] = append(req.Counts[l], len(want[l][h]))
-						}
-					}
+				plan, err := (eviction.Method{Allocator: tc.alloc, Ratio: tc.ratio, Sink: tc.sink, Window: tc.window}).Plan(base, scores)
+				if err != nil {
+					t.Fatalf("%s: %v", name, err)
 				}
+				req := backend.KeepTopRequest{Scores: plan.Scores, Counts: plan.Counts, Reserve: 3}
 				got, err := base.SelectKeep(req)
 				if err != nil {
 					t.Fatalf("%s: %v", name, err)
@@ -474,15 +462,15 @@ func TestDeviceSelectAndCompact(t *testing.T) {
 					return c.(*KVCache)
 				}
 				dev, host := clone(), clone()
-				if err := dev.Evict(req); err != nil {
-					t.Fatalf("%s: Evict: %v", name, err)
+				if err := dev.KeepTop(req); err != nil {
+					t.Fatalf("%s: KeepTop: %v", name, err)
 				}
 				for l := range want {
 					if err := host.Compact(l, want[l], 3); err != nil {
 						t.Fatal(err)
 					}
 				}
-				sameCaches(t, name+": Evict vs Compact", dev, host)
+				sameCaches(t, name+": KeepTop vs Compact", dev, host)
 				// A new token attends alike over both compacted caches.
 				q := scoreTensor(t, b, randn(r, nkv*d), 1, nkv*d)
 				k := scoreTensor(t, b, randn(r, nkv*d), 1, nkv*d)
@@ -633,12 +621,7 @@ func TestDeviceEvictionDefaultModel(t *testing.T) {
 // hostKeepLayer is the host path's keep for layer l of scores (sink 4, window 1).
 func hostKeepLayer(t *testing.T, a eviction.Allocator, scores [][][]float32, l int, ratio float64) [][]int {
 	t.Helper()
-	prot := make([][]float32, len(scores[l]))
-	for h := range prot {
-		prot[h] = slices.Clone(scores[l][h])
-	}
-	eviction.ProtectSinkWindow(prot, 4, 1)
-	k, err := a.Keep(l, len(scores), prot, ratio)
+	k, err := (eviction.Method{Allocator: a, Ratio: ratio, Sink: 4, Window: 1}).KeepLayer(l, len(scores), scores[l])
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -670,8 +653,8 @@ func scoreBenchTCBackend(t testing.TB) *Backend { return backendWith(t, Options{
 // BenchmarkEvictionOverhead: eviction of one Llama-3.1-8B-shaped layer (32 query heads,
 // 8 KV heads of 128) after an 8192-token prefill, as the device path runs it: score the
 // layer on the device, the layer's share of the Collector's one read-back of the scores,
-// then Evict (scores up, sink 4 / window 1 protection, top half of every head, gather
-// into new buffers). ms/layer is per layer; pct-8k-prefill is 32 layers of it against
+// then KeepTop (scores up, top half of every head, gather into new buffers; eviction's
+// host-side sink/window protection and budget counting are not timed here). ms/layer is per layer; pct-8k-prefill is 32 layers of it against
 // the 0.295 s an 8k prefill of that model took on the H200 (issue #6's budget: 3%).
 // Sub-benchmarks: score/<scorer> (scoring alone), evict/<allocator> (selection and
 // compaction alone), total/<scorer> (all of it). "-tc" is expected attention with
@@ -699,7 +682,7 @@ func BenchmarkEvictionOverhead(bm *testing.B) {
 	for h := range half[0] {
 		half[0][h] = T / 2
 	}
-	evictOnce := func(bm *testing.B, req backend.EvictRequest) {
+	evictOnce := func(bm *testing.B, req backend.KeepTopRequest) {
 		bm.StopTimer()
 		c, err := base.Clone(0)
 		if err != nil {
@@ -707,7 +690,7 @@ func BenchmarkEvictionOverhead(bm *testing.B) {
 		}
 		wait(bm)
 		bm.StartTimer()
-		if err := c.(*KVCache).Evict(req); err != nil {
+		if err := c.(*KVCache).KeepTop(req); err != nil {
 			bm.Fatal(err)
 		}
 		wait(bm)
@@ -747,10 +730,10 @@ func BenchmarkEvictionOverhead(bm *testing.B) {
 	scores := tiedScores(r, 1, nkv, T)
 	for _, req := range []struct {
 		name string
-		req  backend.EvictRequest
+		req  backend.KeepTopRequest
 	}{
-		{"uniform", backend.EvictRequest{Scores: scores, Sink: 4, Window: 1, Counts: half, Reserve: 32}},
-		{"adakv", backend.EvictRequest{Scores: scores, Sink: 4, Window: 1, Pooled: &backend.PooledBudget{Safe: T / 10, Left: nkv * (T/2 - T/10)}, Reserve: 32}},
+		{"uniform", backend.KeepTopRequest{Scores: scores, Counts: half, Reserve: 32}},
+		{"adakv", adakvRequest(bm, base, scores)},
 	} {
 		bm.Run("evict/"+req.name, func(bm *testing.B) {
 			for i := 0; i < bm.N; i++ {
@@ -776,9 +759,20 @@ func BenchmarkEvictionOverhead(bm *testing.B) {
 				for h := range sc[0] {
 					sc[0][h] = all[(nkv+h)*T : (nkv+h+1)*T : (nkv+h+1)*T] // layer 1's slot
 				}
-				evictOnce(bm, backend.EvictRequest{Scores: sc, Sink: 4, Window: 1, Counts: half, Reserve: 32})
+				evictOnce(bm, backend.KeepTopRequest{Scores: sc, Counts: half, Reserve: 32})
 			}
 			report(bm)
 		})
 	}
+}
+
+// adakvRequest is the KeepTop request eviction plans for AdaKV at ratio 0.5 (sink 4,
+// window 1) on scores for cache c.
+func adakvRequest(tb testing.TB, c backend.KVCache, scores [][][]float32) backend.KeepTopRequest {
+	tb.Helper()
+	plan, err := (eviction.Method{Allocator: eviction.AdaKVAllocator{Safeguard: 0.2}, Ratio: 0.5, Sink: 4, Window: 1}).Plan(c, scores)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return backend.KeepTopRequest{Scores: plan.Scores, Counts: plan.Counts, Reserve: 32}
 }

@@ -198,12 +198,8 @@ func run(tasks []string, length, samples int, ratiosFlag, haystack, wordsFile st
 					}
 					for layer := 0; layer < L; layer++ {
 						sc := vs.scores[me.scorer][layer]
-						prot := make([][]float32, len(sc))
-						for h := range sc {
-							prot[h] = append([]float32(nil), sc[h]...)
-						}
-						eviction.ProtectSinkWindow(prot, 4, 1)
-						keep, err := allocs[me.name].Keep(layer, L, prot, ratio)
+						method := eviction.Method{Allocator: allocs[me.name], Ratio: ratio, Sink: 4, Window: 1}
+						keep, err := method.KeepLayer(layer, L, sc)
 						if err != nil {
 							return err
 						}
