@@ -48,8 +48,8 @@ func (g *Generator) GenerateBatch(ctx context.Context, reqs []Request, maxBatch 
 			return nil, fmt.Errorf("generate: batch request %d has no prefilled Cache", i)
 		case o.Cached <= 0 || o.Cached >= len(r.Prompt):
 			return nil, fmt.Errorf("generate: batch request %d: %d cached tokens for a %d-token prompt: want at least one token cached and one to prefill", i, o.Cached, len(r.Prompt))
-		case len(r.Prompt) > cfg.MaxPositionEmbeddings:
-			return nil, fmt.Errorf("%w: batch request %d has %d tokens, the model's context is %d", model.ErrContextTooLong, i, len(r.Prompt), cfg.MaxPositionEmbeddings)
+		case len(r.Prompt) > cfg.ContextLength():
+			return nil, fmt.Errorf("%w: batch request %d has %d tokens, the model's context is %d", model.ErrContextTooLong, i, len(r.Prompt), cfg.ContextLength())
 		case o.ContextTokens > 0 || o.Observer != nil || o.AfterPrefill != nil || o.DecodeObserver != nil || o.AfterStep != nil:
 			return nil, fmt.Errorf("generate: batch request %d: ContextTokens, Observer, AfterPrefill, DecodeObserver and AfterStep are not supported in a batch", i)
 		}
@@ -116,7 +116,7 @@ func (g *Generator) GenerateBatch(ctx context.Context, reqs []Request, maxBatch 
 				s.done = true
 				continue
 			}
-			if s.pos+1 > cfg.MaxPositionEmbeddings {
+			if s.pos+1 > cfg.ContextLength() {
 				s.res.StopReason, s.done = "context", true
 				continue
 			}

@@ -93,8 +93,8 @@ func (g *Generator) Generate(ctx context.Context, prompt []int, opt Options) (*R
 	if len(prompt) == 0 {
 		return nil, fmt.Errorf("generate: empty prompt")
 	}
-	if len(prompt) > cfg.MaxPositionEmbeddings {
-		return nil, fmt.Errorf("%w: the prompt has %d tokens, the model's context is %d", model.ErrContextTooLong, len(prompt), cfg.MaxPositionEmbeddings)
+	if len(prompt) > cfg.ContextLength() {
+		return nil, fmt.Errorf("%w: the prompt has %d tokens, the model's context is %d", model.ErrContextTooLong, len(prompt), cfg.ContextLength())
 	}
 	res := &Result{PromptTokens: len(prompt)}
 	sampler := NewSampler(opt.Temperature, opt.TopP, opt.Seed)
@@ -117,7 +117,7 @@ func (g *Generator) Generate(ctx context.Context, prompt []int, opt Options) (*R
 		}
 		cache, first = opt.Cache, opt.Cached
 	} else {
-		cache = g.Model.NewCache(min(len(prompt)+opt.MaxNewTokens, cfg.MaxPositionEmbeddings))
+		cache = g.Model.NewCache(min(len(prompt)+opt.MaxNewTokens, cfg.ContextLength()))
 		logits, err = g.Model.Forward(ctx, prompt[:first], 0, cache, model.ForwardOptions{Observer: opt.Observer})
 		if err != nil {
 			return nil, err
@@ -156,7 +156,7 @@ func (g *Generator) Generate(ctx context.Context, prompt []int, opt Options) (*R
 		if len(res.Tokens) == opt.MaxNewTokens {
 			break
 		}
-		if pos+1 > cfg.MaxPositionEmbeddings {
+		if pos+1 > cfg.ContextLength() {
 			res.StopReason = "context"
 			break
 		}
