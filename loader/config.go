@@ -56,6 +56,8 @@ type Config struct {
 	BOSTokenID            int          // -1 when absent
 	EOSTokenIDs           []int        // eos_token_id, an int or a list; may be empty
 	TorchDType            string       // the weights' dtype as saved: torch_dtype (4.x) or dtype (5.x)
+
+	Generation *GenerationConfig // generation_config.json, when LoadConfigDir found one
 }
 
 // RopeScaling is a RoPE context-extension scheme (model/rope.go computes it):
@@ -157,7 +159,8 @@ func ParseConfig(data []byte, path string) (*Config, error) {
 		return fmt.Errorf("%s: %w: %q", path, ErrMissingField, field)
 	}
 	var r rawConfig
-	if err := json.Unmarshal(data, &r); err != nil {
+	var err error
+	if err = json.Unmarshal(data, &r); err != nil {
 		return nil, bad("%v", err)
 	}
 	if len(r.Architectures) == 0 {
@@ -290,13 +293,8 @@ func ParseConfig(data []byte, path string) (*Config, error) {
 	if r.BOSTokenID != nil {
 		c.BOSTokenID = *r.BOSTokenID
 	}
-	if eos := bytes.TrimSpace(r.EOSTokenID); len(eos) > 0 && string(eos) != "null" {
-		var one int
-		if err := json.Unmarshal(eos, &one); err == nil {
-			c.EOSTokenIDs = []int{one}
-		} else if err := json.Unmarshal(eos, &c.EOSTokenIDs); err != nil {
-			return nil, bad("eos_token_id is neither an integer nor a list of integers: %s", eos)
-		}
+	if c.EOSTokenIDs, err = parseTokenIDs(r.EOSTokenID); err != nil {
+		return nil, bad("eos_token_id: %v", err)
 	}
 	if r.DType != "" {
 		c.TorchDType = r.DType

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"path/filepath"
 	"slices"
 
 	"github.com/lukv/lukv/backend"
@@ -56,9 +55,10 @@ type Observer interface {
 // ErrContextTooLong is returned when tokens would pass the model's context length.
 var ErrContextTooLong = errors.New("context too long")
 
-// Load reads config.json and the safetensors weights from dir onto backend b.
+// Load reads config.json (with generation_config.json when present) and the safetensors
+// weights from dir onto backend b.
 func Load(dir string, b backend.Backend) (*Model, error) {
-	cfg, err := loader.LoadConfig(filepath.Join(dir, "config.json"))
+	cfg, err := loader.LoadConfigDir(dir)
 	if err != nil {
 		return nil, err
 	}

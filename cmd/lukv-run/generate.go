@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"strings"
 
 	"github.com/lukv/lukv/backend"
@@ -74,7 +73,7 @@ func openModel(modelFlag, device string, threads int) (string, *model.Model, *to
 	if err != nil {
 		return "", nil, nil, err
 	}
-	tok, err := tokenizer.Load(filepath.Join(dir, "tokenizer.json"))
+	tok, err := tokenizer.LoadDir(dir) // tokenizer.json and tokenizer_config.json's BOS/EOS rules
 	if err != nil {
 		return "", nil, nil, err
 	}
@@ -98,9 +97,10 @@ func runGenerate(args []string, stdout, stderr io.Writer) error {
 	modelFlag := fs.String("model", "", "Hugging Face checkpoint folder (config.json, *.safetensors, tokenizer.json); empty: the embedded default model, "+models.DefaultName)
 	prompt := fs.String("prompt", "", "prompt text")
 	promptFile := fs.String("prompt-file", "", "read the prompt from this file ('-' for standard input)")
-	maxNew := fs.Int("max-new-tokens", 64, "most tokens to generate")
-	temperature := fs.Float64("temperature", 0, "sampling temperature; 0 is greedy")
-	topP := fs.Float64("top-p", 1, "nucleus sampling: keep the most likely tokens up to this probability mass")
+	// Unset, these three take generation_config.json's values when the checkpoint has one.
+	maxNew := fs.Int("max-new-tokens", 64, "most tokens to generate (unset: generation_config.json's max_new_tokens, else 64)")
+	temperature := fs.Float64("temperature", 0, "sampling temperature; 0 is greedy (unset: generation_config.json's when do_sample, else 0)")
+	topP := fs.Float64("top-p", 1, "nucleus sampling: keep the most likely tokens up to this probability mass (unset: generation_config.json's when do_sample, else 1)")
 	seed := fs.Uint64("seed", 0, "random seed for sampling")
 	device := fs.String("device", "cpu", "cpu or cuda")
 	threads := fs.Int("threads", 0, "CPU threads (0: all cores)")
@@ -133,6 +133,19 @@ func runGenerate(args []string, stdout, stderr io.Writer) error {
 	dir, m, tok, err := openModel(*modelFlag, *device, *threads)
 	if err != nil {
 		return err
+	}
+	// generation_config.json's sampling defaults fill the flags the user did not set.
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	defaults := m.Config.Generation.Defaults()
+	if !set["temperature"] {
+		*temperature = defaults.Temperature
+	}
+	if !set["top-p"] {
+		*topP = defaults.TopP
+	}
+	if !set["max-new-tokens"] && defaults.MaxNewTokens > 0 {
+		*maxNew = defaults.MaxNewTokens
 	}
 	method, err := ev.build(m, *modelFlag == "")
 	if err != nil {
