@@ -69,6 +69,7 @@ type Config struct {
 //     factor on cos/sin (AttentionFactor, or derived from Mscale/MscaleAllDim).
 //   - "llama3" (Llama 3.1): Factor, LowFreqFactor, HighFreqFactor,
 //     OriginalMaxPositionEmbeddings.
+//   - "freq_factors": per-pair divisors (FreqFactors), from a GGUF file's rope_freqs.
 type RopeScaling struct {
 	Type                          string
 	Factor                        float64
@@ -81,6 +82,10 @@ type RopeScaling struct {
 	BetaFast, BetaSlow   float64 // rotation counts bounding the blend; 32 and 1 when absent
 	Mscale, MscaleAllDim float64 // DeepSeek-style attention factor inputs; 0 when absent
 	NoTruncate           bool    // "truncate": false keeps the blend bounds fractional
+
+	// "freq_factors" only (GGUF files, whose converter stores llama3 scaling as a
+	// rope_freqs tensor): frequency j is divided by FreqFactors[j].
+	FreqFactors []float64
 }
 
 // maxSize bounds every size field: far above any real model, small enough that

@@ -105,7 +105,7 @@ func TestConfigVariants(t *testing.T) {
 		{"rope_scaling default", func(m map[string]any) { m["rope_scaling"] = map[string]any{"rope_type": "default"} },
 			func(c *Config) bool { return c.RopeScaling == nil }},
 		{"rope_scaling linear (old 'type' key)", func(m map[string]any) { m["rope_scaling"] = map[string]any{"type": "linear", "factor": 4.0} },
-			func(c *Config) bool { return *c.RopeScaling == RopeScaling{Type: "linear", Factor: 4} }},
+			func(c *Config) bool { return reflect.DeepEqual(*c.RopeScaling, RopeScaling{Type: "linear", Factor: 4}) }},
 		{"rope_parameters win over rope_theta", func(m map[string]any) {
 			m["rope_parameters"] = map[string]any{"rope_type": "default", "rope_theta": 1e6}
 		}, func(c *Config) bool { return c.RopeTheta == 1e6 && c.RopeScaling == nil }},
@@ -157,21 +157,21 @@ func TestConfigVariants(t *testing.T) {
 		{"dynamic: context grows by the factor", func(m map[string]any) {
 			m["rope_scaling"] = map[string]any{"rope_type": "dynamic", "factor": 2.0}
 		}, func(c *Config) bool {
-			return *c.RopeScaling == RopeScaling{Type: "dynamic", Factor: 2} && c.ContextLength() == 2*131072
+			return reflect.DeepEqual(*c.RopeScaling, RopeScaling{Type: "dynamic", Factor: 2}) && c.ContextLength() == 2*131072
 		}},
 		{"yarn defaults", func(m map[string]any) {
 			m["rope_scaling"] = map[string]any{"type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32768}
 			m["max_position_embeddings"] = 32768
 		}, func(c *Config) bool {
-			return *c.RopeScaling == RopeScaling{Type: "yarn", Factor: 4, OriginalMaxPositionEmbeddings: 32768, BetaFast: 32, BetaSlow: 1} &&
+			return reflect.DeepEqual(*c.RopeScaling, RopeScaling{Type: "yarn", Factor: 4, OriginalMaxPositionEmbeddings: 32768, BetaFast: 32, BetaSlow: 1}) &&
 				c.ContextLength() == 131072
 		}},
 		{"yarn every field", func(m map[string]any) {
 			m["rope_parameters"] = map[string]any{"rope_type": "yarn", "rope_theta": 1e4, "factor": 40.0, "original_max_position_embeddings": 4096,
 				"beta_fast": 16.0, "beta_slow": 2.0, "mscale": 1.0, "mscale_all_dim": 0.5, "attention_factor": 1.5, "truncate": false}
 		}, func(c *Config) bool {
-			return *c.RopeScaling == RopeScaling{Type: "yarn", Factor: 40, OriginalMaxPositionEmbeddings: 4096, BetaFast: 16, BetaSlow: 2,
-				Mscale: 1, MscaleAllDim: 0.5, AttentionFactor: 1.5, NoTruncate: true} && c.ContextLength() == 163840
+			return reflect.DeepEqual(*c.RopeScaling, RopeScaling{Type: "yarn", Factor: 40, OriginalMaxPositionEmbeddings: 4096, BetaFast: 16, BetaSlow: 2,
+				Mscale: 1, MscaleAllDim: 0.5, AttentionFactor: 1.5, NoTruncate: true}) && c.ContextLength() == 163840
 		}},
 	}
 	for _, c := range cases {

@@ -55,9 +55,18 @@ type Observer interface {
 // ErrContextTooLong is returned when tokens would pass the model's context length.
 var ErrContextTooLong = errors.New("context too long")
 
-// Load reads config.json (with generation_config.json when present) and the safetensors
-// weights from dir onto backend b.
+// Load reads a checkpoint onto backend b: a Hugging Face folder (config.json, with
+// generation_config.json when present, and the safetensors weights) or a GGUF file
+// (recognised by its magic).
 func Load(dir string, b backend.Backend) (*Model, error) {
+	if loader.IsGGUF(dir) {
+		g, err := loader.OpenGGUFModel(dir)
+		if err != nil {
+			return nil, err
+		}
+		defer g.Close()
+		return FromCheckpoint(g.Config, g, b)
+	}
 	cfg, err := loader.LoadConfigDir(dir)
 	if err != nil {
 		return nil, err

@@ -19,6 +19,8 @@ import (
 //     and a linear ramp over pair index blends between the two (the ramp's ends are the
 //     pair indices where r = beta_fast and r = beta_slow, floored and ceiled unless
 //     truncate is false). Its attention factor is AttentionFactor.
+//   - freq_factors (GGUF's rope_freqs tensor, llama3 scaling as llama.cpp stores it):
+//     f_j / factor_j.
 //   - llama3: with wavelength w = 2pi/f, original context C, low/high frequency factors
 //     lo/hi: w > C/lo gets f/s; w < C/hi stays f; in between (1-a) f/s + a f with
 //     a = (C/w - lo)/(hi - lo).
@@ -56,6 +58,13 @@ func NewRoPE(cfg *loader.Config) (*backend.RoPE, error) {
 		}
 	case "yarn":
 		yarnFrequencies(inv, cfg)
+	case "freq_factors":
+		if len(sc.FreqFactors) != len(inv) {
+			return nil, fmt.Errorf("model: %d RoPE frequency factors for %d rotated pairs", len(sc.FreqFactors), len(inv))
+		}
+		for j := range inv {
+			inv[j] = float64(float32(inv[j] / sc.FreqFactors[j]))
+		}
 	default:
 		return nil, fmt.Errorf("model: rope scaling type %q is not supported (supported: linear, dynamic, yarn, llama3)", sc.Type)
 	}

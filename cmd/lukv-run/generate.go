@@ -14,6 +14,7 @@ import (
 	"github.com/lukv/lukv/backend/cpu"
 	"github.com/lukv/lukv/eviction"
 	"github.com/lukv/lukv/generate"
+	"github.com/lukv/lukv/loader"
 	"github.com/lukv/lukv/model"
 	"github.com/lukv/lukv/models"
 	"github.com/lukv/lukv/tokenizer"
@@ -43,7 +44,7 @@ func backendFor(device string, threads int) (backend.Backend, error) {
 	}
 }
 
-// modelDir resolves --model: a folder, or the embedded default when empty.
+// modelDir resolves --model: a folder, a GGUF file, or the embedded default when empty.
 func modelDir(flagValue string) (string, error) {
 	if flagValue == "" {
 		return models.DefaultDir()
@@ -52,8 +53,8 @@ func modelDir(flagValue string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("--model: %w", err)
 	}
-	if !st.IsDir() {
-		return "", fmt.Errorf("--model %s: not a folder (want a Hugging Face checkpoint folder with config.json, *.safetensors and tokenizer.json)", flagValue)
+	if !st.IsDir() && !loader.IsGGUF(flagValue) {
+		return "", fmt.Errorf("--model %s: neither a folder nor a GGUF file (want a Hugging Face checkpoint folder with config.json, *.safetensors and tokenizer.json, or a .gguf file)", flagValue)
 	}
 	return flagValue, nil
 }
@@ -73,7 +74,12 @@ func openModel(modelFlag, device string, threads int) (string, *model.Model, *to
 	if err != nil {
 		return "", nil, nil, err
 	}
-	tok, err := tokenizer.LoadDir(dir) // tokenizer.json and tokenizer_config.json's BOS/EOS rules
+	var tok *tokenizer.Tokenizer
+	if loader.IsGGUF(dir) {
+		tok, err = tokenizer.LoadGGUF(dir) // the tokenizer stored in the file
+	} else {
+		tok, err = tokenizer.LoadDir(dir) // tokenizer.json and tokenizer_config.json's BOS/EOS rules
+	}
 	if err != nil {
 		return "", nil, nil, err
 	}
@@ -94,7 +100,7 @@ type generateOutput struct {
 func runGenerate(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("generate", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	modelFlag := fs.String("model", "", "Hugging Face checkpoint folder (config.json, *.safetensors, tokenizer.json); empty: the embedded default model, "+models.DefaultName)
+	modelFlag := fs.String("model", "", "Hugging Face checkpoint folder (config.json, *.safetensors, tokenizer.json) or GGUF file; empty: the embedded default model, "+models.DefaultName)
 	prompt := fs.String("prompt", "", "prompt text")
 	promptFile := fs.String("prompt-file", "", "read the prompt from this file ('-' for standard input)")
 	// Unset, these three take generation_config.json's values when the checkpoint has one.
