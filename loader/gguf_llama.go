@@ -476,8 +476,11 @@ func (m *GGUFModel) Expect(name string, shape ...int) ([]float32, error) {
 		return nil, err
 	}
 	if heads := m.ropeHeads(name); heads > 0 {
-		cols := len(x) / (heads * m.Config.HeadDim)
-		x = RopeRowsFromGGUF(x, heads, cols)
+		rows := heads * m.Config.HeadDim
+		if len(shape) == 0 || shape[0] != rows {
+			return nil, fmt.Errorf("%s: tensor %q (%s): %w: %v, want %d rows (%d heads of %d) first", f.Path(), gname, name, ErrShapeMismatch, shape, rows, heads, m.Config.HeadDim)
+		}
+		x = RopeRowsFromGGUF(x, heads, len(x)/rows)
 	}
 	return x, nil
 }
