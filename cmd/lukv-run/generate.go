@@ -54,7 +54,7 @@ func modelDir(flagValue string) (string, error) {
 		return "", fmt.Errorf("--model: %w", err)
 	}
 	if !st.IsDir() && !loader.IsGGUF(flagValue) {
-		return "", fmt.Errorf("--model %s: neither a folder nor a GGUF file (want a Hugging Face checkpoint folder with config.json, *.safetensors and tokenizer.json, or a .gguf file)", flagValue)
+		return "", fmt.Errorf("--model %s: not a folder and not a GGUF file (want a Hugging Face checkpoint folder with config.json, *.safetensors and tokenizer.json, or a .gguf file)", flagValue)
 	}
 	return flagValue, nil
 }
