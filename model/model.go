@@ -94,8 +94,23 @@ func FromCheckpoint(cfg *loader.Config, ck loader.Weights, b backend.Backend) (*
 	H, D, F, V := cfg.HiddenSize, cfg.HeadDim, cfg.IntermediateSize, cfg.VocabSize
 	q, kv := cfg.NumHeads*D, cfg.NumKVHeads*D
 
+	// A backend that keeps bf16 matrices as bf16 gets them so from a checkpoint that can
+	// hand them over unwidened.
+	keep, _ := b.(backend.BF16Weights)
+	raw, _ := ck.(interface {
+		BF16(name string, shape ...int) ([]uint16, bool, error)
+	})
 	// get loads one tensor of shape [rows, cols] (a vector when rows is 0).
 	get := func(name string, rows, cols int) (backend.Tensor, error) {
+		if rows > 0 && keep != nil && keep.KeepsBF16() && raw != nil {
+			data, ok, err := raw.BF16(name, rows, cols)
+			if err != nil {
+				return nil, err
+			}
+			if ok {
+				return keep.WeightBF16(data, rows, cols)
+			}
+		}
 		shape := []int{rows, cols}
 		if rows == 0 {
 			shape, rows = []int{cols}, 1

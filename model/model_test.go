@@ -8,6 +8,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -170,4 +171,35 @@ func relErr(got, want []float32) float64 {
 		m = math.Max(m, math.Abs(float64(want[i])))
 	}
 	return d / m
+}
+
+// The CPU backend keeping bf16 weights as bf16 computes the same logits, bit for bit, as
+// the widened weights, holding its matrices in half the bytes.
+func TestKeepBF16SameLogits(t *testing.T) {
+	dir := filepath.Join("..", "models", "lukv-tiny")
+	ids := []int{0, 17, 400, 23, 9, 1200, 77, 5}
+	run := func(b *cpu.Backend) ([]float32, *Model) {
+		m, err := Load(dir, b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out, err := m.Forward(context.Background(), ids, 0, m.NewCache(len(ids)), ForwardOptions{AllLogits: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out, m
+	}
+	want, _ := run(cpu.New())
+	got, m := run(&cpu.Backend{KeepBF16: true})
+	if !slices.Equal(got, want) {
+		t.Errorf("logits with bf16-kept weights differ (max relative %g)", relErr(got, want))
+	}
+	for _, w := range []backend.Tensor{m.Embed, m.Layers[0].Wq, m.Layers[7].Wdown} {
+		if d := w.(*cpu.Mat).DType(); d != "bfloat16" {
+			t.Errorf("a weight matrix is kept as %s", d)
+		}
+	}
+	if d := m.Norm.(*cpu.Mat).DType(); d != "float32" {
+		t.Errorf("the final norm is kept as %s, want float32 (vectors are widened)", d)
+	}
 }
