@@ -284,11 +284,17 @@ func (m *GGUFModel) config() (*Config, error) {
 	if c.RMSNormEps = eps; !(eps > 0 && eps < 1) {
 		return nil, fmt.Errorf("%s: %w: llama.attention.layer_norm_rms_epsilon is %g, want in (0, 1)", f.Path(), ErrBadConfig, eps)
 	}
-	if theta, ok, err := f.metaFloat("llama.rope.freq_base"); err != nil {
+	// No default for the RoPE base: llama.cpp assumes 10000 when it is absent, which is
+	// wrong for files whose converter did not find rope_theta (transformers 5 keeps it
+	// in rope_parameters, where llama.cpp's converter does not look).
+	theta, ok, err := f.metaFloat("llama.rope.freq_base")
+	if err != nil {
 		return nil, err
-	} else if ok {
-		c.RopeTheta = theta
 	}
+	if !ok {
+		return nil, fmt.Errorf("%s: %w: %q (the RoPE base; lukv does not assume 10000)", f.Path(), ErrMissingField, "llama.rope.freq_base")
+	}
+	c.RopeTheta = theta
 	if !(c.RopeTheta > 0) || math.IsInf(c.RopeTheta, 0) {
 		return nil, fmt.Errorf("%s: %w: llama.rope.freq_base is %g, want positive", f.Path(), ErrBadConfig, c.RopeTheta)
 	}

@@ -244,3 +244,129 @@ func TestGGUFNames(t *testing.T) {
 		}
 	}
 }
+
+// llamaGGUF writes a one-layer llama GGUF file with the given metadata edits (a nil
+// value deletes the key) and returns its path.
+func llamaGGUF(t *testing.T, edit map[string]any) string {
+	t.Helper()
+	kvs := []GGUFKV{
+		{"general.architecture", "llama"}, {"llama.block_count", uint32(1)}, {"llama.embedding_length", uint32(32)},
+		{"llama.feed_forward_length", uint32(32)}, {"llama.attention.head_count", uint32(2)}, {"llama.attention.head_count_kv", uint32(1)},
+		{"llama.context_length", uint32(64)}, {"llama.attention.layer_norm_rms_epsilon", float32(1e-5)},
+		{"llama.rope.freq_base", float32(500000)},
+		{"tokenizer.ggml.model", "gpt2"}, {"tokenizer.ggml.pre", "llama-bpe"}, {"tokenizer.ggml.tokens", []string{"a", "b", "ab", "<s>"}},
+		{"tokenizer.ggml.token_type", []int32{1, 1, 1, 3}}, {"tokenizer.ggml.merges", []string{"a b"}},
+		{"tokenizer.ggml.bos_token_id", uint32(3)}, {"tokenizer.ggml.eos_token_id", uint32(2)},
+	}
+	var out []GGUFKV
+	for _, kv := range kvs {
+		if v, ok := edit[kv.Key]; ok {
+			if v == nil {
+				continue
+			}
+			kv.Value = v
+		}
+		out = append(out, kv)
+	}
+	for k, v := range edit {
+		if !slices.ContainsFunc(kvs, func(kv GGUFKV) bool { return kv.Key == k }) && v != nil {
+			out = append(out, GGUFKV{k, v})
+		}
+	}
+	path := filepath.Join(t.TempDir(), "m.gguf")
+	if err := WriteGGUF(path, out, []GGUFWriteTensor{{Name: "token_embd.weight", Type: GGMLF32, Shape: []int{4, 32}, Data: make([]float32, 128)}}); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func TestGGUFLlamaConfig(t *testing.T) {
+	m, err := OpenGGUFModel(llamaGGUF(t, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := m.Config
+	want := Config{Arch: ArchLlama, ModelType: "llama", HiddenSize: 32, NumLayers: 1, NumHeads: 2, NumKVHeads: 1, HeadDim: 16,
+		IntermediateSize: 32, VocabSize: 4, RMSNormEps: float64(float32(1e-5)), RopeTheta: 500000, MaxPositionEmbeddings: 64,
+		TieWordEmbeddings: true, BOSTokenID: 3, EOSTokenIDs: []int{2}, TorchDType: "F32"}
+	if !reflect.DeepEqual(*c, want) {
+		t.Errorf("config\n got %+v\nwant %+v", *c, want)
+	}
+	m.Close()
+
+	lin, err := OpenGGUFModel(llamaGGUF(t, map[string]any{"llama.rope.scaling.type": "linear", "llama.rope.scaling.factor": float32(4)}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(lin.Config.RopeScaling, &RopeScaling{Type: "linear", Factor: 4}) {
+		t.Errorf("linear scaling: %+v", lin.Config.RopeScaling)
+	}
+	lin.Close()
+
+	for _, c := range []struct {
+		edit map[string]any
+		want error
+		says string
+	}{
+		{map[string]any{"general.architecture": "qwen2"}, ErrUnsupported, `general.architecture "qwen2"`},
+		{map[string]any{"general.architecture": nil}, ErrMissingField, "general.architecture"},
+		{map[string]any{"llama.rope.freq_base": nil}, ErrMissingField, "llama.rope.freq_base"},
+		{map[string]any{"llama.block_count": nil}, ErrMissingField, "llama.block_count"},
+		{map[string]any{"llama.block_count": "one"}, ErrBadGGUF, "llama.block_count"},
+		{map[string]any{"llama.attention.head_count_kv": uint32(3)}, ErrBadConfig, "head_count_kv"},
+		{map[string]any{"llama.attention.layer_norm_rms_epsilon": float32(0)}, ErrBadConfig, "layer_norm_rms_epsilon"},
+		{map[string]any{"llama.rope.dimension_count": uint32(8)}, ErrUnsupported, "llama.rope.dimension_count 8"},
+		{map[string]any{"llama.rope.scaling.type": "yarn"}, ErrUnsupported, `"yarn"`},
+		{map[string]any{"llama.embedding_length": uint32(0)}, ErrBadConfig, "llama.embedding_length"},
+		{map[string]any{"tokenizer.ggml.tokens": nil}, ErrMissingField, "tokenizer.ggml.tokens"},
+		{map[string]any{"tokenizer.ggml.bos_token_id": uint32(9)}, ErrBadConfig, "bos_token_id 9"},
+		{map[string]any{"tokenizer.ggml.token_type": []int32{1}}, ErrBadConfig, "token_type"},
+		{map[string]any{"tokenizer.ggml.tokens": []int32{1, 2}}, ErrBadGGUF, "tokenizer.ggml.tokens[0]"},
+	} {
+		_, err := OpenGGUFModel(llamaGGUF(t, c.edit))
+		if !errors.Is(err, c.want) || !strings.Contains(err.Error(), c.says) {
+			t.Errorf("%v: %v, want %v naming %q", c.edit, err, c.want, c.says)
+		}
+	}
+	// A tensor that is not part of a llama model.
+	path := filepath.Join(t.TempDir(), "extra.gguf")
+	g, _ := OpenGGUF(llamaGGUF(t, nil))
+	var kvs []GGUFKV
+	for _, k := range g.Keys() {
+		v, _ := g.Value(k)
+		kvs = append(kvs, GGUFKV{k, plainValue(v)})
+	}
+	g.Close()
+	if err := WriteGGUF(path, kvs, []GGUFWriteTensor{{Name: "blk.0.ffn_gate_exps.weight", Type: GGMLF32, Shape: []int{2}, Data: []float32{1, 2}}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := OpenGGUFModel(path); !errors.Is(err, ErrUnsupported) || !strings.Contains(err.Error(), "ffn_gate_exps") {
+		t.Errorf("an MoE tensor: %v", err)
+	}
+}
+
+// plainValue turns a read metadata value back into one WriteGGUF takes.
+func plainValue(v any) any {
+	switch x := v.(type) {
+	case uint64:
+		return uint32(x)
+	case float64:
+		return float32(x)
+	case []any:
+		switch x[0].(type) {
+		case string:
+			out := make([]string, len(x))
+			for i, e := range x {
+				out[i] = e.(string)
+			}
+			return out
+		default:
+			out := make([]int32, len(x))
+			for i, e := range x {
+				out[i] = int32(e.(int64))
+			}
+			return out
+		}
+	}
+	return v
+}
