@@ -32,7 +32,8 @@ type SamplingDefaults struct {
 }
 
 // Defaults turns the config into sampling defaults as transformers reads it: greedy
-// unless do_sample is true; with do_sample, temperature and top_p default to 1.
+// unless do_sample is true; with do_sample, temperature and top_p default to 1. (top_k,
+// which transformers applies with a default of 50, has no counterpart in lukv.)
 func (g *GenerationConfig) Defaults() SamplingDefaults {
 	d := SamplingDefaults{TopP: 1}
 	if g == nil {
