@@ -203,3 +203,56 @@ func TestKeepBF16SameLogits(t *testing.T) {
 		t.Errorf("the final norm is kept as %s, want float32 (vectors are widened)", d)
 	}
 }
+
+// RoPE scalings reach the forward pass: degenerate settings reproduce plain RoPE exactly,
+// real ones change the logits (dynamic only past max_position_embeddings).
+func TestRoPEScalingInForward(t *testing.T) {
+	ids := make([]int, 40)
+	for i := range ids {
+		ids[i] = (i*53 + 7) % 500
+	}
+	logits := func(rope map[string]any, maxPos int) []float32 {
+		t.Helper()
+		dir := withConfig(t, func(m map[string]any) {
+			m["rope_parameters"] = rope
+			m["max_position_embeddings"] = maxPos
+		})
+		m, err := Load(dir, cpu.New())
+		if err != nil {
+			t.Fatal(err)
+		}
+		out, err := m.Forward(context.Background(), ids, 0, m.NewCache(len(ids)), ForwardOptions{AllLogits: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	base := map[string]any{"rope_type": "default", "rope_theta": 10000.0}
+	plain := logits(base, 256)
+	with := func(kv ...any) map[string]any {
+		m := map[string]any{"rope_theta": 10000.0}
+		for i := 0; i < len(kv); i += 2 {
+			m[kv[i].(string)] = kv[i+1]
+		}
+		return m
+	}
+	for _, c := range []struct {
+		name   string
+		rope   map[string]any
+		maxPos int
+		same   bool
+	}{
+		{"linear factor 1", with("rope_type", "linear", "factor", 1.0), 256, true},
+		{"linear factor 4", with("rope_type", "linear", "factor", 4.0), 256, false},
+		{"yarn factor 1, attention factor 1", with("rope_type", "yarn", "factor", 1.0, "attention_factor", 1.0), 256, true},
+		{"yarn factor 1, attention factor 1.5", with("rope_type", "yarn", "factor", 1.0, "attention_factor", 1.5), 256, false},
+		{"yarn factor 4", with("rope_type", "yarn", "factor", 4.0, "original_max_position_embeddings", 64), 256, false},
+		{"dynamic within the context", with("rope_type", "dynamic", "factor", 4.0), 256, true},
+		{"dynamic past the context", with("rope_type", "dynamic", "factor", 4.0), 32, false},
+	} {
+		got := logits(c.rope, c.maxPos)
+		if e := relErr(got, plain); (e == 0) != c.same {
+			t.Errorf("%s: relative difference from plain RoPE %g, want same=%v", c.name, e, c.same)
+		}
+	}
+}
