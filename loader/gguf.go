@@ -236,11 +236,13 @@ func (r *ggufReader) str(what string) (string, error) {
 	return string(b), nil
 }
 
+// ggufFixedSize is the size in bytes of each fixed-size metadata value type.
+var ggufFixedSize = map[uint32]uint64{ggufUint8: 1, ggufInt8: 1, ggufUint16: 2, ggufInt16: 2, ggufUint32: 4, ggufInt32: 4,
+	ggufFloat32: 4, ggufBool: 1, ggufUint64: 8, ggufInt64: 8, ggufFloat64: 8}
+
 // value reads one metadata value of type typ; depth bounds nested arrays.
 func (r *ggufReader) value(typ uint32, key string, depth int) (any, error) {
-	fixed := map[uint32]uint64{ggufUint8: 1, ggufInt8: 1, ggufUint16: 2, ggufInt16: 2, ggufUint32: 4, ggufInt32: 4,
-		ggufFloat32: 4, ggufBool: 1, ggufUint64: 8, ggufInt64: 8, ggufFloat64: 8}
-	if n, ok := fixed[typ]; ok {
+	if n, ok := ggufFixedSize[typ]; ok {
 		b, err := r.take(n, "metadata "+key)
 		if err != nil {
 			return nil, err
