@@ -19,24 +19,30 @@ package lukv
 
 import (
 	"fmt"
-	"path/filepath"
 
 	"github.com/lukv/lukv/backend"
 	"github.com/lukv/lukv/eviction"
 	"github.com/lukv/lukv/generate"
+	"github.com/lukv/lukv/loader"
 	"github.com/lukv/lukv/model"
 	"github.com/lukv/lukv/models"
 	"github.com/lukv/lukv/tokenizer"
 )
 
-// Load loads the checkpoint folder dir (config.json, *.safetensors, tokenizer.json) onto
-// b and returns a generator over it.
-func Load(dir string, b backend.Backend) (*generate.Generator, error) {
-	m, err := model.Load(dir, b)
+// Load loads a checkpoint onto b and returns a generator over it: a Hugging Face folder
+// (config.json, *.safetensors, tokenizer.json, optionally tokenizer_config.json and
+// generation_config.json) or a GGUF file (weights, config and tokenizer in one file).
+func Load(path string, b backend.Backend) (*generate.Generator, error) {
+	m, err := model.Load(path, b)
 	if err != nil {
 		return nil, err
 	}
-	tok, err := tokenizer.Load(filepath.Join(dir, "tokenizer.json"))
+	var tok *tokenizer.Tokenizer
+	if loader.IsGGUF(path) {
+		tok, err = tokenizer.LoadGGUF(path) // the tokenizer stored in the file
+	} else {
+		tok, err = tokenizer.LoadDir(path) // tokenizer.json and tokenizer_config.json's BOS/EOS rules
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -113,7 +113,7 @@ func (g *Generator) checkRequest(r Request, n int) error {
 	if len(r.Prompt) == 0 {
 		return fmt.Errorf("generate: empty prompt")
 	}
-	if limit := g.Model.Config.MaxPositionEmbeddings; len(r.Prompt) > limit {
+	if limit := g.Model.Config.ContextLength(); len(r.Prompt) > limit {
 		return fmt.Errorf("%w: the prompt has %d tokens, the model's context is %d", model.ErrContextTooLong, len(r.Prompt), limit)
 	}
 	if err := o.check(); err != nil {
@@ -218,7 +218,7 @@ func (g *Generator) run(ctx context.Context, reqs []Request, maxBatch int) ([]*R
 				s.done = true
 				continue
 			}
-			if s.pos+1 > cfg.MaxPositionEmbeddings {
+			if s.pos+1 > cfg.ContextLength() {
 				s.res.StopReason, s.done = "context", true
 				continue
 			}
@@ -268,7 +268,7 @@ func (g *Generator) start(ctx context.Context, r Request) (*sequence, error) {
 		if opt.ContextTokens > 0 && opt.ContextTokens < len(r.Prompt) {
 			s.first = opt.ContextTokens
 		}
-		s.cache = g.Model.NewCache(min(len(r.Prompt)+opt.MaxNewTokens, g.Model.Config.MaxPositionEmbeddings))
+		s.cache = g.Model.NewCache(min(len(r.Prompt)+opt.MaxNewTokens, g.Model.Config.ContextLength()))
 		var err error
 		if s.logits, err = g.Model.Forward(ctx, r.Prompt[:s.first], 0, s.cache, model.ForwardOptions{Observer: opt.Observer}); err != nil {
 			return nil, err

@@ -105,7 +105,7 @@ func TestConfigVariants(t *testing.T) {
 		{"rope_scaling default", func(m map[string]any) { m["rope_scaling"] = map[string]any{"rope_type": "default"} },
 			func(c *Config) bool { return c.RopeScaling == nil }},
 		{"rope_scaling linear (old 'type' key)", func(m map[string]any) { m["rope_scaling"] = map[string]any{"type": "linear", "factor": 4.0} },
-			func(c *Config) bool { return *c.RopeScaling == RopeScaling{Type: "linear", Factor: 4} }},
+			func(c *Config) bool { return reflect.DeepEqual(*c.RopeScaling, RopeScaling{Type: "linear", Factor: 4}) }},
 		{"rope_parameters win over rope_theta", func(m map[string]any) {
 			m["rope_parameters"] = map[string]any{"rope_type": "default", "rope_theta": 1e6}
 		}, func(c *Config) bool { return c.RopeTheta == 1e6 && c.RopeScaling == nil }},
@@ -125,11 +125,54 @@ func TestConfigVariants(t *testing.T) {
 			m["architectures"] = []string{"Qwen2ForCausalLM"}
 			m["attention_bias"] = false
 		}, func(c *Config) bool { return c.Arch == ArchQwen2 && c.AttentionBias && !c.QKNorm }},
-		{"Qwen2 sliding window in use", func(m map[string]any) {
+		{"Qwen2 sliding window off", func(m map[string]any) {
 			m["architectures"] = []string{"Qwen2ForCausalLM"}
-			m["use_sliding_window"] = true
+			m["use_sliding_window"] = false
 			m["sliding_window"] = 4096
+			m["layer_types"] = []string{"full_attention", "full_attention"}
+		}, func(c *Config) bool { return c.SlidingWindow == nil }},
+		{"Mistral window on every layer (layer_types)", func(m map[string]any) {
+			m["architectures"] = []string{"MistralForCausalLM"}
+			m["sliding_window"] = 4096
+			m["layer_types"] = []string{"sliding_attention", "sliding_attention"}
 		}, func(c *Config) bool { return c.SlidingWindow != nil && *c.SlidingWindow == 4096 }},
+		{"Llama attention_bias: o_proj too", func(m map[string]any) { m["attention_bias"] = true },
+			func(c *Config) bool { return c.AttentionBias && c.OutputBias }},
+		{"Qwen3 attention_bias: o_proj too", func(m map[string]any) {
+			m["architectures"] = []string{"Qwen3ForCausalLM"}
+			m["attention_bias"] = true
+		}, func(c *Config) bool { return c.AttentionBias && c.OutputBias && c.QKNorm }},
+		{"Qwen2: never an o_proj bias", func(m map[string]any) {
+			m["architectures"] = []string{"Qwen2ForCausalLM"}
+			m["attention_bias"] = true
+		}, func(c *Config) bool { return c.AttentionBias && !c.OutputBias }},
+		{"Mistral: attention_bias ignored as transformers does", func(m map[string]any) {
+			m["architectures"] = []string{"MistralForCausalLM"}
+			m["attention_bias"] = true
+		}, func(c *Config) bool { return !c.AttentionBias && !c.OutputBias }},
+		{"hidden_act swish", func(m map[string]any) { m["hidden_act"] = "swish" },
+			func(c *Config) bool { return c.Arch == ArchLlama }},
+		{"partial_rotary_factor 1", func(m map[string]any) { m["partial_rotary_factor"] = 1.0 },
+			func(c *Config) bool { return c.Arch == ArchLlama }},
+		{"dynamic: context grows by the factor", func(m map[string]any) {
+			m["rope_scaling"] = map[string]any{"rope_type": "dynamic", "factor": 2.0}
+		}, func(c *Config) bool {
+			return reflect.DeepEqual(*c.RopeScaling, RopeScaling{Type: "dynamic", Factor: 2}) && c.ContextLength() == 2*131072
+		}},
+		{"yarn defaults", func(m map[string]any) {
+			m["rope_scaling"] = map[string]any{"type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32768}
+			m["max_position_embeddings"] = 32768
+		}, func(c *Config) bool {
+			return reflect.DeepEqual(*c.RopeScaling, RopeScaling{Type: "yarn", Factor: 4, OriginalMaxPositionEmbeddings: 32768, BetaFast: 32, BetaSlow: 1}) &&
+				c.ContextLength() == 131072
+		}},
+		{"yarn every field", func(m map[string]any) {
+			m["rope_parameters"] = map[string]any{"rope_type": "yarn", "rope_theta": 1e4, "factor": 40.0, "original_max_position_embeddings": 4096,
+				"beta_fast": 16.0, "beta_slow": 2.0, "mscale": 1.0, "mscale_all_dim": 0.5, "attention_factor": 1.5, "truncate": false}
+		}, func(c *Config) bool {
+			return reflect.DeepEqual(*c.RopeScaling, RopeScaling{Type: "yarn", Factor: 40, OriginalMaxPositionEmbeddings: 4096, BetaFast: 16, BetaSlow: 2,
+				Mscale: 1, MscaleAllDim: 0.5, AttentionFactor: 1.5, NoTruncate: true}) && c.ContextLength() == 163840
+		}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -168,7 +211,29 @@ func TestConfigErrors(t *testing.T) {
 		{"zero eps", func(m map[string]any) { m["rms_norm_eps"] = 0 }, ErrBadConfig, "rms_norm_eps"},
 		{"negative rope_theta", func(m map[string]any) { m["rope_theta"] = -1 }, ErrBadConfig, "rope_theta"},
 		{"eos a string", func(m map[string]any) { m["eos_token_id"] = "</s>" }, ErrBadConfig, "eos_token_id"},
-		{"yarn", func(m map[string]any) { m["rope_scaling"] = map[string]any{"rope_type": "yarn", "factor": 4.0} }, ErrUnsupported, "yarn"},
+		{"longrope", func(m map[string]any) { m["rope_scaling"] = map[string]any{"rope_type": "longrope", "factor": 4.0} }, ErrUnsupported, "longrope"},
+		{"yarn without factor", func(m map[string]any) { m["rope_scaling"] = map[string]any{"rope_type": "yarn"} }, ErrMissingField, "factor"},
+		{"yarn negative beta", func(m map[string]any) {
+			m["rope_scaling"] = map[string]any{"rope_type": "yarn", "factor": 4.0, "beta_fast": -1.0}
+		}, ErrBadConfig, "beta_fast"},
+		{"dynamic without factor", func(m map[string]any) { m["rope_scaling"] = map[string]any{"rope_type": "dynamic"} }, ErrMissingField, "factor"},
+		{"hidden_act gelu", func(m map[string]any) { m["hidden_act"] = "gelu_pytorch_tanh" }, ErrUnsupported, `hidden_act "gelu_pytorch_tanh"`},
+		{"mlp_bias", func(m map[string]any) { m["mlp_bias"] = true }, ErrUnsupported, "mlp_bias"},
+		{"partial rotary", func(m map[string]any) { m["partial_rotary_factor"] = 0.5 }, ErrUnsupported, "partial_rotary_factor 0.5"},
+		{"partial rotary in rope_parameters", func(m map[string]any) {
+			m["rope_parameters"] = map[string]any{"rope_type": "default", "rope_theta": 1e4, "partial_rotary_factor": 0.25}
+		}, ErrUnsupported, "partial_rotary_factor 0.25"},
+		{"quantized", func(m map[string]any) { m["quantization_config"] = map[string]any{"quant_method": "gptq"} }, ErrUnsupported, "quantization_config"},
+		{"mixed layer types", func(m map[string]any) {
+			m["sliding_window"] = 128
+			m["layer_types"] = []string{"sliding_attention", "full_attention"}
+		}, ErrUnsupported, "layer_types[1]"},
+		{"unknown layer type", func(m map[string]any) { m["layer_types"] = []string{"linear_attention"} }, ErrUnsupported, "linear_attention"},
+		{"Qwen2 sliding window in use", func(m map[string]any) {
+			m["architectures"] = []string{"Qwen2ForCausalLM"}
+			m["use_sliding_window"] = true
+			m["sliding_window"] = 4096
+		}, ErrUnsupported, "use_sliding_window"},
 		{"llama3 without factor", func(m map[string]any) { delete(m["rope_scaling"].(map[string]any), "factor") }, ErrMissingField, "factor"},
 		{"llama3 without original context", func(m map[string]any) {
 			delete(m["rope_scaling"].(map[string]any), "original_max_position_embeddings")

@@ -82,3 +82,44 @@ func FuzzConfig(f *testing.F) {
 		}
 	})
 }
+
+// FuzzGGUF feeds arbitrary bytes as a GGUF file: the header, metadata and tensor infos
+// must never panic the reader (nor the llama mapping on top), errors must wrap a
+// sentinel, and an accepted file's tensors must decode to the values their dims say.
+// Seeds: testdata/fuzz/FuzzGGUF (a small llama model file and broken copies of it).
+func FuzzGGUF(f *testing.F) {
+	f.Fuzz(func(t *testing.T, data []byte) {
+		g, err := ParseGGUF(data, "fuzz.gguf")
+		if err != nil {
+			for _, s := range []error{ErrTruncated, ErrNotGGUF, ErrBadGGUF, ErrOverlap, ErrDuplicateName, ErrUnsupportedDType} {
+				if errors.Is(err, s) {
+					return
+				}
+			}
+			t.Fatalf("error wraps no sentinel: %v", err)
+		}
+		for _, name := range g.TensorNames() {
+			info, _ := g.Tensor(name)
+			n := 1
+			for _, d := range info.Dims {
+				n *= int(d)
+			}
+			if info.Offset < 0 || info.Offset+info.Size > int64(len(data)) {
+				t.Fatalf("tensor %+v outside a %d-byte file", info, len(data))
+			}
+			vals, err := g.Float32(name)
+			if err != nil || len(vals) != n {
+				t.Fatalf("Float32(%q): %d values, %v; want %d", name, len(vals), err, n)
+			}
+		}
+		m := &GGUFModel{File: g, hf: map[string]string{}}
+		if err := m.init(); err == nil {
+			for _, name := range m.Names() {
+				info, _ := g.Tensor(m.hf[name])
+				if _, err := m.Expect(name, info.Shape()...); err != nil && !errors.Is(err, ErrShapeMismatch) {
+					t.Fatalf("Expect(%q): %v", name, err)
+				}
+			}
+		}
+	})
+}

@@ -7,7 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"path/filepath"
+	"slices"
 
 	"github.com/lukv/lukv/backend"
 	"github.com/lukv/lukv/loader"
@@ -19,7 +19,9 @@ import (
 type Model struct {
 	Config  *loader.Config
 	Backend backend.Backend
-	RoPE    *backend.RoPE
+	RoPE    *backend.RoPE // frequencies for positions within max_position_embeddings (see DynamicRoPE past it)
+
+	attnFactor float64 // YaRN's cos/sin factor (AttentionFactor); 1 otherwise
 
 	Embed  backend.Tensor // [V, H]
 	Layers []Layer
@@ -33,6 +35,7 @@ type Layer struct {
 	Wq         backend.Tensor // [Nq*D, H]
 	Wk, Wv     backend.Tensor // [Nkv*D, H]
 	Wo         backend.Tensor // [H, Nq*D]
+	Bo         backend.Tensor // [1, H]     Llama/Qwen3 with attention_bias only, else nil
 	Bq         backend.Tensor // [1, Nq*D]  Qwen2 only, else nil
 	Bk, Bv     backend.Tensor // [1, Nkv*D] Qwen2 only, else nil
 	QNorm      backend.Tensor // [1, D]     Qwen3 only, else nil
@@ -52,9 +55,19 @@ type Observer interface {
 // ErrContextTooLong is returned when tokens would pass the model's context length.
 var ErrContextTooLong = errors.New("context too long")
 
-// Load reads config.json and the safetensors weights from dir onto backend b.
+// Load reads a checkpoint onto backend b: a Hugging Face folder (config.json, with
+// generation_config.json when present, and the safetensors weights) or a GGUF file
+// (recognised by its magic).
 func Load(dir string, b backend.Backend) (*Model, error) {
-	cfg, err := loader.LoadConfig(filepath.Join(dir, "config.json"))
+	if loader.IsGGUF(dir) {
+		g, err := loader.OpenGGUFModel(dir)
+		if err != nil {
+			return nil, err
+		}
+		defer g.Close()
+		return FromCheckpoint(g.Config, g, b)
+	}
+	cfg, err := loader.LoadConfigDir(dir)
 	if err != nil {
 		return nil, err
 	}
@@ -66,18 +79,38 @@ func Load(dir string, b backend.Backend) (*Model, error) {
 	return FromCheckpoint(cfg, ck, b)
 }
 
-// FromCheckpoint builds a model from an opened checkpoint, checking every tensor's shape.
-func FromCheckpoint(cfg *loader.Config, ck *loader.Checkpoint, b backend.Backend) (*Model, error) {
+// FromCheckpoint builds a model from opened weights (a safetensors checkpoint, a GGUF
+// file), checking every tensor's shape and that the weights have exactly the config's
+// number of layers.
+func FromCheckpoint(cfg *loader.Config, ck loader.Weights, b backend.Backend) (*Model, error) {
 	rope, err := NewRoPE(cfg)
 	if err != nil {
 		return nil, err
 	}
-	m := &Model{Config: cfg, Backend: b, RoPE: rope}
+	if n := loader.LayerCount(ck.Names()); n != cfg.NumLayers {
+		return nil, fmt.Errorf("model: config num_hidden_layers is %d but the weights have %d layers (model.layers.N tensors): %w", cfg.NumLayers, n, loader.ErrBadConfig)
+	}
+	m := &Model{Config: cfg, Backend: b, RoPE: rope, attnFactor: AttentionFactor(cfg)}
 	H, D, F, V := cfg.HiddenSize, cfg.HeadDim, cfg.IntermediateSize, cfg.VocabSize
 	q, kv := cfg.NumHeads*D, cfg.NumKVHeads*D
 
+	// A backend that keeps bf16 matrices as bf16 gets them so from a checkpoint that can
+	// hand them over unwidened.
+	keep, _ := b.(backend.BF16Weights)
+	raw, _ := ck.(interface {
+		BF16(name string, shape ...int) ([]uint16, bool, error)
+	})
 	// get loads one tensor of shape [rows, cols] (a vector when rows is 0).
 	get := func(name string, rows, cols int) (backend.Tensor, error) {
+		if rows > 0 && keep != nil && keep.KeepsBF16() && raw != nil {
+			data, ok, err := raw.BF16(name, rows, cols)
+			if err != nil {
+				return nil, err
+			}
+			if ok {
+				return keep.WeightBF16(data, rows, cols)
+			}
+		}
 		shape := []int{rows, cols}
 		if rows == 0 {
 			shape, rows = []int{cols}, 1
@@ -112,6 +145,9 @@ func FromCheckpoint(cfg *loader.Config, ck *loader.Checkpoint, b backend.Backend
 				want{&l.Bq, p + "self_attn.q_proj.bias", 0, q},
 				want{&l.Bk, p + "self_attn.k_proj.bias", 0, kv},
 				want{&l.Bv, p + "self_attn.v_proj.bias", 0, kv})
+		}
+		if cfg.OutputBias {
+			wants = append(wants, want{&l.Bo, p + "self_attn.o_proj.bias", 0, H})
 		}
 		if cfg.QKNorm {
 			wants = append(wants,
@@ -204,19 +240,19 @@ func (m *Model) forward(ctx context.Context, segs []Segment, lastOnly bool, obs 
 		}
 	}()
 	c, b := m.Config, m.Backend
+	wb, windowed := b.(backend.WindowedAttention)
 	var ids, positions, ends []int // ends[s]: the row of segment s's last token
 	for _, sg := range segs {
 		n, pos0 := len(sg.IDs), sg.Pos0
 		if n == 0 {
 			return nil, errors.New("model: forward of no tokens")
 		}
-		if pos0+n > c.MaxPositionEmbeddings {
-			return nil, fmt.Errorf("%w: positions up to %d, but the model's context is %d tokens", ErrContextTooLong, pos0+n, c.MaxPositionEmbeddings)
+		if pos0+n > c.ContextLength() {
+			return nil, fmt.Errorf("%w: positions up to %d, but the model's context is %d tokens", ErrContextTooLong, pos0+n, c.ContextLength())
 		}
-		if w := c.SlidingWindow; w != nil && *w > 0 && pos0+n > *w {
-			// Sliding-window attention (Mistral v0.1) is not implemented: past the window
-			// full attention would silently differ from the model's, so refuse.
-			return nil, fmt.Errorf("%w: positions up to %d pass the model's sliding attention window of %d tokens, which lukv does not implement", ErrContextTooLong, pos0+n, *w)
+		if w := c.SlidingWindow; w != nil && pos0+n > *w && !windowed {
+			// Past the window full attention would silently differ from the model's.
+			return nil, fmt.Errorf("%w: positions up to %d pass the model's sliding attention window of %d tokens, which the %s backend does not implement", ErrContextTooLong, pos0+n, *w, b.Name())
 		}
 		for i, id := range sg.IDs {
 			if id < 0 || id >= c.VocabSize {
@@ -231,7 +267,20 @@ func (m *Model) forward(ctx context.Context, segs []Segment, lastOnly bool, obs 
 	H, D, F := c.HiddenSize, c.HeadDim, c.IntermediateSize
 	nq, nkv := c.NumHeads*D, c.NumKVHeads*D
 	eps := float32(c.RMSNormEps)
-	scale := float32(1 / math.Sqrt(float64(D)))
+	// YaRN scales cos and sin by attnFactor; q.k grows by its square.
+	scale := float32(m.attnFactor * m.attnFactor / math.Sqrt(float64(D)))
+	rope := m.RoPE
+	if sc := c.RopeScaling; sc != nil && sc.Type == "dynamic" && slices.Max(positions)+1 > c.MaxPositionEmbeddings {
+		rope = DynamicRoPE(c, slices.Max(positions)+1)
+	}
+	// attend runs one sequence's attention, restricted to the sliding window if any.
+	attend := func(att, q, k, v backend.Tensor, cache backend.KVCache, li int) {
+		if c.SlidingWindow != nil && windowed {
+			wb.AttentionWindow(att, q, k, v, cache, li, scale, *c.SlidingWindow)
+			return
+		}
+		b.Attention(att, q, k, v, cache, li, scale)
+	}
 
 	// Activations, all [n, *].
 	x := b.Alloc(n, H)    // residual stream
@@ -269,23 +318,26 @@ func (m *Model) forward(ctx context.Context, segs []Segment, lastOnly bool, obs 
 			b.HeadRMSNorm(q, l.QNorm, D, eps)
 			b.HeadRMSNorm(k, l.KNorm, D, eps)
 		}
-		b.RoPE(q, D, positions, m.RoPE)
-		b.RoPE(k, D, positions, m.RoPE)
+		b.RoPE(q, D, positions, rope)
+		b.RoPE(k, D, positions, rope)
 		if obs != nil {
 			obs.ObserveLayer(li, positions, xn, q, k, v)
 		}
 		if len(segs) == 1 {
-			b.Attention(att, q, k, v, segs[0].Cache, li, scale)
+			attend(att, q, k, v, segs[0].Cache, li)
 		} else {
 			// Each sequence attends over its own cache: its rows, through views.
 			r0 := 0
 			for _, sg := range segs {
 				r := len(sg.IDs)
-				b.Attention(b.Rows(att, r0, r), b.Rows(q, r0, r), b.Rows(k, r0, r), b.Rows(v, r0, r), sg.Cache, li, scale)
+				attend(b.Rows(att, r0, r), b.Rows(q, r0, r), b.Rows(k, r0, r), b.Rows(v, r0, r), sg.Cache, li)
 				r0 += r
 			}
 		}
 		b.MatMul(proj, att, l.Wo)
+		if l.Bo != nil {
+			b.AddBias(proj, l.Bo)
+		}
 		b.Add(x, proj)
 
 		// MLP block: x += down(silu(gate(x)) * up(x)).

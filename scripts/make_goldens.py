@@ -14,7 +14,19 @@ the CPU is enough, the models are tiny. Writes into OUTDIR (default $OUT/goldens
 Logits are computed in float64 on the CPU from the stored (rounded) weights, so they are
 the exact function of the checkpoint, up to float64 rounding.
 
+Config variants (RoPE scaling types, sliding window, Llama attention biases) are tiny
+Llama/Mistral checkpoints written to OUTDIR/models/<variant>/ like the architectures above:
+  rope-linear      linear RoPE scaling, factor 2
+  rope-dynamic     dynamic NTK scaling, factor 4, max_position_embeddings 48 < the prompt,
+                   so the scaled base is in use; greedy decoding runs with a KV cache
+                   (each step's base follows the sequence length, as in generate())
+  rope-yarn        YaRN, factor 4 over an original context of 64 (attention factor 1.139)
+  mistral-sliding  Mistral with sliding_window 16, shorter than the prompt
+  llama-bias       Llama with attention_bias (q, k, v and o_proj biases)
+
 Usage: python3 scripts/make_goldens.py [OUTDIR]
+       python3 scripts/make_goldens.py --only rope-linear,rope-dynamic,rope-yarn --out tests/testdata
+                                        (just those variants, into OUTDIR/models/<variant>)
        python3 scripts/make_goldens.py --checkpoint MODEL_DIR OUTDIR   (goldens of an existing checkpoint)
 """
 import json
@@ -25,7 +37,7 @@ import torch
 from safetensors.torch import save_file
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
-OUT = sys.argv[1] if len(sys.argv) == 2 else os.path.join(os.environ.get("OUT", "out"), "goldens")
+OUT = sys.argv[1] if len(sys.argv) == 2 and not sys.argv[1].startswith("--") else os.path.join(os.environ.get("OUT", "out"), "goldens")
 
 GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 LLAMA3_PATTERN = r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
@@ -211,6 +223,9 @@ def make_model(arch, tok_name, toks, outdir, seed):
         cfg = make_config(tf.MistralConfig, default_rope(1e6), **common, tie_word_embeddings=False,
                           bos_token_id=bos, eos_token_id=eos, sliding_window=None)
         cls, dtype, shard = tf.MistralForCausalLM, torch.bfloat16, "60KB"
+    elif arch in VARIANTS:
+        cfg, cls = variant_config(arch, tok, common)
+        dtype, shard = torch.float32, None
     else:
         raise ValueError(arch)
 
@@ -233,25 +248,91 @@ def make_model(arch, tok_name, toks, outdir, seed):
     # Reference computation: the saved checkpoint, float64, eager attention, CPU.
     ref = cls.from_pretrained(mdir, dtype=torch.float64, attn_implementation="eager").eval()
     rope_type = getattr(ref.model.rotary_emb, "rope_type", "?")
-    want = "llama3" if arch == "llama3" else "default"
+    want = "llama3" if arch == "llama3" else VARIANTS.get(arch, "default")
     assert rope_type == want, f"{arch}: rotary embedding type {rope_type}, want {want}"
     ids = tok.encode(PROMPT, add_special_tokens=True).ids
+    if arch == "mistral-sliding":
+        assert len(ids) > ref.config.sliding_window, "the prompt must pass the window"
+    if arch == "rope-dynamic":
+        assert len(ids) > ref.config.max_position_embeddings, "the prompt must pass the original context"
     with torch.no_grad():
         logits = ref(torch.tensor([ids])).logits[0]  # [T, V]
         seq, margins = list(ids), []
-        for _ in range(16):
-            last = ref(torch.tensor([seq])).logits[0, -1]
-            top = torch.topk(last, 2)
-            margins.append(float(top.values[0] - top.values[1]))
-            seq.append(int(top.indices[0]))
-    save_file({"logits": logits.to(torch.float32).contiguous()}, os.path.join(mdir, "golden.safetensors"))
-    golden = {"arch": arch, "class": cls.__name__, "tokenizer": tok_name, "seed": seed,
+        if arch in VARIANTS:
+            # Decode with a KV cache, as generate() and lukv do: dynamic RoPE's cached keys
+            # keep the base of the step that computed them.
+            out = ref(torch.tensor([ids]), use_cache=True)
+            for _ in range(16):
+                top = torch.topk(out.logits[0, -1], 2)
+                margins.append(float(top.values[0] - top.values[1]))
+                seq.append(int(top.indices[0]))
+                out = ref(torch.tensor([[seq[-1]]]), past_key_values=out.past_key_values, use_cache=True)
+        else:
+            for _ in range(16):
+                last = ref(torch.tensor([seq])).logits[0, -1]
+                top = torch.topk(last, 2)
+                margins.append(float(top.values[0] - top.values[1]))
+                seq.append(int(top.indices[0]))
+    T = len(ids)
+    keep = sorted(set(range(0, T, 4)) | {T - 1})  # every 4th position keeps testdata small
+    save_file({"logits": logits[keep].to(torch.float32).contiguous()}, os.path.join(mdir, "golden.safetensors"))
+    golden = {"arch": arch, "class": cls.__name__, "tokenizer": tok_name, "seed": seed, "logit_positions": keep,
               "stored_dtype": str(dtype), "prompt": PROMPT, "prompt_ids": ids,
               "greedy_ids": seq[len(ids):], "greedy_min_margin": min(margins), "margins": margins,
               "transformers_version": tf.__version__, "torch_version": torch.__version__}
     with open(os.path.join(mdir, "golden.json"), "w") as f:
         json.dump(golden, f, indent=1)
     return min(margins)
+
+
+# Config variants and the rotary embedding type transformers must build for each.
+VARIANTS = {"rope-linear": "linear", "rope-dynamic": "dynamic", "rope-yarn": "yarn",
+            "mistral-sliding": "default", "llama-bias": "default"}
+VARIANT_TOKENIZER = {"mistral-sliding": "sp_bytefallback"}  # the others: bytelevel_llama3
+
+
+def variant_config(name, tok, common):
+    """config and model class of a config variant (see the module docstring)."""
+    import transformers as tf
+    c = dict(common)
+    if name == "mistral-sliding":
+        bos, eos = tok.token_to_id("<s>"), tok.token_to_id("</s>")
+        cfg = make_config(tf.MistralConfig, default_rope(1e4), **c, tie_word_embeddings=False,
+                          bos_token_id=bos, eos_token_id=eos, sliding_window=16)
+        return cfg, tf.MistralForCausalLM
+    bos, eos = tok.token_to_id("<|begin_of_text|>"), tok.token_to_id("<|end_of_text|>")
+    extra = {}
+    if name == "rope-linear":
+        rope = {"rope_type": "linear", "rope_theta": 10000.0, "factor": 2.0}
+    elif name == "rope-dynamic":
+        rope = {"rope_type": "dynamic", "rope_theta": 10000.0, "factor": 4.0}
+        c["max_position_embeddings"] = 48
+    elif name == "rope-yarn":
+        rope = {"rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0, "original_max_position_embeddings": 64}
+    elif name == "llama-bias":
+        rope, extra = default_rope(10000.0), {"attention_bias": True}
+    else:
+        raise ValueError(name)
+    cfg = make_config(tf.LlamaConfig, rope, **c, **extra, tie_word_embeddings=False, bos_token_id=bos,
+                      eos_token_id=eos)
+    return cfg, tf.LlamaForCausalLM
+
+
+def train_tokenizers():
+    """The tokenizers the models use, trained as write_tokenizer_goldens does, unsaved."""
+    return {"bytelevel_llama3": train_bytelevel("bytelevel_llama3", LLAMA3_PATTERN, False),
+            "sp_bytefallback": train_sentencepiece_bpe()}
+
+
+def make_with_clear_margins(arch, tok_name, toks, outdir):
+    # Pick a seed whose greedy path has a clear winner at every step, so float32 vs float64
+    # rounding cannot flip the argmax.
+    for seed in range(1, 50):
+        m = make_model(arch, tok_name, toks, outdir, seed)
+        if m > 1e-2:
+            break
+    print(f"model {arch}: seed {seed}, min greedy margin {m:.4f}")
+    print(open(os.path.join(outdir, arch, "config.json")).read())
 
 
 def golden_for_checkpoint(mdir, outdir):
@@ -292,17 +373,24 @@ def main():
     if len(sys.argv) > 2 and sys.argv[1] == "--checkpoint":
         golden_for_checkpoint(sys.argv[2], sys.argv[3])
         return
+    if len(sys.argv) > 1 and sys.argv[1] == "--only":
+        if len(sys.argv) != 5 or sys.argv[3] != "--out":
+            sys.exit("usage: make_goldens.py --only VARIANT[,VARIANT...] --out OUTDIR")
+        names = sys.argv[2].split(",")
+        for name in names:
+            if name not in VARIANTS:
+                sys.exit(f"--only: unknown variant {name!r} (known: {', '.join(VARIANTS)})")
+        toks = train_tokenizers()
+        for name in names:
+            make_with_clear_margins(name, VARIANT_TOKENIZER.get(name, "bytelevel_llama3"), toks,
+                                    os.path.join(sys.argv[4], "models"))
+        return
     toks = write_tokenizer_goldens(os.path.join(OUT, "tokenizers"))
     for arch, tok_name in [("llama3", "bytelevel_llama3"), ("qwen2", "bytelevel_qwen2"),
                            ("qwen3", "bytelevel_qwen2"), ("mistral", "sp_bytefallback")]:
-        # Pick a seed whose greedy path has a clear winner at every step, so float32 vs float64
-        # rounding cannot flip the argmax.
-        for seed in range(1, 50):
-            m = make_model(arch, tok_name, toks, os.path.join(OUT, "models"), seed)
-            if m > 1e-2:
-                break
-        print(f"model {arch}: seed {seed}, min greedy margin {m:.4f}")
-        print(open(os.path.join(OUT, "models", arch, "config.json")).read())
+        make_with_clear_margins(arch, tok_name, toks, os.path.join(OUT, "models"))
+    for name in VARIANTS:
+        make_with_clear_margins(name, VARIANT_TOKENIZER.get(name, "bytelevel_llama3"), toks, os.path.join(OUT, "models"))
 
 
 if __name__ == "__main__":

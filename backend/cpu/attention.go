@@ -12,6 +12,17 @@ import (
 // query head and query row computes softmax(q.K^T * scale) V over the visible entries of
 // its KV head. Work is split over (query head, block of rows).
 func (b *Backend) Attention(out, q, k, v backend.Tensor, cache backend.KVCache, layer int, scale float32) {
+	b.attention(out, q, k, v, cache, layer, scale, 0)
+}
+
+// AttentionWindow is Attention over each query's newest window entries only
+// (backend.WindowedAttention).
+func (b *Backend) AttentionWindow(out, q, k, v backend.Tensor, cache backend.KVCache, layer int, scale float32, window int) {
+	b.attention(out, q, k, v, cache, layer, scale, window)
+}
+
+// attention is Attention restricted to the newest window visible entries; 0: all.
+func (b *Backend) attention(out, q, k, v backend.Tensor, cache backend.KVCache, layer int, scale float32, window int) {
 	c := cache.(*KVCache)
 	om, qm := mat(out), mat(q)
 	c.appendTokens(layer, mat(k), mat(v))
@@ -32,9 +43,13 @@ func (b *Backend) Attention(out, q, k, v backend.Tensor, cache backend.KVCache, 
 		scores := make([]float32, total)
 		for i := blk * rowsPerTask; i < min((blk+1)*rowsPerTask, n); i++ {
 			visible := total - n + i + 1
+			first := 0 // the oldest visible entry
+			if window > 0 && visible > window {
+				first = visible - window
+			}
 			qrow := blas32.Vector{N: d, Inc: 1, Data: qm.Data[i*qm.C+h*d : i*qm.C+(h+1)*d]}
 			orow := om.Data[i*om.C+h*d : i*om.C+(h+1)*d]
-			attendRow(orow, qrow, keys, vals, scores[:visible], d, scale)
+			attendRow(orow, qrow, keys[first*d:], vals[first*d:], scores[:visible-first], d, scale)
 		}
 	})
 }

@@ -13,10 +13,12 @@ import (
 	"github.com/lukv/lukv/backend"
 )
 
-// Mat is a row-major float32 matrix in host memory.
+// Mat is a row-major float32 matrix in host memory; a weight matrix may instead be kept
+// as bfloat16 in W16 (bf16.go), with Data nil.
 type Mat struct {
 	R, C int
 	Data []float32 // [R*C]
+	W16  []uint16  // [R*C] bfloat16 bit patterns of a weight kept as bf16; nil otherwise
 }
 
 func (m *Mat) Rows() int { return m.R }
@@ -29,6 +31,9 @@ func (m *Mat) Row(i int) []float32 { return m.Data[i*m.C : (i+1)*m.C] }
 // operations (matrix products, attention); 0 means GOMAXPROCS.
 type Backend struct {
 	Threads int
+	// KeepBF16 keeps bf16 checkpoint matrices as bf16 (half the memory; bf16.go) instead
+	// of widening them to float32 at load. Results are identical.
+	KeepBF16 bool
 }
 
 // New returns a CPU backend using every core.
@@ -75,12 +80,19 @@ func (b *Backend) Rows(t backend.Tensor, i, n int) backend.Tensor {
 
 func (b *Backend) Read(t backend.Tensor) []float32 {
 	m := mat(t)
+	if m.W16 != nil {
+		return m.widenRows(make([]float32, m.R*m.C), 0, m.R)
+	}
 	return append([]float32(nil), m.Data...)
 }
 
 func (b *Backend) Embed(out, table backend.Tensor, ids []int) {
 	o, tb := mat(out), mat(table)
 	for i, id := range ids {
+		if tb.W16 != nil {
+			tb.widenRows(o.Row(i), id, id+1)
+			continue
+		}
 		copy(o.Row(i), tb.Row(id))
 	}
 }
@@ -169,11 +181,21 @@ func (b *Backend) MatMul(out, x, w backend.Tensor) {
 	blocks := (nout + block - 1) / block
 	parallelFor(b.threads(), blocks, func(blk int) {
 		lo, hi := blk*block, min((blk+1)*block, nout)
+		wd, w0 := wm.Data, 0 // row r of w is row r-w0 of wd
+		if wm.W16 != nil {
+			// bf16: widen this block of rows only, into a pooled scratch buffer.
+			buf := scratch.Get().(*[]float32)
+			defer scratch.Put(buf)
+			if cap(*buf) < block*in {
+				*buf = make([]float32, block*in)
+			}
+			wd, w0 = wm.widenRows(*buf, lo, hi), lo
+		}
 		for i := 0; i < n; i++ {
 			xr := blas32.Vector{N: in, Inc: 1, Data: xm.Data[i*in : (i+1)*in]}
 			orow := o.Data[i*nout:]
 			for r := lo; r < hi; r++ {
-				orow[r] = blas32.Dot(xr, blas32.Vector{N: in, Inc: 1, Data: wm.Data[r*in : (r+1)*in]})
+				orow[r] = blas32.Dot(xr, blas32.Vector{N: in, Inc: 1, Data: wd[(r-w0)*in : (r-w0+1)*in]})
 			}
 		}
 	})

@@ -8,6 +8,7 @@ import (
 	"github.com/lukv/lukv"
 	"github.com/lukv/lukv/backend"
 	"github.com/lukv/lukv/backend/cpu"
+	"github.com/lukv/lukv/loader"
 	"github.com/lukv/lukv/model"
 	"github.com/lukv/lukv/models"
 	"github.com/lukv/lukv/tokenizer"
@@ -85,7 +86,7 @@ func checkThreads(threads int) error {
 	return nil
 }
 
-// modelDir resolves --model: a folder, or the embedded default when empty.
+// modelDir resolves --model: a folder, a GGUF file, or the embedded default when empty.
 func modelDir(flagValue string) (string, error) {
 	if flagValue == "" {
 		return models.DefaultDir()
@@ -94,8 +95,8 @@ func modelDir(flagValue string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("--model: %w", err)
 	}
-	if !st.IsDir() {
-		return "", fmt.Errorf("--model %s: not a folder (want a Hugging Face checkpoint folder with config.json, *.safetensors and tokenizer.json)", flagValue)
+	if !st.IsDir() && !loader.IsGGUF(flagValue) {
+		return "", fmt.Errorf("--model %s: not a folder and not a GGUF file (want a Hugging Face checkpoint folder with config.json, *.safetensors and tokenizer.json, or a .gguf file)", flagValue)
 	}
 	return flagValue, nil
 }

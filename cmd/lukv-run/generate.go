@@ -40,14 +40,15 @@ func runGenerate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	fs := flag.NewFlagSet("generate", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	// Flags.
-	modelFlag := fs.String("model", "", "Hugging Face checkpoint folder (config.json, *.safetensors, tokenizer.json); empty: the embedded default model, "+models.DefaultName)
+	modelFlag := fs.String("model", "", "Hugging Face checkpoint folder (config.json, *.safetensors, tokenizer.json) or GGUF file; empty: the embedded default model, "+models.DefaultName)
 	prompt := fs.String("prompt", "", "prompt text")
 	promptFile := fs.String("prompt-file", "", "read the prompt from this file ('-' for standard input)")
 	question := fs.String("question", "", "text appended after the prompt (the context); with --compress-at context it arrives after eviction")
 	noBOS := fs.Bool("no-special", false, "do not add the tokenizer's special tokens (BOS) to the prompt")
-	maxNew := fs.Int("max-new-tokens", 64, "most tokens to generate (>= 0)")
-	temperature := fs.Float64("temperature", 0, "sampling temperature (>= 0); 0 is greedy")
-	topP := fs.Float64("top-p", 1, "nucleus sampling: keep the most likely tokens up to this probability mass, in (0, 1]")
+	// Unset, these three take generation_config.json's values when the checkpoint has one.
+	maxNew := fs.Int("max-new-tokens", 64, "most tokens to generate, >= 0 (unset: generation_config.json's max_new_tokens, else 64)")
+	temperature := fs.Float64("temperature", 0, "sampling temperature, >= 0; 0 is greedy (unset: generation_config.json's when do_sample, else 0)")
+	topP := fs.Float64("top-p", 1, "nucleus sampling: keep the most likely tokens up to this probability mass, in (0, 1] (unset: generation_config.json's when do_sample, else 1)")
 	seed := fs.Uint64("seed", 0, "random seed for sampling")
 	var stops stringList
 	fs.Var(&stops, "stop", "stop before this string (repeatable)")
@@ -90,6 +91,22 @@ func runGenerate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	dir, m, tok, err := openModel(*modelFlag, *device, *threads, fastPrecision)
 	if err != nil {
 		return err
+	}
+	// generation_config.json's sampling defaults fill the flags the user did not set.
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	defaults := m.Config.Generation.Defaults()
+	if !set["temperature"] {
+		*temperature = defaults.Temperature
+	}
+	if !set["top-p"] {
+		*topP = defaults.TopP
+	}
+	if !set["max-new-tokens"] && defaults.MaxNewTokens > 0 {
+		*maxNew = defaults.MaxNewTokens
+	}
+	if err := checkSampling(*maxNew, *temperature, *topP); err != nil {
+		return fmt.Errorf("%s/generation_config.json: %w", dir, err)
 	}
 	method, err := ev.build(m, *modelFlag == "")
 	if err != nil {

@@ -28,6 +28,9 @@ func commands() []command {
 		{"eval", "evaluate methods on a RULER-style suite (lukv-run eval ruler --help)", func(_ context.Context, args []string, stdout, stderr io.Writer) error {
 			return runEval(args, stdout, stderr)
 		}},
+		{"convert", "write a checkpoint as a GGUF file (lukv-run convert --to gguf --help)", func(_ context.Context, args []string, stdout, stderr io.Writer) error {
+			return runConvert(args, stdout, stderr)
+		}},
 		{"bench", "measure prefill, decode (full and compressed KV), eviction overhead and memory against the floors", runBench},
 		{"version", "print lukv's version", func(_ context.Context, _ []string, stdout, _ io.Writer) error {
 			fmt.Fprintln(stdout, "lukv", version)
