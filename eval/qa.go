@@ -223,7 +223,7 @@ func (g *Generator) MakeQA(task string, length, index int) (Sample, error) {
 	}
 	budget := length - qaTokensGenerated
 	if budget <= 0 {
-		return Sample{}, fmt.Errorf("eval: length %d too small for task %s", length, task)
+		return Sample{}, fmt.Errorf("eval: length %d too small for task %s: %w", length, task, ErrDoesNotFit)
 	}
 	if index < 0 {
 		return Sample{}, fmt.Errorf("eval: task %s: negative sample index %d", task, index)
@@ -286,8 +286,8 @@ func (g *Generator) MakeQA(task string, length, index int) (Sample, error) {
 	}
 	s, ok := g.fit(build, budget)
 	if !ok {
-		return Sample{}, fmt.Errorf("eval: task %s: even the prompt with only the gold documents (%d tokens) exceeds %d",
-			task, g.count(s.Prompt), budget)
+		return Sample{}, fmt.Errorf("eval: task %s: even the prompt with only the gold documents (%d tokens) exceeds %d: %w",
+			task, g.count(s.Prompt), budget, ErrDoesNotFit)
 	}
 	s.Task = task
 	s.MaxNewTokens = qaTokensGenerated

@@ -1,0 +1,190 @@
+package eval
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// rulerItems are samples 0..n-1 of each task at each length.
+func rulerItems(g *Generator, tasks []string, lengths []int, n int) []Item {
+	var items []Item
+	for _, task := range tasks {
+		for _, l := range lengths {
+			for i := 0; i < n; i++ {
+				items = append(items, Item{Task: task, Length: l, Index: i, Make: func() (Sample, error) { return g.Make(task, l, i) }})
+			}
+		}
+	}
+	return items
+}
+
+func testGenerator(t *testing.T, tok interface{ Encode(string, bool) []int }) *Generator {
+	t.Helper()
+	hay, err := ReadLines(filepath.Join("testdata", "haystack.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	words, err := ReadLines(filepath.Join("testdata", "words.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &Generator{Tokenizer: tok, Haystack: hay, Words: words, Seed: 7}
+}
+
+// readReport returns report.md and the decoded report.json of dir.
+func readReport(t *testing.T, dir string) (string, reportJSON) {
+	t.Helper()
+	md, err := os.ReadFile(filepath.Join(dir, "report.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	js, err := os.ReadFile(filepath.Join(dir, "report.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var r reportJSON
+	if err := json.Unmarshal(js, &r); err != nil {
+		t.Fatalf("report.json: %v", err)
+	}
+	return string(md), r
+}
+
+// waitForCell returns once dir/results.jsonl holds a cell (or after a minute).
+func waitForCell(dir string) {
+	for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if st, err := os.Stat(filepath.Join(dir, "results.jsonl")); err == nil && st.Size() > 0 {
+			return
+		}
+	}
+}
+
+// TestEvaluateInterruptAndResume: a run cancelled after its first cell returns an
+// error wrapping context.Canceled, its report says partial with the counts per task
+// and length, and the same run again does only the missing cell and is whole.
+func TestEvaluateInterruptAndResume(t *testing.T) {
+	m, tok := loadDefault(t)
+	out := filepath.Join(t.TempDir(), "run")
+	opt := Options{
+		Runner:  &Runner{Model: m, Tokenizer: tok, Sink: 4, Window: 1},
+		Methods: []MethodSpec{{Name: "full"}},
+		Items:   rulerItems(testGenerator(t, tok), []string{"niah_single_1"}, []int{512}, 2),
+		Out:     out,
+		Header:  "test",
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() { waitForCell(out); cancel() }()
+	res, err := Evaluate(ctx, opt)
+	if !errors.Is(err, context.Canceled) || !strings.Contains(err.Error(), "1 of 2 cells") {
+		t.Fatalf("interrupted run: error %v, want context.Canceled with 1 of 2 cells", err)
+	}
+	if res == nil || !res.Status.Partial || res.Status.Done != 1 || res.Status.Planned != 2 {
+		t.Fatalf("status %+v, want partial 1 of 2", res)
+	}
+	md, js := readReport(t, out)
+	if !strings.Contains(md, "Partial report: 1 of 2 planned cells done") || !strings.Contains(md, "| niah_single_1 | 512 | 1 | 2 |") {
+		t.Errorf("report.md is not marked partial with counts:\n%s", md)
+	}
+	if js.Status == nil || !js.Status.Partial || js.Status.Done != 1 || len(js.Cells) != 1 {
+		t.Errorf("report.json status %+v with %d cells, want partial, 1 done", js.Status, len(js.Cells))
+	}
+
+	res, err = Evaluate(context.Background(), opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Status.Partial || res.Status.Done != 2 || len(res.Cells) != 2 {
+		t.Errorf("resumed status %+v with %d cells, want whole, 2 of 2", res.Status, len(res.Cells))
+	}
+	if opt.Runner.Time.Samples != 2 {
+		t.Errorf("%d samples prefilled over both runs, want 2 (the resumed one redid a cell)", opt.Runner.Time.Samples)
+	}
+	md, js = readReport(t, out)
+	if strings.Contains(md, "Partial") || js.Status.Partial {
+		t.Errorf("a whole run's report says partial:\n%s", md)
+	}
+}
+
+// TestEvaluateSkipsWhatCannotFit: cwe cannot fit 1024 tokens and 20000 passes the
+// model's context: both are skipped before anything runs, with a warning in the log
+// and in the report, and the rest runs.
+func TestEvaluateSkipsWhatCannotFit(t *testing.T) {
+	m, tok := loadDefault(t)
+	out := t.TempDir()
+	var log bytes.Buffer
+	g := testGenerator(t, tok)
+	items := append(rulerItems(g, []string{"niah_single_1", "cwe"}, []int{1024}, 1),
+		rulerItems(g, []string{"niah_single_1"}, []int{20000}, 1)...)
+	res, err := Evaluate(context.Background(), Options{
+		Runner:  &Runner{Model: m, Tokenizer: tok, Sink: 4, Window: 1},
+		Methods: []MethodSpec{{Name: "full"}},
+		Items:   items,
+		Out:     out,
+		Log:     &log,
+		Label:   "eval ruler",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Cells) != 1 || res.Cells[0].Task != "niah_single_1" || res.Status.Partial {
+		t.Errorf("cells %+v status %+v, want niah_single_1's one cell, whole", res.Cells, res.Status)
+	}
+	for _, want := range []string{"warning: skipping cwe at length 1024", "warning: skipping niah_single_1 at length 20000: length 20000 passes the model's context of 16384", "eval ruler: 1/1 cells, 100%"} {
+		if !strings.Contains(log.String(), want) {
+			t.Errorf("log lacks %q:\n%s", want, log.String())
+		}
+	}
+	if strings.Contains(log.String(), "\r") {
+		t.Errorf("progress wrote carriage returns into a log:\n%q", log.String())
+	}
+	md, js := readReport(t, out)
+	if !strings.Contains(md, "## Skipped") || !strings.Contains(md, "| cwe | 1024 | all | eval: task cwe: even the smallest prompt") {
+		t.Errorf("report.md does not list the skipped cells:\n%s", md)
+	}
+	if len(js.Status.Skipped) != 2 {
+		t.Errorf("report.json lists %d skipped groups, want 2", len(js.Status.Skipped))
+	}
+}
+
+// TestEvaluateCleansUpAfterSetupError: a run that fails before any cell removes the
+// folder it created, and leaves a folder that was there (with its files) alone.
+func TestEvaluateCleansUpAfterSetupError(t *testing.T) {
+	m, tok := loadDefault(t)
+	bad := []Item{{Task: "x", Length: 64, Make: func() (Sample, error) {
+		return Sample{Task: "x", Context: "a", Question: "", MaxNewTokens: 1}, nil
+	}}}
+	opt := Options{Runner: &Runner{Model: m, Tokenizer: tok}, Methods: []MethodSpec{{Name: "full"}}, Items: bad}
+	opt.Out = filepath.Join(t.TempDir(), "new")
+	if _, err := Evaluate(context.Background(), opt); err == nil || !strings.Contains(err.Error(), "empty question") {
+		t.Fatalf("error %v, want the empty question", err)
+	}
+	if _, err := os.Stat(opt.Out); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the new folder is left behind (%v)", err)
+	}
+	opt.Out = t.TempDir()
+	keep := filepath.Join(opt.Out, "notes.txt")
+	if err := os.WriteFile(keep, []byte("mine"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Evaluate(context.Background(), opt); err == nil {
+		t.Fatal("no error")
+	}
+	if _, err := os.Stat(keep); err != nil {
+		t.Errorf("a file of an existing folder is gone: %v", err)
+	}
+	// A bad ratio is refused before the folder is made.
+	opt.Out = filepath.Join(t.TempDir(), "new")
+	opt.Ratios = []float64{1.5}
+	if _, err := Evaluate(context.Background(), opt); err == nil || !strings.Contains(err.Error(), "ratio 1.5") {
+		t.Errorf("ratio 1.5: %v", err)
+	}
+	if _, err := os.Stat(opt.Out); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("a refused run created its folder (%v)", err)
+	}
+}

@@ -1,0 +1,184 @@
+package eval
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"github.com/lukv/lukv/report"
+)
+
+// reportJSON is report.json: the run's status (absent for a merge of finished runs)
+// and every cell.
+type reportJSON struct {
+	Status *Status `json:"status,omitempty"`
+	Cells  []Cell  `json:"cells"`
+}
+
+// WriteReport writes dir/report.md (a table per length and one over all lengths, with
+// the plots), dir/report.json (the status and every cell) and the PNG plots: accuracy
+// against compression per method, and a task x method heat map per ratio. A partial
+// status heads report.md with the counts done and planned per task and length, and
+// skipped cells are listed with the reason; st may be nil (a merge of finished runs).
+func WriteReport(dir string, cells []Cell, header string, st *Status) error {
+	if len(cells) == 0 && (st == nil || !st.Partial) {
+		return fmt.Errorf("eval report: no results in %s", dir)
+	}
+	var md strings.Builder
+	fmt.Fprintf(&md, "# Long-context evaluation\n\n")
+	if st != nil && st.Partial {
+		fmt.Fprintf(&md, "**Partial report: %d of %d planned cells done** (the run stopped early; the same command resumes it).\n\n", st.Done, st.Planned)
+		md.WriteString("| task | length | cells done | planned |\n|---|---|---|---|\n")
+		for _, g := range st.Groups {
+			fmt.Fprintf(&md, "| %s | %d | %d | %d |\n", g.Task, g.Length, g.Done, g.Planned)
+		}
+		md.WriteString("\n")
+	}
+	fmt.Fprintf(&md, "%s\n\n", header)
+	if st != nil && len(st.Skipped) > 0 {
+		writeSkipped(&md, st.Skipped)
+	}
+	if len(cells) > 0 {
+		if err := writePlots(dir, &md, cells); err != nil {
+			return err
+		}
+		WriteTables(&md, cells)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "report.md"), []byte(md.String()), 0o644); err != nil {
+		return err
+	}
+	if cells == nil {
+		cells = []Cell{}
+	}
+	js, err := json.MarshalIndent(reportJSON{Status: st, Cells: cells}, "", " ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(dir, "report.json"), js, 0o644)
+}
+
+// writeSkipped lists the skipped cells: whole task x length groups, then single samples.
+func writeSkipped(w io.Writer, skipped []Skip) {
+	fmt.Fprintf(w, "## Skipped\n\nThese cells were not run (they are not in the tables):\n\n| task | length | samples | reason |\n|---|---|---|---|\n")
+	for _, s := range skipped {
+		which := "all"
+		if s.Index >= 0 {
+			which = fmt.Sprint(s.Index)
+		}
+		fmt.Fprintf(w, "| %s | %d | %s | %s |\n", s.Task, s.Length, which, strings.ReplaceAll(s.Reason, "|", `\|`))
+	}
+	fmt.Fprintln(w)
+}
+
+// writePlots draws the accuracy-vs-compression plot and a per-task plot per ratio into
+// dir and links them from md.
+func writePlots(dir string, md io.Writer, cells []Cell) error {
+	pts := make([]report.EvalPoint, len(cells))
+	ratioSet := map[float64]bool{}
+	for i, c := range cells {
+		pts[i] = report.EvalPoint{Task: c.Task, Length: c.Length, Method: c.Method, Ratio: c.Ratio, Score: c.Score}
+		if c.Method != "full" {
+			ratioSet[c.Ratio] = true
+		}
+	}
+	if err := report.AccuracyVsCompression(filepath.Join(dir, "accuracy-vs-compression.png"), pts, "Accuracy vs KV-cache compression"); err != nil {
+		return err
+	}
+	fmt.Fprint(md, "![accuracy vs compression](accuracy-vs-compression.png)\n\n")
+	ratios := make([]float64, 0, len(ratioSet))
+	for r := range ratioSet {
+		ratios = append(ratios, r)
+	}
+	sort.Float64s(ratios)
+	for _, r := range ratios {
+		name := fmt.Sprintf("per-task-%02.0f.png", 100*r)
+		if err := report.PerTaskBreakdown(filepath.Join(dir, name), pts, r, fmt.Sprintf("Per-task accuracy at %.0f%% compression (mean over lengths)", 100*r)); err != nil {
+			return err
+		}
+		fmt.Fprintf(md, "![per-task accuracy at %.0f%%](%s)\n\n", 100*r, name)
+	}
+	return nil
+}
+
+// Merge reads the results.jsonl (or .jsonl.gz) of finished or sharded run folders,
+// writes them merged into out (results.jsonl, and run.json when every folder has the
+// same one) and returns the cells. Folders from different runs (run.json differs) are
+// refused unless allowMixed; a cell in two folders is an error.
+func Merge(dirs []string, out string, allowMixed bool) ([]Cell, error) {
+	seen := map[string]string{}
+	var cells []Cell
+	var first *RunIdentity
+	firstDir := ""
+	sameRun := true // every folder has a run.json, and they agree
+	for _, d := range dirs {
+		r, err := ReadRunIdentity(d)
+		if err != nil {
+			return nil, err
+		}
+		switch {
+		case r == nil:
+			sameRun = false
+		case first == nil:
+			first, firstDir = r, d
+		default:
+			if diffs := r.diff(*first); len(diffs) > 0 {
+				if !allowMixed {
+					return nil, fmt.Errorf("--in %s and %s come from different runs (%s); --allow-mixed-runs merges them anyway", firstDir, d, strings.Join(diffs, "; "))
+				}
+				sameRun = false
+			}
+		}
+		path := filepath.Join(d, "results.jsonl")
+		if _, err := os.Stat(path); err != nil {
+			// results/ keeps its cells compressed.
+			if _, zerr := os.Stat(path + ".gz"); zerr != nil {
+				return nil, fmt.Errorf("--in %s: %w", d, err)
+			}
+			path += ".gz"
+		}
+		cs, err := LoadCells(path)
+		if err != nil {
+			return nil, err
+		}
+		for _, c := range cs {
+			if prev, ok := seen[c.Key()]; ok {
+				return nil, fmt.Errorf("cell %s is in both %s and %s", c.Key(), prev, path)
+			}
+			seen[c.Key()] = path
+			cells = append(cells, c)
+		}
+	}
+	if err := os.MkdirAll(out, 0o755); err != nil {
+		return nil, err
+	}
+	f, err := os.Create(filepath.Join(out, "results.jsonl"))
+	if err != nil {
+		return nil, err
+	}
+	enc := json.NewEncoder(f)
+	for _, c := range cells {
+		if err := enc.Encode(c); err != nil {
+			f.Close()
+			return nil, err
+		}
+	}
+	if err := f.Close(); err != nil {
+		return nil, err
+	}
+	// The merged folder keeps the runs' identity when they all share one; otherwise a
+	// run.json left there by an earlier merge would misname its cells.
+	if sameRun && first != nil {
+		err = writeRunIdentity(out, *first)
+	} else {
+		err = os.Remove(filepath.Join(out, RunFile))
+		if errors.Is(err, os.ErrNotExist) {
+			err = nil
+		}
+	}
+	return cells, err
+}
