@@ -40,11 +40,10 @@ type Options struct {
 	Ratios  []float64 // compression ratios of every method but the full cache
 	Items   []Item    // the samples to run, in order
 	// Out is the run's folder: results.jsonl (appended cell by cell, so a rerun
-	// resumes), run.json (Identity), report.md, report.json and the plots.
+	// resumes) and run.json (Identity); report.WriteEval adds the report there.
 	Out             string
 	Identity        RunIdentity
 	ResumeUnchecked bool // resume cells written before run.json existed
-	Header          string
 	// Log receives warnings (skipped cells) and progress: a bar on a terminal, plain
 	// lines elsewhere; nil: io.Discard.
 	Log   io.Writer
@@ -67,7 +66,7 @@ type Result struct {
 	Status Status
 }
 
-// Status is how complete a run is; report.md and report.json carry it.
+// Status is how complete a run is; the report (report.WriteEval) carries it.
 type Status struct {
 	Partial bool         `json:"partial"` // stopped before every planned cell was done
 	Planned int          `json:"planned_cells"`
@@ -174,11 +173,11 @@ func (o *Options) plan(ctx context.Context, log io.Writer) (items []Item, skippe
 }
 
 // Evaluate runs every item with every job into opt.Out, resuming the cells already
-// in its results.jsonl, and writes the report. Task x length groups that cannot run
-// are skipped with a warning (Status.Skipped) before anything starts. When ctx is
-// cancelled (Ctrl-C) it stops within about opt.StopWithin, writes a report marked
-// partial with the counts, and returns an error wrapping ctx's; running it again
-// resumes. The folder is created only once the plan holds, and removed again if it
+// in its results.jsonl. Task x length groups that cannot run are skipped with a
+// warning (Status.Skipped) before anything starts. When ctx is cancelled (Ctrl-C) it
+// stops within about opt.StopWithin and returns the cells so far, a partial Status
+// with the counts, and an error wrapping ctx's; running it again resumes. Whether it
+// succeeds or not, a non-nil Result is what report.WriteEval reports. The folder is created only once the plan holds, and removed again if it
 // was new and the run failed before writing any cell.
 func Evaluate(ctx context.Context, opt Options) (res *Result, err error) {
 	if err := opt.check(); err != nil {
@@ -351,16 +350,11 @@ func Evaluate(ctx context.Context, opt Options) (res *Result, err error) {
 		fmt.Fprintln(log, "eval: time:", opt.Runner.Time)
 	}
 	res = &Result{Cells: cells, Status: st}
-	if len(cells) > 0 || st.Partial {
-		if werr := WriteReport(opt.Out, cells, opt.Header, &st); werr != nil && runErr == nil {
-			runErr = werr
-		}
-	}
 	if runErr != nil {
 		if ctx.Err() != nil && errors.Is(runErr, ctx.Err()) {
-			return res, fmt.Errorf("eval: interrupted with %d of %d cells done (report.md marked partial); run the same command again to resume: %w", st.Done, st.Planned, runErr)
+			return res, fmt.Errorf("eval: interrupted with %d of %d cells done; run the same command again to resume: %w", st.Done, st.Planned, runErr)
 		}
-		return res, fmt.Errorf("eval: stopped with %d of %d cells done (report.md marked partial): %w", st.Done, st.Planned, runErr)
+		return res, fmt.Errorf("eval: stopped with %d of %d cells done: %w", st.Done, st.Planned, runErr)
 	}
 	return res, nil
 }

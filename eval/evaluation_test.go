@@ -3,7 +3,6 @@ package eval
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
@@ -38,24 +37,6 @@ func testGenerator(t *testing.T, tok interface{ Encode(string, bool) []int }) *G
 	return &Generator{Tokenizer: tok, Haystack: hay, Words: words, Seed: 7}
 }
 
-// readReport returns report.md and the decoded report.json of dir.
-func readReport(t *testing.T, dir string) (string, reportJSON) {
-	t.Helper()
-	md, err := os.ReadFile(filepath.Join(dir, "report.md"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	js, err := os.ReadFile(filepath.Join(dir, "report.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var r reportJSON
-	if err := json.Unmarshal(js, &r); err != nil {
-		t.Fatalf("report.json: %v", err)
-	}
-	return string(md), r
-}
-
 // waitForCell returns once dir/results.jsonl holds a cell (or after a minute).
 func waitForCell(dir string) {
 	for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
@@ -76,7 +57,6 @@ func TestEvaluateInterruptAndResume(t *testing.T) {
 		Methods: []MethodSpec{{Name: "full"}},
 		Items:   rulerItems(testGenerator(t, tok), []string{"niah_single_1"}, []int{512}, 2),
 		Out:     out,
-		Header:  "test",
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	go func() { waitForCell(out); cancel() }()
@@ -87,12 +67,8 @@ func TestEvaluateInterruptAndResume(t *testing.T) {
 	if res == nil || !res.Status.Partial || res.Status.Done != 1 || res.Status.Planned != 2 {
 		t.Fatalf("status %+v, want partial 1 of 2", res)
 	}
-	md, js := readReport(t, out)
-	if !strings.Contains(md, "Partial report: 1 of 2 planned cells done") || !strings.Contains(md, "| niah_single_1 | 512 | 1 | 2 |") {
-		t.Errorf("report.md is not marked partial with counts:\n%s", md)
-	}
-	if js.Status == nil || !js.Status.Partial || js.Status.Done != 1 || len(js.Cells) != 1 {
-		t.Errorf("report.json status %+v with %d cells, want partial, 1 done", js.Status, len(js.Cells))
+	if len(res.Cells) != 1 || len(res.Status.Groups) != 1 || res.Status.Groups[0] != (GroupCount{Task: "niah_single_1", Length: 512, Done: 1, Planned: 2}) {
+		t.Errorf("cells %d, groups %+v; want 1 cell, niah_single_1 at 512 with 1 of 2 done", len(res.Cells), res.Status.Groups)
 	}
 
 	res, err = Evaluate(context.Background(), opt)
@@ -104,10 +80,6 @@ func TestEvaluateInterruptAndResume(t *testing.T) {
 	}
 	if opt.Runner.Time.Samples != 2 {
 		t.Errorf("%d samples prefilled over both runs, want 2 (the resumed one redid a cell)", opt.Runner.Time.Samples)
-	}
-	md, js = readReport(t, out)
-	if strings.Contains(md, "Partial") || js.Status.Partial {
-		t.Errorf("a whole run's report says partial:\n%s", md)
 	}
 }
 
@@ -143,12 +115,9 @@ func TestEvaluateSkipsWhatCannotFit(t *testing.T) {
 	if strings.Contains(log.String(), "\r") {
 		t.Errorf("progress wrote carriage returns into a log:\n%q", log.String())
 	}
-	md, js := readReport(t, out)
-	if !strings.Contains(md, "## Skipped") || !strings.Contains(md, "| cwe | 1024 | all | eval: task cwe: even the smallest prompt") {
-		t.Errorf("report.md does not list the skipped cells:\n%s", md)
-	}
-	if len(js.Status.Skipped) != 2 {
-		t.Errorf("report.json lists %d skipped groups, want 2", len(js.Status.Skipped))
+	sk := res.Status.Skipped
+	if len(sk) != 2 || sk[0].Task != "cwe" || sk[0].Index != -1 || !strings.Contains(sk[0].Reason, "even the smallest prompt") || sk[1].Length != 20000 {
+		t.Errorf("skipped %+v, want cwe at 1024 (does not fit) and niah_single_1 at 20000", sk)
 	}
 }
 

@@ -17,6 +17,7 @@ import (
 	"github.com/lukv/lukv/eval"
 	"github.com/lukv/lukv/eviction"
 	"github.com/lukv/lukv/models"
+	"github.com/lukv/lukv/report"
 )
 
 // evalMethod maps a --methods name to a scorer and allocator: full; a scorer name
@@ -306,13 +307,21 @@ func runEvalContext(ctx context.Context, args []string, stdout, stderr io.Writer
 		Out:             *out,
 		Identity:        id,
 		ResumeUnchecked: *resumeUnchecked,
-		Header:          fmt.Sprintf("Model %s, %d samples per task and length, lengths %s.\n\nCommand: `lukv-run eval %s`", m.Config.Arch, *samples, *lengths, strings.Join(args, " ")),
 		Log:             stderr,
 		Label:           "eval " + suite,
 	})
-	if res != nil && len(res.Cells) > 0 {
-		eval.WriteTables(stdout, res.Cells)
+	if res == nil || (len(res.Cells) == 0 && !res.Status.Partial) {
+		return err
 	}
+	// The report is written also when the run stopped early: marked partial.
+	header := fmt.Sprintf("Model %s, %d samples per task and length, lengths %s.\n\nCommand: `lukv-run eval %s`", m.Config.Arch, *samples, *lengths, strings.Join(args, " "))
+	if werr := report.WriteEval(*out, res.Cells, header, &res.Status); werr != nil {
+		return errors.Join(err, werr)
+	}
+	if res.Status.Partial {
+		fmt.Fprintf(stderr, "eval: %s/report.md is marked partial (%d of %d cells)\n", *out, res.Status.Done, res.Status.Planned)
+	}
+	eval.WriteTables(stdout, res.Cells)
 	return err
 }
 
@@ -374,7 +383,7 @@ func runEvalReport(args []string, stdout, stderr io.Writer) error {
 	if header == "" {
 		header = fmt.Sprintf("Merged from %s.", strings.Join(dirs, ", "))
 	}
-	if err := eval.WriteReport(*out, cells, header, nil); err != nil {
+	if err := report.WriteEval(*out, cells, header, nil); err != nil {
 		return err
 	}
 	eval.WriteTables(stdout, cells)
