@@ -380,3 +380,36 @@ func makeFolder(dir string) (created bool, err error) {
 	}
 	return true, nil
 }
+
+// RulerItems are samples 0..samples-1 of each task at each length, in that order (task,
+// then length, then index), made by g when they run.
+func RulerItems(g *Generator, tasks []string, lengths []int, samples int) []Item {
+	var items []Item
+	for _, task := range tasks {
+		for _, length := range lengths {
+			for i := 0; i < samples; i++ {
+				items = append(items, Item{Task: task, Length: length, Index: i, Make: func() (Sample, error) { return g.Make(task, length, i) }})
+			}
+		}
+	}
+	return items
+}
+
+// LongBenchItems loads opt's LongBench samples once per prompt budget in lengths
+// (opt.MaxTokens is set to each), numbered per dataset.
+func LongBenchItems(opt LongBenchOptions, lengths []int) ([]Item, error) {
+	var items []Item
+	for _, length := range lengths {
+		opt.MaxTokens = length
+		list, err := LoadLongBench(opt)
+		if err != nil {
+			return nil, err
+		}
+		index := map[string]int{}
+		for _, s := range list {
+			items = append(items, Item{Task: s.Task, Length: length, Index: index[s.Task], Make: func() (Sample, error) { return s, nil }})
+			index[s.Task]++
+		}
+	}
+	return items, nil
+}

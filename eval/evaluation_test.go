@@ -11,19 +11,6 @@ import (
 	"time"
 )
 
-// rulerItems are samples 0..n-1 of each task at each length.
-func rulerItems(g *Generator, tasks []string, lengths []int, n int) []Item {
-	var items []Item
-	for _, task := range tasks {
-		for _, l := range lengths {
-			for i := 0; i < n; i++ {
-				items = append(items, Item{Task: task, Length: l, Index: i, Make: func() (Sample, error) { return g.Make(task, l, i) }})
-			}
-		}
-	}
-	return items
-}
-
 func testGenerator(t *testing.T, tok interface{ Encode(string, bool) []int }) *Generator {
 	t.Helper()
 	hay, err := ReadLines(filepath.Join("testdata", "haystack.txt"))
@@ -55,7 +42,7 @@ func TestEvaluateInterruptAndResume(t *testing.T) {
 	opt := Options{
 		Runner:  &Runner{Model: m, Tokenizer: tok, Sink: 4, Window: 1},
 		Methods: []MethodSpec{{Name: "full"}},
-		Items:   rulerItems(testGenerator(t, tok), []string{"niah_single_1"}, []int{512}, 2),
+		Items:   RulerItems(testGenerator(t, tok), []string{"niah_single_1"}, []int{512}, 2),
 		Out:     out,
 	}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -91,8 +78,8 @@ func TestEvaluateSkipsWhatCannotFit(t *testing.T) {
 	out := t.TempDir()
 	var log bytes.Buffer
 	g := testGenerator(t, tok)
-	items := append(rulerItems(g, []string{"niah_single_1", "cwe"}, []int{1024}, 1),
-		rulerItems(g, []string{"niah_single_1"}, []int{20000}, 1)...)
+	items := append(RulerItems(g, []string{"niah_single_1", "cwe"}, []int{1024}, 1),
+		RulerItems(g, []string{"niah_single_1"}, []int{20000}, 1)...)
 	res, err := Evaluate(context.Background(), Options{
 		Runner:  &Runner{Model: m, Tokenizer: tok, Sink: 4, Window: 1},
 		Methods: []MethodSpec{{Name: "full"}},

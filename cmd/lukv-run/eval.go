@@ -257,14 +257,7 @@ func runEvalContext(ctx context.Context, args []string, stdout, stderr io.Writer
 	// The samples to run, in order.
 	var items []eval.Item
 	if suite == "ruler" {
-		gen := &eval.Generator{Tokenizer: tok, Haystack: hay, Words: words, Seed: *seed, QA: qa}
-		for _, task := range taskList {
-			for _, length := range lengthList {
-				for i := 0; i < *samples; i++ {
-					items = append(items, eval.Item{Task: task, Length: length, Index: i, Make: func() (eval.Sample, error) { return gen.Make(task, length, i) }})
-				}
-			}
-		}
+		items = eval.RulerItems(&eval.Generator{Tokenizer: tok, Haystack: hay, Words: words, Seed: *seed, QA: qa}, taskList, lengthList, *samples)
 	} else {
 		cfgDir := *lbConfig
 		if cfgDir == "" {
@@ -279,16 +272,8 @@ func runEvalContext(ctx context.Context, args []string, stdout, stderr io.Writer
 				return err
 			}
 		}
-		for _, length := range lengthList {
-			list, err := eval.LoadLongBench(eval.LongBenchOptions{Dir: *lbData, ConfigDir: cfgDir, Datasets: ds, Samples: *samples, MaxTokens: length, Tokenizer: tok})
-			if err != nil {
-				return err
-			}
-			index := map[string]int{}
-			for _, s := range list {
-				items = append(items, eval.Item{Task: s.Task, Length: length, Index: index[s.Task], Make: func() (eval.Sample, error) { return s, nil }})
-				index[s.Task]++
-			}
+		if items, err = eval.LongBenchItems(eval.LongBenchOptions{Dir: *lbData, ConfigDir: cfgDir, Datasets: ds, Samples: *samples, Tokenizer: tok}, lengthList); err != nil {
+			return err
 		}
 	}
 
