@@ -235,6 +235,8 @@ func runEvalContext(ctx context.Context, args []string, stdout, stderr io.Writer
 		}
 	} else if *lbData == "" {
 		return fmt.Errorf("eval longbench: --data FOLDER (LongBench's jsonl files) is required")
+	} else if st, err := os.Stat(*lbData); err != nil || !st.IsDir() {
+		return fmt.Errorf("--data %s: want the folder of LongBench's <dataset>.jsonl files (%v)", *lbData, err)
 	}
 
 	dir, m, tok, err := openModel(*modelFlag, *device, *threads)

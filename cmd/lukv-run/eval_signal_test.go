@@ -1,0 +1,49 @@
+//go:build unix
+
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestEvalSIGINT: a real SIGINT during `lukv-run eval` (as Ctrl-C sends) stops it with
+// an error, so the process exits non-zero, and a partial report; the same command again
+// finishes the run.
+func TestEvalSIGINT(t *testing.T) {
+	t.Setenv("XDG_CACHE_HOME", t.TempDir())
+	out := t.TempDir()
+	args := []string{"ruler", "--tasks", "niah_single_1", "--lengths", "512", "--samples", "2",
+		"--methods", "full", "--out", out, "--haystack", testHaystack, "--words", testWords}
+	go func() {
+		for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+			if st, err := os.Stat(filepath.Join(out, "results.jsonl")); err == nil && st.Size() > 0 {
+				syscall.Kill(os.Getpid(), syscall.SIGINT) // runEval is listening: it has written a cell
+				return
+			}
+		}
+	}()
+	var stdout, stderr bytes.Buffer
+	err := runEval(args, &stdout, &stderr)
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("error %v, want context.Canceled", err)
+	}
+	md, _ := os.ReadFile(filepath.Join(out, "report.md"))
+	if !strings.Contains(string(md), "Partial report: 1 of 2 planned cells done") {
+		t.Errorf("report.md not marked partial:\n%s", md)
+	}
+	if err := runEval(args, &stdout, &stderr); err != nil {
+		t.Fatal(err)
+	}
+	md, _ = os.ReadFile(filepath.Join(out, "report.md"))
+	if strings.Contains(string(md), "Partial") {
+		t.Errorf("the resumed run's report is still partial:\n%s", md)
+	}
+}
