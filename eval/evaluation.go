@@ -288,6 +288,7 @@ func Evaluate(ctx context.Context, opt Options) (res *Result, err error) {
 					s := Skip{Task: it.Task, Length: it.Length, Index: it.Index, Reason: why.Error()}
 					st.Skipped = append(st.Skipped, s)
 					countGroup(it, -len(todo), 0)
+					bar.SetTotal(st.Planned)
 					fmt.Fprintf(log, "eval: warning: skipping %s length %d sample %d: %s\n", it.Task, it.Length, it.Index, s.Reason)
 				}
 				s, err := it.Make()

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -142,5 +143,33 @@ func TestEvaluateCleansUpAfterSetupError(t *testing.T) {
 	}
 	if _, err := os.Stat(opt.Out); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("a refused run created its folder (%v)", err)
+	}
+}
+
+// TestEvaluateSkipsOneSampleMidRun: a later sample that cannot be made at its length
+// (its group's first one could) is skipped with a warning, not fatal, and the plan
+// shrinks by its cells.
+func TestEvaluateSkipsOneSampleMidRun(t *testing.T) {
+	m, tok := loadDefault(t)
+	ok := Sample{Task: "niah_single_1", Context: "The special magic number is 1234567.", Question: " The number is", Gold: []string{"1234567"}, MaxNewTokens: 4}
+	items := []Item{
+		{Task: "niah_single_1", Length: 64, Index: 0, Make: func() (Sample, error) { return ok, nil }},
+		{Task: "niah_single_1", Length: 64, Index: 1, Make: func() (Sample, error) { return Sample{}, fmt.Errorf("eval: too long: %w", ErrDoesNotFit) }},
+		{Task: "niah_single_1", Length: 64, Index: 2, Make: func() (Sample, error) { return ok, nil }},
+	}
+	var log bytes.Buffer
+	res, err := Evaluate(context.Background(), Options{Runner: &Runner{Model: m, Tokenizer: tok}, Methods: []MethodSpec{{Name: "full"}},
+		Items: items, Out: t.TempDir(), Log: &log, Label: "eval"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Cells) != 2 || res.Status.Planned != 2 || res.Status.Done != 2 || res.Status.Partial {
+		t.Errorf("status %+v with %d cells, want 2 of 2", res.Status, len(res.Cells))
+	}
+	if len(res.Status.Skipped) != 1 || res.Status.Skipped[0].Index != 1 {
+		t.Errorf("skipped %+v, want sample 1", res.Status.Skipped)
+	}
+	if !strings.Contains(log.String(), "warning: skipping niah_single_1 length 64 sample 1") || !strings.Contains(log.String(), "eval: 2/2 cells, 100%") {
+		t.Errorf("log:\n%s", log.String())
 	}
 }

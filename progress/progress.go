@@ -96,6 +96,16 @@ func (r *Reporter) Add(n int) {
 	}
 }
 
+// SetTotal changes the job's size (units dropped from the plan, such as skipped cells).
+func (r *Reporter) SetTotal(total int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.total = total
+	if r.bar != nil {
+		r.bar.ChangeMax(total)
+	}
+}
+
 // Done is the number of units recorded so far.
 func (r *Reporter) Done() int {
 	r.mu.Lock()
