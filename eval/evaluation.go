@@ -177,8 +177,9 @@ func (o *Options) plan(ctx context.Context, log io.Writer) (items []Item, skippe
 // warning (Status.Skipped) before anything starts. When ctx is cancelled (Ctrl-C) it
 // stops within about opt.StopWithin and returns the cells so far, a partial Status
 // with the counts, and an error wrapping ctx's; running it again resumes. Whether it
-// succeeds or not, a non-nil Result is what report.WriteEval reports. The folder is created only once the plan holds, and removed again if it
-// was new and the run failed before writing any cell.
+// succeeds or not, a non-nil Result is what report.WriteEval reports. The folder is
+// created only once the plan holds, and removed again if it was new and the run failed
+// (other than by an interrupt) before writing any cell.
 func Evaluate(ctx context.Context, opt Options) (res *Result, err error) {
 	if err := opt.check(); err != nil {
 		return nil, err
@@ -202,7 +203,7 @@ func Evaluate(ctx context.Context, opt Options) (res *Result, err error) {
 	}
 	wrote := false // a cell reached results.jsonl
 	defer func() {
-		if err != nil && created && !wrote {
+		if err != nil && created && !wrote && ctx.Err() == nil {
 			os.RemoveAll(opt.Out)
 		}
 	}()

@@ -173,3 +173,31 @@ func TestEvaluateSkipsOneSampleMidRun(t *testing.T) {
 		t.Errorf("log:\n%s", log.String())
 	}
 }
+
+// TestEvaluateInterruptBeforeFirstCell: interrupted during the first sample, a run
+// keeps its new folder (it is not a setup error: the report says 0 done) and its
+// status is partial.
+func TestEvaluateInterruptBeforeFirstCell(t *testing.T) {
+	m, tok := loadDefault(t)
+	out := filepath.Join(t.TempDir(), "run")
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); time.Sleep(2 * time.Millisecond) {
+			if _, err := os.Stat(filepath.Join(out, RunFile)); err == nil {
+				break
+			}
+		}
+		cancel()
+	}()
+	res, err := Evaluate(ctx, Options{Runner: &Runner{Model: m, Tokenizer: tok}, Methods: []MethodSpec{{Name: "full"}},
+		Items: RulerItems(testGenerator(t, tok), []string{"niah_single_1"}, []int{2048}, 1), Out: out})
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("error %v, want context.Canceled", err)
+	}
+	if res == nil || !res.Status.Partial || res.Status.Done != 0 || res.Status.Planned != 1 {
+		t.Errorf("result %+v, want partial, 0 of 1", res)
+	}
+	if _, err := os.Stat(out); err != nil {
+		t.Errorf("the interrupted run's folder is gone: %v", err)
+	}
+}
