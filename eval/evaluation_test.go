@@ -79,8 +79,8 @@ func TestEvaluateSkipsWhatCannotFit(t *testing.T) {
 	out := t.TempDir()
 	var log bytes.Buffer
 	g := testGenerator(t, tok)
-	items := append(RulerItems(g, []string{"niah_single_1", "cwe"}, []int{1024}, 1),
-		RulerItems(g, []string{"niah_single_1"}, []int{20000}, 1)...)
+	items := append(RulerItems(g, []string{"cwe"}, []int{1024}, 1),
+		RulerItems(g, []string{"niah_single_1"}, []int{512, 20000}, 1)...)
 	res, err := Evaluate(context.Background(), Options{
 		Runner:  &Runner{Model: m, Tokenizer: tok, Sink: 4, Window: 1},
 		Methods: []MethodSpec{{Name: "full"}},
