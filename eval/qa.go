@@ -74,14 +74,20 @@ func docIndex(texts []string) ([]string, map[string]int) {
 	return docs, idx
 }
 
-func readJSON(path, what string, v any) error {
+// readFile reads a data file for LoadSQuAD and LoadHotpotQA.
+func readFile(path, what string) ([]byte, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return fmt.Errorf("eval: %s file: %w", what, err)
+		return nil, fmt.Errorf("eval: %s file: %w", what, err)
 	}
-	d := json.NewDecoder(bytes.NewReader(b))
+	return b, nil
+}
+
+// decodeJSON decodes data (the file name) into v.
+func decodeJSON(data []byte, name, what string, v any) error {
+	d := json.NewDecoder(bytes.NewReader(data))
 	if err := d.Decode(v); err != nil {
-		return fmt.Errorf("eval: %s file %s: bad JSON: %v", what, path, err)
+		return fmt.Errorf("eval: %s file %s: bad JSON: %v", what, name, err)
 	}
 	return nil
 }
@@ -92,6 +98,15 @@ func readJSON(path, what string, v any) error {
 // becomes a question whose gold document is its paragraph and whose preferred distractors
 // are the other paragraphs of its article. A SQuAD v1.1 file (no is_impossible) also works.
 func LoadSQuAD(path string) (*QAData, error) {
+	data, err := readFile(path, "SQuAD")
+	if err != nil {
+		return nil, err
+	}
+	return parseSQuAD(data, path)
+}
+
+// parseSQuAD is LoadSQuAD of the file's bytes (path names it in errors).
+func parseSQuAD(data []byte, path string) (*QAData, error) {
 	var f struct {
 		Data *[]struct {
 			Paragraphs []struct {
@@ -106,7 +121,7 @@ func LoadSQuAD(path string) (*QAData, error) {
 			} `json:"paragraphs"`
 		} `json:"data"`
 	}
-	if err := readJSON(path, "SQuAD", &f); err != nil {
+	if err := decodeJSON(data, path, "SQuAD", &f); err != nil {
 		return nil, err
 	}
 	if f.Data == nil {
@@ -161,12 +176,21 @@ func LoadSQuAD(path string) (*QAData, error) {
 // (its supporting paragraphs and HotpotQA's own distractors) is a gold document. Questions
 // with an empty answer are left out.
 func LoadHotpotQA(path string) (*QAData, error) {
+	data, err := readFile(path, "HotpotQA")
+	if err != nil {
+		return nil, err
+	}
+	return parseHotpotQA(data, path)
+}
+
+// parseHotpotQA is LoadHotpotQA of the file's bytes (path names it in errors).
+func parseHotpotQA(data []byte, path string) (*QAData, error) {
 	var f []struct {
 		Question string              `json:"question"`
 		Answer   string              `json:"answer"`
 		Context  [][]json.RawMessage `json:"context"`
 	}
-	if err := readJSON(path, "HotpotQA", &f); err != nil {
+	if err := decodeJSON(data, path, "HotpotQA", &f); err != nil {
 		return nil, err
 	}
 	paras := make([][]string, len(f))
@@ -223,7 +247,7 @@ func (g *Generator) MakeQA(task string, length, index int) (Sample, error) {
 	}
 	budget := length - qaTokensGenerated
 	if budget <= 0 {
-		return Sample{}, fmt.Errorf("eval: length %d too small for task %s", length, task)
+		return Sample{}, fmt.Errorf("eval: length %d too small for task %s: %w", length, task, ErrDoesNotFit)
 	}
 	if index < 0 {
 		return Sample{}, fmt.Errorf("eval: task %s: negative sample index %d", task, index)
@@ -286,8 +310,8 @@ func (g *Generator) MakeQA(task string, length, index int) (Sample, error) {
 	}
 	s, ok := g.fit(build, budget)
 	if !ok {
-		return Sample{}, fmt.Errorf("eval: task %s: even the prompt with only the gold documents (%d tokens) exceeds %d",
-			task, g.count(s.Prompt), budget)
+		return Sample{}, fmt.Errorf("eval: task %s: even the prompt with only the gold documents (%d tokens) exceeds %d: %w",
+			task, g.count(s.Prompt), budget, ErrDoesNotFit)
 	}
 	s.Task = task
 	s.MaxNewTokens = qaTokensGenerated

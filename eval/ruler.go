@@ -4,6 +4,7 @@
 package eval
 
 import (
+	"errors"
 	"fmt"
 	"hash/crc32"
 	"math/rand/v2"
@@ -153,6 +154,10 @@ func fill(t string, kv ...string) string {
 	return strings.NewReplacer(kv...).Replace(t)
 }
 
+// ErrDoesNotFit marks a sample that cannot be made at the asked length (even its
+// smallest prompt is longer): an evaluation skips such cells and says so.
+var ErrDoesNotFit = errors.New("does not fit the length")
+
 // Make builds sample index of task at total length `length` (prompt tokens + MaxNewTokens),
 // deterministic in (Seed, task, length, index). The first queried needle goes to depth
 // Depths[index % 40].
@@ -168,7 +173,7 @@ func (g *Generator) Make(task string, length int, index int) (Sample, error) {
 		return Sample{}, fmt.Errorf("eval: unknown task %q (want one of %v)", task, taskOrder)
 	}
 	if budget <= 0 {
-		return Sample{}, fmt.Errorf("eval: length %d too small for task %s", length, task)
+		return Sample{}, fmt.Errorf("eval: length %d too small for task %s: %w", length, task, ErrDoesNotFit)
 	}
 	h := crc32.ChecksumIEEE([]byte(fmt.Sprintf("%s:%d:%d", task, length, index)))
 	st := &state{g: g, r: newRand(g.Seed, uint64(h))}
@@ -189,8 +194,8 @@ func (g *Generator) Make(task string, length int, index int) (Sample, error) {
 	}
 	s, ok := g.fit(build, budget)
 	if !ok {
-		return Sample{}, fmt.Errorf("eval: task %s: even the smallest prompt (%d tokens) exceeds %d",
-			task, g.count(s.Prompt), budget)
+		return Sample{}, fmt.Errorf("eval: task %s: even the smallest prompt (%d tokens) exceeds %d: %w",
+			task, g.count(s.Prompt), budget, ErrDoesNotFit)
 	}
 	s.Task = task
 	s.MaxNewTokens = tokensToGenerate(task)

@@ -2,21 +2,15 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
-	"syscall"
-
-	"github.com/schollz/progressbar/v3"
 
 	"github.com/lukv/lukv/eval"
 	"github.com/lukv/lukv/eviction"
@@ -83,14 +77,19 @@ func splitList[T any](flagName, v string, parse func(string) (T, error)) ([]T, e
 	return out, nil
 }
 
-// evalItem is one sample of a suite to run: where its cells go and how to make it.
-type evalItem struct {
-	task          string
-	length, index int
-	make          func() (eval.Sample, error)
+// evalSetup is what runEval builds from its flags before anything runs.
+type evalSetup struct {
+	suite   string
+	samples int
+	lengths []int
+	ratios  []float64
+	tasks   []string
 }
 
-func runEval(args []string, stdout, stderr io.Writer) error {
+// runEval is `lukv-run eval ruler|longbench`. Cancelling ctx (main cancels it on Ctrl-C
+// or SIGTERM) stops it within about a second (eval.DefaultStopWithin), with a partial
+// report and a non-zero exit.
+func runEval(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	suite := ""
 	if len(args) > 0 {
 		suite = args[0]
@@ -111,7 +110,7 @@ func runEval(args []string, stdout, stderr io.Writer) error {
 	modelFlag := fs.String("model", "", "Hugging Face checkpoint folder; empty: the embedded default model")
 	methodsFlag := fs.String("methods", "full,snapkv,expected-attention,keydiff,pyramidkv,adakv,lukv", "methods: full, a scorer name (uniform budgets), pyramidkv (snapkv scores), adakv or lukv (expected-attention scores), or allocator:scorer such as lukv:keydiff")
 	curveFlag := fs.String("curve", "", "LU-KV curve for lukv methods (default: the default model's curve for the method's scorer)")
-	ratios := fs.String("compression", "0.5,0.8,0.9", "compression ratios")
+	ratios := fs.String("compression", "0.5,0.8,0.9", "compression ratios, each in [0, 1)")
 	lengths := fs.String("lengths", "4096", "ruler: sample lengths in tokens; longbench: prompt budgets (the context's middle is cut to fit)")
 	samples := fs.Int("samples", 10, "samples per task and length (longbench: the first N of each dataset; 0 = all)")
 	out := fs.String("out", "eval-out", "output folder: results.jsonl (resumable), report.md, report.json, PNG plots")
@@ -137,22 +136,62 @@ func runEval(args []string, stdout, stderr io.Writer) error {
 		}
 		return errUsage
 	}
-	ratioList, err := splitList("compression", *ratios, func(s string) (float64, error) { return strconv.ParseFloat(s, 64) })
+	if fs.NArg() > 0 {
+		return fmt.Errorf("eval %s: unexpected argument %q (flags only)", suite, fs.Arg(0))
+	}
+
+	// Every flag is checked before anything is loaded or created.
+	ratioList, err := splitList("compression", *ratios, func(s string) (float64, error) {
+		r, err := strconv.ParseFloat(s, 64)
+		if err != nil {
+			return 0, err
+		}
+		return r, eval.CheckRatio(r)
+	})
 	if err != nil {
 		return err
 	}
-	lengthList, err := splitList("lengths", *lengths, strconv.Atoi)
+	lengthList, err := splitList("lengths", *lengths, func(s string) (int, error) {
+		n, err := strconv.Atoi(s)
+		if err == nil && n <= 0 {
+			err = errors.New("want a positive number of tokens")
+		}
+		return n, err
+	})
 	if err != nil {
 		return err
 	}
 	if *samples < 0 || (suite == "ruler" && *samples == 0) {
 		return fmt.Errorf("--samples %d: want a positive count", *samples)
 	}
+	if *device != "cpu" && *device != "cuda" {
+		return fmt.Errorf("--device %q: want cpu or cuda", *device)
+	}
+	var loaded []loadedCurve
+	methods, err := splitList("methods", *methodsFlag, func(s string) (eval.MethodSpec, error) {
+		return evalMethod(s, func(scorer string) (*eviction.BudgetCurve, error) {
+			c, err := readEvalCurve(*curveFlag, *modelFlag, scorer)
+			if err != nil {
+				return nil, err
+			}
+			loaded = append(loaded, c)
+			return c.curve, nil
+		})
+	})
+	if err != nil {
+		return err
+	}
 	var hay, words []string
 	var taskList []string
 	var qa map[string]*eval.QAData
 	if suite == "ruler" {
-		if taskList, err = splitList("tasks", *tasksFlag, func(s string) (string, error) { return s, nil }); err != nil {
+		known := append(eval.Tasks(), eval.QATasks()...)
+		if taskList, err = splitList("tasks", *tasksFlag, func(s string) (string, error) {
+			if !slices.Contains(known, s) {
+				return "", fmt.Errorf("unknown task (want one of %s)", strings.Join(known, ", "))
+			}
+			return s, nil
+		}); err != nil {
 			return err
 		}
 		hay, words = eval.DefaultHaystack(), eval.DefaultWords()
@@ -169,10 +208,13 @@ func runEval(args []string, stdout, stderr io.Writer) error {
 		// RULER's qa tasks run from the user's own SQuAD / HotpotQA files (not bundled).
 		qa = map[string]*eval.QAData{}
 		for _, src := range []struct {
-			task, path string
-			load       func(string) (*eval.QAData, error)
-		}{{"qa_1", *squad, eval.LoadSQuAD}, {"qa_2", *hotpot, eval.LoadHotpotQA}} {
+			task, flag, path string
+			load             func(string) (*eval.QAData, error)
+		}{{"qa_1", "--squad", *squad, eval.LoadSQuAD}, {"qa_2", "--hotpotqa", *hotpot, eval.LoadHotpotQA}} {
 			if src.path == "" {
+				if slices.Contains(taskList, src.task) {
+					return fmt.Errorf("--tasks %s needs %s FILE (lukv does not bundle that data set)", src.task, src.flag)
+				}
 				continue
 			}
 			d, err := src.load(src.path)
@@ -186,58 +228,31 @@ func runEval(args []string, stdout, stderr io.Writer) error {
 		}
 	} else if *lbData == "" {
 		return fmt.Errorf("eval longbench: --data FOLDER (LongBench's jsonl files) is required")
+	} else if st, err := os.Stat(*lbData); err != nil || !st.IsDir() {
+		return fmt.Errorf("--data %s: want the folder of LongBench's <dataset>.jsonl files (%v)", *lbData, err)
 	}
+
 	dir, m, tok, err := openModel(*modelFlag, *device, *threads, exactPrecision)
 	if err != nil {
 		return err
+	}
+	curveHashes := map[string]string{}
+	for _, c := range loaded {
+		if err := c.curve.CheckFits(m.Config.NumLayers, m.Config.NumKVHeads); err != nil {
+			return fmt.Errorf("lukv curve %s: %w", c.path, err)
+		}
+		curveHashes[filepath.Base(c.path)] = c.hash
 	}
 	stopProfile, err := startCPUProfile(*cpuProfile)
 	if err != nil {
 		return err
 	}
 	defer stopProfile()
-	// LU-KV curves: --curve for every lukv method, else the default model's curve
-	// profiled with the method's scorer.
-	curveHashes := map[string]string{}
-	curves := func(scorer string) (*eviction.BudgetCurve, error) {
-		path := *curveFlag
-		if path == "" {
-			if *modelFlag != "" {
-				return nil, fmt.Errorf("lukv needs --curve FILE.npy for a --model other than the default (make one with lukv-run profile)")
-			}
-			var err error
-			if path, err = models.DefaultCurve(scorer); err != nil {
-				return nil, err
-			}
-		}
-		c, err := eviction.ReadNPY(path)
-		if err != nil {
-			return nil, fmt.Errorf("lukv curve: %w", err)
-		}
-		if curveHashes[filepath.Base(path)], err = hashFile(path); err != nil {
-			return nil, err
-		}
-		if err := c.CheckFits(m.Config.NumLayers, m.Config.NumKVHeads); err != nil {
-			return nil, fmt.Errorf("lukv curve %s: %w", path, err)
-		}
-		return c, nil
-	}
-	methods, err := splitList("methods", *methodsFlag, func(s string) (eval.MethodSpec, error) { return evalMethod(s, curves) })
-	if err != nil {
-		return err
-	}
 
 	// The samples to run, in order.
-	var items []evalItem
+	var items []eval.Item
 	if suite == "ruler" {
-		gen := &eval.Generator{Tokenizer: tok, Haystack: hay, Words: words, Seed: *seed, QA: qa}
-		for _, task := range taskList {
-			for _, length := range lengthList {
-				for i := 0; i < *samples; i++ {
-					items = append(items, evalItem{task, length, i, func() (eval.Sample, error) { return gen.Make(task, length, i) }})
-				}
-			}
-		}
+		items = eval.RulerItems(&eval.Generator{Tokenizer: tok, Haystack: hay, Words: words, Seed: *seed, QA: qa}, taskList, lengthList, *samples)
 	} else {
 		cfgDir := *lbConfig
 		if cfgDir == "" {
@@ -252,166 +267,73 @@ func runEval(args []string, stdout, stderr io.Writer) error {
 				return err
 			}
 		}
-		for _, length := range lengthList {
-			list, err := eval.LoadLongBench(eval.LongBenchOptions{Dir: *lbData, ConfigDir: cfgDir, Datasets: ds, Samples: *samples, MaxTokens: length, Tokenizer: tok})
-			if err != nil {
-				return err
-			}
-			index := map[string]int{}
-			for _, s := range list {
-				items = append(items, evalItem{s.Task, length, index[s.Task], func() (eval.Sample, error) { return s, nil }})
-				index[s.Task]++
-			}
+		if items, err = eval.LongBenchItems(eval.LongBenchOptions{Dir: *lbData, ConfigDir: cfgDir, Datasets: ds, Samples: *samples, Tokenizer: tok}, lengthList); err != nil {
+			return err
 		}
 	}
 
-	if err := os.MkdirAll(*out, 0o755); err != nil {
-		return err
-	}
-	unlock, err := lockDir(*out)
-	if err != nil {
-		return err
-	}
-	defer unlock()
-	jsonl := filepath.Join(*out, "results.jsonl")
-	cells, err := eval.LoadCells(jsonl)
-	if err != nil {
-		return err
-	}
-	run := evalRun{Suite: suite, Curves: curveHashes}
-	if run.Model, err = fingerprintModel(dir); err != nil {
+	id := eval.RunIdentity{Suite: suite, Curves: curveHashes}
+	if id.Model, err = eval.FingerprintModel(dir); err != nil {
 		return fmt.Errorf("eval: fingerprinting the model: %w", err)
 	}
 	if suite == "ruler" {
-		run.Seed, run.Haystack, run.Words = *seed, hashLines(hay), hashLines(words)
+		id.Seed, id.Haystack, id.Words = *seed, eval.HashLines(hay), eval.HashLines(words)
 	}
-	if err := checkEvalRun(*out, run, len(cells), *resumeUnchecked, stderr); err != nil {
+	res, err := eval.Evaluate(ctx, eval.Options{
+		Runner:          &eval.Runner{Model: m, Tokenizer: tok, Sink: 4, Window: 1, HostScoring: *hostScoring},
+		Methods:         methods,
+		Ratios:          ratioList,
+		Items:           items,
+		Out:             *out,
+		Identity:        id,
+		ResumeUnchecked: *resumeUnchecked,
+		Log:             stderr,
+		Label:           "eval " + suite,
+	})
+	if res == nil || (len(res.Cells) == 0 && !res.Status.Partial) {
 		return err
 	}
-	done := map[string]bool{}
-	for _, c := range cells {
-		done[c.Key()] = true
-	}
-	f, err := os.OpenFile(jsonl, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-
-	runner := &eval.Runner{Model: m, Tokenizer: tok, Sink: 4, Window: 1, HostScoring: *hostScoring}
-	perSample := 0
-	for _, meth := range methods {
-		if meth.Scorer == nil {
-			perSample++
-		} else {
-			perSample += len(ratioList)
-		}
-	}
-	total := len(items) * perSample
-	bar := progressbar.NewOptions(total, progressbar.OptionSetWriter(stderr), progressbar.OptionSetDescription("eval "+suite),
-		progressbar.OptionShowCount(), progressbar.OptionSetPredictTime(true), progressbar.OptionOnCompletion(func() { fmt.Fprintln(stderr) }))
-	enc := json.NewEncoder(f)
-	// SIGINT/SIGTERM (Ctrl-C, timeout) finish the sample at hand, then write the report
-	// of what is done; a rerun with the same --out resumes.
-	stop, stopNotify := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stopNotify()
-	interrupted := false
-	for _, it := range items {
-		if stop.Err() != nil {
-			interrupted = true
-			break
-		}
-		var jobs []eval.Job
-		for _, meth := range methods {
-			rs := ratioList
-			if meth.Scorer == nil {
-				rs = []float64{0}
-			}
-			for _, ratio := range rs {
-				if done[eval.Cell{Task: it.task, Length: it.length, Index: it.index, Method: meth.Name, Ratio: ratio}.Key()] {
-					bar.Add(1)
-					continue
-				}
-				jobs = append(jobs, eval.Job{Method: meth, Ratio: ratio})
-			}
-		}
-		if len(jobs) == 0 {
-			continue
-		}
-		s, err := it.make()
-		if err != nil {
-			return err
-		}
-		// One prefill of the context serves every job of the sample.
-		err = runner.RunSample(context.Background(), s, it.index, jobs, func(c eval.Cell) error {
-			c.Length = it.length
-			cells = append(cells, c)
-			bar.Add(1)
-			return enc.Encode(c)
-		})
-		if err != nil {
-			return fmt.Errorf("%s length %d sample %d: %w", it.task, it.length, it.index, err)
-		}
-	}
-	if runner.Time.Samples > 0 {
-		fmt.Fprintln(stderr, "eval: time:", runner.Time)
-	}
-	if interrupted {
-		fmt.Fprintf(stderr, "eval: interrupted with %d of %d cells done; run the same command again to resume\n", len(cells), total)
-	}
-	if len(cells) == 0 {
-		return fmt.Errorf("eval %s: no cells to report", suite)
-	}
+	// The report is written also when the run stopped early: marked partial.
 	header := fmt.Sprintf("Model %s, %d samples per task and length, lengths %s.\n\nCommand: `lukv-run eval %s`", m.Config.Arch, *samples, *lengths, strings.Join(args, " "))
-	if err := writeEvalReport(*out, cells, header); err != nil {
-		return err
+	if werr := report.WriteEval(*out, res.Cells, header, &res.Status); werr != nil {
+		return errors.Join(err, werr)
 	}
-	eval.WriteTables(stdout, cells)
-	return nil
+	if res.Status.Partial {
+		fmt.Fprintf(stderr, "eval: %s/report.md is marked partial (%d of %d cells)\n", *out, res.Status.Done, res.Status.Planned)
+	}
+	eval.WriteTables(stdout, res.Cells)
+	return err
 }
 
-// writeEvalReport writes dir/report.md (a table per length and one over all lengths,
-// with the plots), dir/report.json (every cell) and the PNG plots: accuracy against
-// compression per method, and a task x method heat map per ratio.
-func writeEvalReport(dir string, cells []eval.Cell, header string) error {
-	if len(cells) == 0 {
-		return fmt.Errorf("eval report: no results in %s", dir)
-	}
-	pts := make([]report.EvalPoint, len(cells))
-	ratioSet := map[float64]bool{}
-	for i, c := range cells {
-		pts[i] = report.EvalPoint{Task: c.Task, Length: c.Length, Method: c.Method, Ratio: c.Ratio, Score: c.Score}
-		if c.Method != "full" {
-			ratioSet[c.Ratio] = true
+// loadedCurve is a LU-KV curve read for a method, with its file's path and sha256.
+type loadedCurve struct {
+	path, hash string
+	curve      *eviction.BudgetCurve
+}
+
+// readEvalCurve reads --curve for every lukv method, else the default model's curve
+// profiled with the method's scorer. Whether it fits the model is checked once the
+// model is loaded.
+func readEvalCurve(curveFlag, modelFlag, scorer string) (loadedCurve, error) {
+	path := curveFlag
+	if path == "" {
+		if modelFlag != "" {
+			return loadedCurve{}, fmt.Errorf("lukv needs --curve FILE.npy for a --model other than the default (make one with lukv-run profile)")
+		}
+		var err error
+		if path, err = models.DefaultCurve(scorer); err != nil {
+			return loadedCurve{}, err
 		}
 	}
-	var md strings.Builder
-	fmt.Fprintf(&md, "# Long-context evaluation\n\n%s\n\n", header)
-	if err := report.AccuracyVsCompression(filepath.Join(dir, "accuracy-vs-compression.png"), pts, "Accuracy vs KV-cache compression"); err != nil {
-		return err
-	}
-	md.WriteString("![accuracy vs compression](accuracy-vs-compression.png)\n\n")
-	ratios := make([]float64, 0, len(ratioSet))
-	for r := range ratioSet {
-		ratios = append(ratios, r)
-	}
-	sort.Float64s(ratios)
-	for _, r := range ratios {
-		name := fmt.Sprintf("per-task-%02.0f.png", 100*r)
-		if err := report.PerTaskBreakdown(filepath.Join(dir, name), pts, r, fmt.Sprintf("Per-task accuracy at %.0f%% compression (mean over lengths)", 100*r)); err != nil {
-			return err
-		}
-		fmt.Fprintf(&md, "![per-task accuracy at %.0f%%](%s)\n\n", 100*r, name)
-	}
-	eval.WriteTables(&md, cells)
-	if err := os.WriteFile(filepath.Join(dir, "report.md"), []byte(md.String()), 0o644); err != nil {
-		return err
-	}
-	js, err := json.MarshalIndent(cells, "", " ")
+	c, err := eviction.ReadNPY(path)
 	if err != nil {
-		return err
+		return loadedCurve{}, fmt.Errorf("lukv curve: %w", err)
 	}
-	return os.WriteFile(filepath.Join(dir, "report.json"), js, 0o644)
+	h, err := eval.HashFile(path)
+	if err != nil {
+		return loadedCurve{}, err
+	}
+	return loadedCurve{path: path, hash: h, curve: c}, nil
 }
 
 // runEvalReport merges the results.jsonl of finished (or sharded) runs and writes the
@@ -433,76 +355,7 @@ func runEvalReport(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	seen := map[string]string{}
-	var cells []eval.Cell
-	var first *evalRun
-	firstDir := ""
-	sameRun := true // every folder has a run.json, and they agree
-	for _, d := range dirs {
-		r, err := readEvalRun(d)
-		if err != nil {
-			return err
-		}
-		switch {
-		case r == nil:
-			sameRun = false
-		case first == nil:
-			first, firstDir = r, d
-		default:
-			if diffs := r.diff(*first); len(diffs) > 0 {
-				if !*mixed {
-					return fmt.Errorf("--in %s and %s come from different runs (%s); --allow-mixed-runs merges them anyway", firstDir, d, strings.Join(diffs, "; "))
-				}
-				sameRun = false
-			}
-		}
-		path := filepath.Join(d, "results.jsonl")
-		if _, err := os.Stat(path); err != nil {
-			// results/ keeps its cells compressed.
-			if _, zerr := os.Stat(path + ".gz"); zerr != nil {
-				return fmt.Errorf("--in %s: %w", d, err)
-			}
-			path += ".gz"
-		}
-		cs, err := eval.LoadCells(path)
-		if err != nil {
-			return err
-		}
-		for _, c := range cs {
-			if prev, ok := seen[c.Key()]; ok {
-				return fmt.Errorf("cell %s is in both %s and %s", c.Key(), prev, path)
-			}
-			seen[c.Key()] = path
-			cells = append(cells, c)
-		}
-	}
-	if err := os.MkdirAll(*out, 0o755); err != nil {
-		return err
-	}
-	f, err := os.Create(filepath.Join(*out, "results.jsonl"))
-	if err != nil {
-		return err
-	}
-	enc := json.NewEncoder(f)
-	for _, c := range cells {
-		if err := enc.Encode(c); err != nil {
-			f.Close()
-			return err
-		}
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	// The merged folder keeps the runs' identity when they all share one; otherwise a
-	// run.json left there by an earlier merge would misname its cells.
-	if sameRun && first != nil {
-		err = writeEvalRun(*out, *first)
-	} else {
-		err = os.Remove(filepath.Join(*out, evalRunFile))
-		if errors.Is(err, os.ErrNotExist) {
-			err = nil
-		}
-	}
+	cells, err := eval.Merge(dirs, *out, *mixed)
 	if err != nil {
 		return err
 	}
@@ -510,7 +363,7 @@ func runEvalReport(args []string, stdout, stderr io.Writer) error {
 	if header == "" {
 		header = fmt.Sprintf("Merged from %s.", strings.Join(dirs, ", "))
 	}
-	if err := writeEvalReport(*out, cells, header); err != nil {
+	if err := report.WriteEval(*out, cells, header, nil); err != nil {
 		return err
 	}
 	eval.WriteTables(stdout, cells)

@@ -25,9 +25,7 @@ func commands() []command {
 	return []command{
 		{"generate", "generate text from a prompt (optionally with KV-cache eviction)", runGenerate},
 		{"profile", "profile a model offline to make its LU-KV budget curve", runProfile},
-		{"eval", "evaluate methods on a RULER-style suite (lukv-run eval ruler --help)", func(_ context.Context, args []string, stdout, stderr io.Writer) error {
-			return runEval(args, stdout, stderr)
-		}},
+		{"eval", "evaluate methods on a RULER-style suite (lukv-run eval ruler --help)", runEval},
 		{"convert", "write a checkpoint as a GGUF file (lukv-run convert --to gguf --help)", func(_ context.Context, args []string, stdout, stderr io.Writer) error {
 			return runConvert(args, stdout, stderr)
 		}},

@@ -10,6 +10,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/lukv/lukv/eval"
 )
 
 func runCLI(t *testing.T, args ...string) (string, string, error) {
@@ -279,7 +281,7 @@ func TestEvalLongBenchSmoke(t *testing.T) {
 // TestEvalLocksItsFolder: a second evaluation into a folder another one holds is refused.
 func TestEvalLocksItsFolder(t *testing.T) {
 	dir := t.TempDir()
-	unlock, err := lockDir(dir)
+	unlock, err := eval.LockFolder(dir)
 	if err != nil {
 		t.Fatal(err)
 	}

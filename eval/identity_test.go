@@ -1,4 +1,4 @@
-package main
+package eval
 
 import (
 	"os"
@@ -22,12 +22,12 @@ func TestFingerprintModel(t *testing.T) {
 	write("config.json", []byte(`{"a":1}`))
 	write("tokenizer.json", []byte(`{}`))
 	write("model.safetensors", weights)
-	base, err := fingerprintModel(dir)
+	base, err := FingerprintModel(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
 	write("README.md", []byte("notes"))
-	if fp, _ := fingerprintModel(dir); fp != base {
+	if fp, _ := FingerprintModel(dir); fp != base {
 		t.Error("a README changed the fingerprint")
 	}
 	for _, c := range []struct {
@@ -42,15 +42,15 @@ func TestFingerprintModel(t *testing.T) {
 		{"another shard", func() { write("model-2.safetensors", []byte("x")) }, func() { os.Remove(filepath.Join(dir, "model-2.safetensors")) }},
 	} {
 		c.edit()
-		if fp, err := fingerprintModel(dir); err != nil || fp == base {
+		if fp, err := FingerprintModel(dir); err != nil || fp == base {
 			t.Errorf("%s: fingerprint unchanged (%v)", c.name, err)
 		}
 		c.undo()
-		if fp, _ := fingerprintModel(dir); fp != base {
+		if fp, _ := FingerprintModel(dir); fp != base {
 			t.Errorf("%s: undoing it did not restore the fingerprint", c.name)
 		}
 	}
-	if _, err := fingerprintModel(t.TempDir()); err == nil {
+	if _, err := FingerprintModel(t.TempDir()); err == nil {
 		t.Error("an empty folder has a fingerprint")
 	}
 }

@@ -1,6 +1,6 @@
 //go:build unix
 
-package main
+package eval
 
 import (
 	"errors"
@@ -9,10 +9,10 @@ import (
 	"syscall"
 )
 
-// lockDir takes an exclusive lock on dir/.lock so two evaluations cannot append to the
+// LockFolder takes an exclusive lock on dir/.lock so two evaluations cannot append to the
 // same results.jsonl at once (their cells would be duplicated). The lock goes with the
 // process, also when it is killed.
-func lockDir(dir string) (unlock func(), err error) {
+func LockFolder(dir string) (unlock func(), err error) {
 	f, err := os.OpenFile(dir+"/.lock", os.O_CREATE|os.O_RDWR, 0o644)
 	if err != nil {
 		return nil, err

@@ -1,4 +1,4 @@
-package main
+package eval
 
 import (
 	"crypto/sha256"
@@ -13,16 +13,16 @@ import (
 	"strings"
 )
 
-// evalRunFile records, in an evaluation folder, what produced its cells: resuming with
+// RunFile records, in an evaluation folder, what produced its cells: resuming with
 // another model, seed, haystack or curve would silently mix two runs in one table (it
 // nearly happened when lukv-tiny was retrained and an old shard folder was still there).
-const evalRunFile = "run.json"
+const RunFile = "run.json"
 
-// evalRun is the identity of an evaluation run; every field must match to resume.
+// RunIdentity is the identity of an evaluation run; every field must match to resume.
 // Tasks, lengths, samples, methods and ratios are not part of it: a rerun may add cells.
-type evalRun struct {
+type RunIdentity struct {
 	Suite    string            `json:"suite"`
-	Model    string            `json:"model"`              // fingerprintModel of the checkpoint folder
+	Model    string            `json:"model"`              // FingerprintModel of the checkpoint folder
 	Seed     uint64            `json:"seed,omitempty"`     // ruler
 	Haystack string            `json:"haystack,omitempty"` // sha256 of the haystack lines (ruler)
 	Words    string            `json:"words,omitempty"`    // sha256 of the word list (ruler)
@@ -30,11 +30,11 @@ type evalRun struct {
 }
 
 // diff names the fields where r and o differ.
-func (r evalRun) diff(o evalRun) []string {
+func (r RunIdentity) diff(o RunIdentity) []string {
 	var d []string
 	add := func(name, a, b string) {
 		if a != b {
-			d = append(d, fmt.Sprintf("%s %s vs %s", name, short(a), short(b)))
+			d = append(d, fmt.Sprintf("%s %s vs %s", name, shortHash(a), shortHash(b)))
 		}
 	}
 	add("suite", r.Suite, o.Suite)
@@ -56,7 +56,7 @@ func (r evalRun) diff(o evalRun) []string {
 	return d
 }
 
-func short(s string) string {
+func shortHash(s string) string {
 	if len(s) > 12 {
 		return s[:12]
 	}
@@ -66,11 +66,11 @@ func short(s string) string {
 	return s
 }
 
-// checkEvalRun compares run with the folder's run.json. A folder without one is given
+// checkRunIdentity compares run with the folder's run.json. A folder without one is given
 // it; one whose run.json differs is refused, naming what differs. Cells without a
 // run.json (written before it existed) cannot be checked: refused unless unchecked.
-func checkEvalRun(dir string, run evalRun, haveCells int, unchecked bool, stderr io.Writer) error {
-	prev, err := readEvalRun(dir)
+func checkRunIdentity(dir string, run RunIdentity, haveCells int, unchecked bool, stderr io.Writer) error {
+	prev, err := ReadRunIdentity(dir)
 	if err != nil {
 		return fmt.Errorf("%w (delete it to record this run)", err)
 	}
@@ -81,28 +81,28 @@ func checkEvalRun(dir string, run evalRun, haveCells int, unchecked bool, stderr
 		return nil
 	}
 	if haveCells > 0 && !unchecked {
-		return fmt.Errorf("eval: %s has %d cells but no %s, so which model and settings made them cannot be checked: use a new --out folder, or --resume-unchecked if you know they are this run's", dir, haveCells, evalRunFile)
+		return fmt.Errorf("eval: %s has %d cells but no %s, so which model and settings made them cannot be checked: use a new --out folder, or --resume-unchecked if you know they are this run's", dir, haveCells, RunFile)
 	}
 	if haveCells > 0 {
-		fmt.Fprintf(stderr, "eval: resuming %d unchecked cells in %s; recording this run in %s\n", haveCells, dir, evalRunFile)
+		fmt.Fprintf(stderr, "eval: resuming %d unchecked cells in %s; recording this run in %s\n", haveCells, dir, RunFile)
 	}
-	return writeEvalRun(dir, run)
+	return writeRunIdentity(dir, run)
 }
 
-// writeEvalRun writes run as the folder's run.json.
-func writeEvalRun(dir string, run evalRun) error {
+// writeRunIdentity writes run as the folder's run.json.
+func writeRunIdentity(dir string, run RunIdentity) error {
 	out, err := json.MarshalIndent(run, "", " ")
 	if err != nil {
 		return err
 	}
-	return os.WriteFile(filepath.Join(dir, evalRunFile), append(out, '\n'), 0o644)
+	return os.WriteFile(filepath.Join(dir, RunFile), append(out, '\n'), 0o644)
 }
 
-// fingerprintModel identifies a checkpoint folder without reading all of its weights
+// FingerprintModel identifies a checkpoint folder without reading all of its weights
 // (an 8B model's 16 GB would take longer than a short evaluation): config.json and
 // tokenizer.json whole, and of each *.safetensors its name, size, and first and last MiB
 // (the header, which names every tensor and offset, and the end of the data).
-func fingerprintModel(dir string) (string, error) {
+func FingerprintModel(dir string) (string, error) {
 	h := sha256.New()
 	for _, name := range []string{"config.json", "tokenizer.json"} {
 		b, err := os.ReadFile(filepath.Join(dir, name))
@@ -142,8 +142,8 @@ func fingerprintModel(dir string) (string, error) {
 	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
-// hashLines is the sha256 of lines joined by newlines.
-func hashLines(lines []string) string {
+// HashLines is the sha256 of lines joined by newlines.
+func HashLines(lines []string) string {
 	h := sha256.New()
 	for _, l := range lines {
 		io.WriteString(h, l)
@@ -152,8 +152,8 @@ func hashLines(lines []string) string {
 	return hex.EncodeToString(h.Sum(nil))
 }
 
-// hashFile is the sha256 of a file's bytes.
-func hashFile(path string) (string, error) {
+// HashFile is the sha256 of a file's bytes.
+func HashFile(path string) (string, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return "", err
@@ -162,18 +162,18 @@ func hashFile(path string) (string, error) {
 	return hex.EncodeToString(s[:]), nil
 }
 
-// readEvalRun reads a folder's run.json (nil when it has none).
-func readEvalRun(dir string) (*evalRun, error) {
-	data, err := os.ReadFile(filepath.Join(dir, evalRunFile))
+// ReadRunIdentity reads a folder's run.json (nil when it has none).
+func ReadRunIdentity(dir string) (*RunIdentity, error) {
+	data, err := os.ReadFile(filepath.Join(dir, RunFile))
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
 	}
 	if err != nil {
 		return nil, err
 	}
-	var r evalRun
+	var r RunIdentity
 	if err := json.Unmarshal(data, &r); err != nil {
-		return nil, fmt.Errorf("%s: %w", filepath.Join(dir, evalRunFile), err)
+		return nil, fmt.Errorf("%s: %w", filepath.Join(dir, RunFile), err)
 	}
 	return &r, nil
 }
