@@ -106,6 +106,7 @@ func runGenerate(args []string, stdout, stderr io.Writer) error {
 	threads := fs.Int("threads", 0, "CPU threads (0: all cores)")
 	jsonOut := fs.Bool("json", false, "print one JSON object with the text and stats instead of streaming")
 	noBOS := fs.Bool("no-special", false, "do not add the tokenizer's special tokens (BOS) to the prompt")
+	chat := fs.Bool("chat", false, "send --prompt as a user message through the model's chat template (tokenizer_config.json's chat_template; tokenizer.FallbackChatTemplate when it has none)")
 	question := fs.String("question", "", "text appended after the prompt (the context); with --compress-at context it arrives after eviction")
 	ev := addEvictFlags(fs)
 	var stops stringList
@@ -138,7 +139,18 @@ func runGenerate(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	ids := tok.Encode(text, !*noBOS)
+	addSpecial := !*noBOS
+	if *chat {
+		ct, err := tokenizer.LoadChatTemplate(filepath.Join(dir, "tokenizer_config.json"), true)
+		if err != nil {
+			return fmt.Errorf("--chat: %w", err)
+		}
+		if text, err = ct.Render([]tokenizer.ChatMessage{{Role: "user", Content: text}}, true); err != nil {
+			return fmt.Errorf("--chat: %w", err)
+		}
+		addSpecial = false // the template writes BOS itself
+	}
+	ids := tok.Encode(text, addSpecial)
 	contextTokens := len(ids)
 	if *question != "" {
 		ids = append(ids, tok.Encode(*question, false)...)
