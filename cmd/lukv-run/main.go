@@ -22,6 +22,7 @@ func commands() []command {
 		{"generate", "generate text from a prompt (optionally with KV-cache eviction)", runGenerate},
 		{"profile", "profile a model offline to make its LU-KV budget curve", runProfile},
 		{"eval", "evaluate methods on a RULER-style suite (lukv-run eval ruler --help)", runEval},
+		{"serve", "serve the model over an OpenAI-compatible HTTP API with continuous batching and per-request eviction", runServe},
 		{"bench", "measure prefill, decode (full and compressed KV), eviction overhead and memory against the floors", runBench},
 		{"version", "print lukv's version", func(_ []string, stdout, _ io.Writer) error {
 			fmt.Fprintln(stdout, "lukv", version)
