@@ -34,7 +34,9 @@ type request struct {
 	StreamOptions       *struct {
 		IncludeUsage bool `json:"include_usage"`
 	} `json:"stream_options"`
-	// lukv's extensions: per-request eviction.
+	// lukv's extensions: per-request eviction, and ignore_eos (as vLLM's) for fixed-length
+	// generations in benchmarks and tests.
+	IgnoreEOS     bool     `json:"ignore_eos"`
 	KVCompression *float64 `json:"kv_compression"`
 	KVMethod      *string  `json:"kv_method"`
 	KVAllocator   *string  `json:"kv_allocator"`
@@ -159,7 +161,7 @@ func (s *Server) parse(r *http.Request, chat bool) (*job, *apiError) {
 	if perr != nil {
 		return nil, perr
 	}
-	j.req.Prompt, j.req.Method = ids, method
+	j.req.Prompt, j.req.Method, j.req.IgnoreEOS = ids, method, req.IgnoreEOS
 	return j, nil
 }
 
