@@ -119,7 +119,7 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 			return c, c.CheckFits(m.Config.NumLayers, m.Config.NumKVHeads)
 		}})
 	if err != nil {
-		return err
+		return fmt.Errorf("--kv-method/--kv-allocator/--kv-compression: %w", err)
 	}
 	ln, err := net.Listen("tcp", net.JoinHostPort(*host, strconv.Itoa(*port)))
 	if err != nil {
