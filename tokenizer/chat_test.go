@@ -171,3 +171,29 @@ func TestLoadChatTemplateConfig(t *testing.T) {
 		t.Fatalf("bad chat_template: got %v", err)
 	}
 }
+
+// TestChatTemplateConcurrent: one template renders from many goroutines at once (the
+// server's handlers share it); run with -race.
+func TestChatTemplateConcurrent(t *testing.T) {
+	ct := loadTemplate(t, "llama31-style", "<|begin_of_text|>", "<|eot_id|>")
+	convs := conversations(t)
+	want, err := ct.Render(convs["multi"], true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	errs := make(chan error, 16)
+	for i := 0; i < 16; i++ {
+		go func() {
+			got, err := ct.Render(convs["multi"], true)
+			if err == nil && got != want {
+				err = errors.New("concurrent render differs: " + got)
+			}
+			errs <- err
+		}()
+	}
+	for i := 0; i < 16; i++ {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+}
