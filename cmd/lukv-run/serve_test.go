@@ -1,9 +1,14 @@
 package main
 
 import (
+	"encoding/json"
 	"io"
+	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/lukv/lukv/models"
+	"github.com/lukv/lukv/tokenizer"
 )
 
 func TestParseBytes(t *testing.T) {
@@ -37,5 +42,36 @@ func TestServeFlagErrors(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("serve %v: got %v, want an error naming %s", c.args, err, c.want)
 		}
+	}
+}
+
+// TestGenerateChat: generate --chat sends the prompt through the chat template (the
+// default model's fallback) and encodes it without adding another BOS.
+func TestGenerateChat(t *testing.T) {
+	out, _, err := runCLI(t, "generate", "--chat", "--prompt", "Hello", "--max-new-tokens", "3", "--json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var res struct {
+		Prompt       string `json:"prompt"`
+		PromptTokens int    `json:"prompt_tokens"`
+	}
+	if err := json.Unmarshal([]byte(out), &res); err != nil {
+		t.Fatal(err)
+	}
+	if want := "<|begin_of_text|>user: Hello\nassistant:"; res.Prompt != want {
+		t.Fatalf("prompt %q, want %q", res.Prompt, want)
+	}
+	dir, err := models.DefaultDir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := tokenizer.Load(filepath.Join(dir, "tokenizer.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids := tok.Encode(res.Prompt, false)
+	if res.PromptTokens != len(ids) || ids[0] != 0 || (len(ids) > 1 && ids[1] == 0) {
+		t.Fatalf("%d prompt tokens %v: want one BOS (id 0) from the template", res.PromptTokens, ids)
 	}
 }
