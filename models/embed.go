@@ -25,7 +25,7 @@ const DefaultName = "lukv-tiny"
 // LU-KV budget curves (curves/<scorer>.npy and their .json metadata, ~30 KB each), so
 // eviction with --allocator lukv works from the binary alone.
 //
-//go:embed lukv-tiny/config.json lukv-tiny/generation_config.json lukv-tiny/model.safetensors lukv-tiny/tokenizer.json
+//go:embed lukv-tiny/config.json lukv-tiny/generation_config.json lukv-tiny/model.safetensors lukv-tiny/tokenizer.json lukv-tiny/tokenizer_config.json
 var files embed.FS
 
 //go:embed lukv-tiny/curves/*.npy lukv-tiny/curves/*.npy.json

@@ -78,16 +78,3 @@ func (t *Tokenizer) ApplyConfig(path string) error {
 	}
 	return nil
 }
-
-// tokenString reads a special token field: "<s>" or {"content": "<s>", ...}.
-func tokenString(raw json.RawMessage) (string, error) {
-	var s string
-	if err := json.Unmarshal(raw, &s); err == nil {
-		return s, nil
-	}
-	var obj struct {
-		Content string `json:"content"`
-	}
-	err := json.Unmarshal(raw, &obj)
-	return obj.Content, err
-}

@@ -9,6 +9,7 @@ import (
 	"io"
 	"math"
 	"os"
+	"path/filepath"
 	"strings"
 	"unicode/utf8"
 
@@ -17,6 +18,7 @@ import (
 	"github.com/lukv/lukv/eviction"
 	"github.com/lukv/lukv/generate"
 	"github.com/lukv/lukv/models"
+	"github.com/lukv/lukv/tokenizer"
 )
 
 // stringList is a repeatable string flag.
@@ -55,6 +57,7 @@ func runGenerate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	device := fs.String("device", "cpu", "cpu or cuda")
 	threads := fs.Int("threads", 0, "CPU threads (0: all cores)")
 	jsonOut := fs.Bool("json", false, "print one JSON object with the text and stats instead of streaming")
+	chat := fs.Bool("chat", false, "send --prompt as a user message through the model's chat template (tokenizer_config.json's chat_template; tokenizer.FallbackChatTemplate when it has none)")
 	ev := addEvictFlags(fs)
 
 	fs.Usage = func() {
@@ -112,7 +115,18 @@ func runGenerate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if err != nil {
 		return err
 	}
-	ids := tok.Encode(text, !*noBOS)
+	addSpecial := !*noBOS
+	if *chat {
+		ct, err := tokenizer.LoadChatTemplate(filepath.Join(dir, "tokenizer_config.json"), true)
+		if err != nil {
+			return fmt.Errorf("--chat: %w", err)
+		}
+		if text, err = ct.Render([]tokenizer.ChatMessage{{Role: "user", Content: text}}, true); err != nil {
+			return fmt.Errorf("--chat: %w", err)
+		}
+		addSpecial = false // the template writes BOS itself
+	}
+	ids := tok.Encode(text, addSpecial)
 	contextTokens := len(ids)
 	if *question != "" {
 		ids = append(ids, tok.Encode(*question, false)...)

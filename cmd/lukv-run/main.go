@@ -29,6 +29,7 @@ func commands() []command {
 		{"convert", "write a checkpoint as a GGUF file (lukv-run convert --to gguf --help)", func(_ context.Context, args []string, stdout, stderr io.Writer) error {
 			return runConvert(args, stdout, stderr)
 		}},
+		{"serve", "serve the model over an OpenAI-compatible HTTP API with continuous batching and per-request eviction", runServe},
 		{"bench", "measure prefill, decode (full and compressed KV), eviction overhead and memory against the floors", runBench},
 		{"version", "print lukv's version", func(_ context.Context, _ []string, stdout, _ io.Writer) error {
 			fmt.Fprintln(stdout, "lukv", version)

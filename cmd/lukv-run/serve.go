@@ -1,0 +1,162 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/lukv/lukv/bench"
+	"github.com/lukv/lukv/eviction"
+	"github.com/lukv/lukv/models"
+	"github.com/lukv/lukv/sched"
+	"github.com/lukv/lukv/serve"
+	"github.com/lukv/lukv/tokenizer"
+)
+
+// runServe is `lukv-run serve`: it serves until ctx is cancelled (main cancels it on
+// Ctrl-C or SIGTERM), then shuts down gracefully.
+func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	modelFlag := fs.String("model", "", "Hugging Face checkpoint folder; empty: the embedded default model, "+models.DefaultName)
+	name := fs.String("model-name", "", "the model id clients send (default: the checkpoint folder's name)")
+	host := fs.String("host", "127.0.0.1", "address to listen on (0.0.0.0 exposes the server to the network)")
+	port := fs.Int("port", 8000, "port to listen on")
+	apiKey := fs.String("api-key", "", "require 'Authorization: Bearer KEY' on /v1/ routes (default: $LUKV_API_KEY, else none)")
+	device := fs.String("device", "cpu", "cpu (continuous batching on the GPU is not wired yet)")
+	threads := fs.Int("threads", 0, "CPU threads (0: all cores)")
+	kvMemory := fs.String("kv-memory", "256MiB", "KV cache pool shared by all sequences (bytes, or with KiB/MiB/GiB)")
+	maxRunning := fs.Int("max-running", 32, "most sequences decoded together")
+	maxWaiting := fs.Int("max-waiting", 256, "most requests waiting for memory; more get 429")
+	maxTokens := fs.Int("default-max-tokens", 256, "max_tokens of a request that gives none")
+	method := fs.String("kv-method", "full", "default eviction scorer: full (no eviction), "+strings.Join(eviction.ScorerNames(), ", ")+" (a request's kv_method overrides it)")
+	allocator := fs.String("kv-allocator", "uniform", "default budget allocator: "+strings.Join(eviction.AllocatorNames(), ", ")+" (kv_allocator overrides it)")
+	compression := fs.Float64("kv-compression", 0, "default fraction of each prompt's KV cache to evict, 0 <= c < 1 (kv_compression overrides it)")
+	sink := fs.Int("kv-sink", 4, "first tokens every head keeps")
+	window := fs.Int("kv-window", 1, "last tokens every head keeps")
+	curveFlag := fs.String("curve", "", "LU-KV budget curve (.npy) for kv_allocator lukv (default model: its own curve per scorer)")
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: lukv-run serve [flags]\n\nServes the model over an OpenAI-compatible HTTP API (POST /v1/completions, /v1/chat/completions;\nGET /v1/models, /health, /metrics) with continuous batching over a shared KV block pool and\nper-request eviction (body fields kv_method, kv_allocator, kv_compression).\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return errUsage
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("serve: unexpected argument %q", fs.Arg(0))
+	}
+	if *device != "cpu" {
+		return fmt.Errorf("--device %q: serve runs on the CPU backend only for now (the scheduler is backend-agnostic; the CUDA paged cache is not written yet)", *device)
+	}
+	if *port < 0 || *port > 65535 {
+		return fmt.Errorf("--port %d: want 0..65535", *port)
+	}
+	kvBytes, err := parseBytes(*kvMemory)
+	if err != nil {
+		return fmt.Errorf("--kv-memory: %w", err)
+	}
+	if *apiKey == "" {
+		*apiKey = os.Getenv("LUKV_API_KEY")
+	}
+	dir, err := modelDir(*modelFlag)
+	if err != nil {
+		return err
+	}
+	m, pool, err := serve.LoadCPU(dir, kvBytes, *threads)
+	if err != nil {
+		return err
+	}
+	tok, err := tokenizer.Load(filepath.Join(dir, "tokenizer.json"))
+	if err != nil {
+		return err
+	}
+	chat, err := tokenizer.LoadChatTemplate(filepath.Join(dir, "tokenizer_config.json"), *modelFlag == "")
+	if err != nil {
+		fmt.Fprintf(stderr, "[lukv] %v: /v1/chat/completions will answer 400\n", err)
+		chat = nil
+	}
+	s, err := sched.New(sched.Config{Model: m, Pool: pool, MaxRunning: *maxRunning, MaxWaiting: *maxWaiting})
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	if *name == "" {
+		*name = filepath.Base(dir)
+		if *modelFlag == "" {
+			*name = models.DefaultName
+		}
+	}
+	defaultModel := *modelFlag == ""
+	srv, err := serve.New(serve.Config{Model: m, Tokenizer: tok, Chat: chat, Scheduler: s, ModelName: *name, APIKey: *apiKey,
+		DefaultMaxTokens: *maxTokens,
+		Eviction:         serve.Eviction{Method: *method, Allocator: *allocator, Compression: *compression, Sink: *sink, Window: *window},
+		Curve: func(scorer string) (*eviction.BudgetCurve, error) {
+			path := *curveFlag
+			if path == "" {
+				if !defaultModel {
+					return nil, errors.New("no --curve given to the server")
+				}
+				var err error
+				if path, err = models.DefaultCurve(scorer); err != nil {
+					return nil, err
+				}
+			}
+			c, err := eviction.ReadNPY(path)
+			if err != nil {
+				return nil, err
+			}
+			return c, c.CheckFits(m.Config.NumLayers, m.Config.NumKVHeads)
+		}})
+	if err != nil {
+		return fmt.Errorf("--kv-method/--kv-allocator/--kv-compression: %w", err)
+	}
+	ln, err := net.Listen("tcp", net.JoinHostPort(*host, strconv.Itoa(*port)))
+	if err != nil {
+		return fmt.Errorf("--host/--port: %w", err)
+	}
+	fmt.Fprintf(stderr, "[lukv] serving %s on http://%s (KV pool %s in %d blocks of %d tokens; eviction default %s@%g)\n",
+		*name, ln.Addr(), bench.HumanBytes(int64(pool.Blocks())*pool.BlockBytes()), pool.Blocks(), pool.BlockTokens(), *method, *compression)
+	hs := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second}
+	errc := make(chan error, 1)
+	go func() { errc <- hs.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+		fmt.Fprintln(stderr, "[lukv] shutting down")
+		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		return hs.Shutdown(sctx)
+	}
+}
+
+// parseBytes reads "268435456", "256MiB", "1GiB", "512KiB".
+func parseBytes(s string) (int64, error) {
+	mult := int64(1)
+	for _, u := range []struct {
+		suffix string
+		m      int64
+	}{{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}, {"B", 1}} {
+		if v, ok := strings.CutSuffix(s, u.suffix); ok {
+			s, mult = v, u.m
+			break
+		}
+	}
+	n, err := strconv.ParseInt(strings.TrimSpace(s), 10, 64)
+	if err != nil || n <= 0 {
+		return 0, fmt.Errorf("%q: want a positive byte count such as 256MiB", s)
+	}
+	return n * mult, nil
+}
