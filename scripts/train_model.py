@@ -151,8 +151,9 @@ class CmdStream(Stream):
     CMD -seed S -max-length L (S as the other streams' seeds, L = T - ANSWER_ROOM) and reads
     its stdout: a {"prompt", "answer"} line is a task sample (BOS + prompt, then answer + EOS
     trained with the answer loss), a {"text"} line a document (BOS + text + EOS, all-token loss
-    only). A sample that does not fit in the rest of a row waits for the next row; the rest
-    is filled with document tokens."""
+    only). A sample that does not fit in the rest of a row waits for the next row, and the rest
+    is filled with document tokens; a sample longer than a row (possible when the generator
+    estimates lengths instead of counting with -tokenizer) is dropped."""
 
     def __init__(self, cmd, T, B, seed, phase):
         super().__init__(T, B, seed, phase, 0.0, {})
@@ -199,14 +200,16 @@ class CmdStream(Stream):
                         p_ids, a_ids = [bos] + enc(r["prompt"]), enc(r["answer"]) + [eos]
                         pending = (p_ids + a_ids, [False] * len(p_ids) + [True] * len(a_ids))
                     seq, m = pending
+                    if len(seq) > self.T:  # longer than a row (token estimate too low): drop it
+                        pending = None
+                        continue
                     room = self.T - pos
-                    if len(seq) > room and pos > 0:
+                    if len(seq) > room:
                         ids[b, pos:] = fill_prose(room)
                         break
-                    n = min(len(seq), room)
-                    ids[b, pos:pos + n] = seq[:n]
-                    mask[b, pos:pos + n] = m[:n]
-                    pos += n
+                    ids[b, pos:pos + len(seq)] = seq
+                    mask[b, pos:pos + len(seq)] = m
+                    pos += len(seq)
                     pending = None
             yield torch.from_numpy(ids), torch.from_numpy(mask)
 
