@@ -36,6 +36,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -72,7 +73,7 @@ func run() error {
 	flag.BoolVar(&o.eval, "eval", false, "write an evaluation set of every family (held-out ones included)")
 	flag.StringVar(&o.lengths, "lengths", "4096", "-eval: comma list of prompt lengths, tokens")
 	flag.StringVar(&o.families, "families", "", "-eval: comma list of families (default all)")
-	flag.StringVar(&o.tasks, "tasks", "", "-eval: comma list of tasks (default each family's)")
+	flag.StringVar(&o.tasks, "tasks", "", "-eval: comma list of tasks (default all; a family renders those it has)")
 	flag.BoolVar(&o.stats, "stats", false, "print token and byte counts of -corpus (needs -tokenizer)")
 	flag.Parse()
 	if o.corpus == "" {
@@ -202,8 +203,16 @@ func evalSet(cfg formats.Config, o options, out *bufio.Writer) error {
 		if tasks == nil {
 			return fmt.Errorf("-families: unknown family %q (families: %v)", fam, formats.AllFamilies())
 		}
-		if o.tasks != "" {
-			tasks = strings.Split(o.tasks, ",")
+		if o.tasks != "" { // the asked tasks this family renders
+			var keep []string
+			for _, t := range strings.Split(o.tasks, ",") {
+				if slices.Contains(tasks, t) {
+					keep = append(keep, t)
+				} else if !slices.Contains(formats.Tasks(), t) {
+					return fmt.Errorf("-tasks: unknown task %q (tasks: %v)", t, formats.Tasks())
+				}
+			}
+			tasks = keep
 		}
 		for _, task := range tasks {
 			for _, length := range lengths {
