@@ -152,7 +152,9 @@ class CmdStream(Stream):
     its stdout: a {"prompt", "answer"} line is a task sample (BOS + prompt, then answer + EOS
     trained with the answer loss), a {"text"} line a document (BOS + text + EOS, all-token loss
     only). A sample that does not fit in the rest of a row waits for the next row, and the rest
-    is filled with document tokens; a sample longer than a row (possible when the generator
+    is filled with document tokens; once a row's worth of document tokens is waiting, the next
+    row is all documents (so -prose-frac of the generator sets the share of document rows);
+    a sample longer than a row (possible when the generator
     estimates lengths instead of counting with -tokenizer) is dropped."""
 
     def __init__(self, cmd, T, B, seed, phase):
@@ -190,6 +192,9 @@ class CmdStream(Stream):
             ids = np.zeros((self.B, self.T), dtype=np.int64)
             mask = np.zeros((self.B, self.T), dtype=bool)
             for b in range(self.B):
+                if len(prose) >= self.T:  # a whole row of documents keeps the buffer bounded
+                    ids[b] = fill_prose(self.T)
+                    continue
                 pos = 0
                 while pos < self.T:
                     if pending is None:

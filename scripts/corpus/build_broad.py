@@ -97,14 +97,17 @@ class HTMLText(html.parser.HTMLParser):
     BLOCK = {"p", "div", "br", "li", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "pre", "dt", "dd",
              "table", "ul", "ol", "dl", "blockquote", "section", "hr", "title"}
     SKIP = {"script", "style", "nav", "head", "footer"}
+    # Page chrome of Sphinx, DocBook and texinfo output: navigation bars, banners, sidebars.
+    CHROME = re.compile(r"\b(navheader|navfooter|docnav|banner|related|sphinxsidebar|footer|header|nav-panel)\b")
 
     def __init__(self):
         super().__init__(convert_charrefs=True)
         self.out, self.skip, self.pre = [], 0, 0
 
     def handle_starttag(self, tag, attrs):
-        cls = dict(attrs).get("class") or ""
-        if tag in self.SKIP or (tag == "div" and re.search(r"\b(navheader|navfooter|related|sphinxsidebar|footer)\b", cls)):
+        a = dict(attrs)
+        chrome = (a.get("class") or "") + " " + (a.get("id") or "")
+        if tag in self.SKIP or (tag in ("div", "ul") and self.CHROME.search(chrome)):
             self.skip += 1
             self._skipdepth = getattr(self, "_skipdepth", []) + [tag]
             return
@@ -135,7 +138,8 @@ class HTMLText(html.parser.HTMLParser):
         self.out.append(data if self.pre else re.sub(r"\s+", " ", data))
 
     def text(self):
-        lines = [ln.rstrip() for ln in "".join(self.out).split("\n")]
+        # A list item whose text was chrome leaves a bare bullet behind.
+        lines = [ln.rstrip() for ln in "".join(self.out).split("\n") if ln.strip() != "*"]
         return re.sub(r"\n{3,}", "\n\n", "\n".join(ln.lstrip(" ") if ln.strip() else "" for ln in lines)).strip()
 
 
@@ -157,9 +161,11 @@ def convert(path, conv):
         src = read_bytes(path)
         if re.fullmatch(rb"\s*\.so [^\n]+\s*", src):
             return None, "alias"  # a .so page only points at another page
-        # groff as man(1) runs it (tbl preprocessor, man macros, 80 columns); -P-cbou leaves
-        # out the overstrike bold/underline of grotty, so the output is plain text.
-        r = subprocess.run(["groff", "-t", "-man", "-Tutf8", "-P-cbou", "-rLL=80n", "-rcR=1"],
+        # groff as man(1) runs it (tbl preprocessor, man macros, 80 columns), without
+        # hyphenation (HY=0), so words stay whole; -P-cbou leaves out
+        # the overstrike bold/underline of grotty, so the output is plain text.
+        r = subprocess.run(["groff", "-t", "-man", "-Tutf8", "-P-cbou", "-rLL=80n", "-rcR=1",
+                            "-rHY=0"],
                            input=src, capture_output=True, env=dict(os.environ, LC_ALL="C.UTF-8"))
         if r.returncode != 0 or not r.stdout.strip():
             return None, f"groff exit {r.returncode}: {r.stderr.decode(errors='replace')[:200]}"
