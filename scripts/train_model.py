@@ -59,11 +59,15 @@ def build_state(args):
     from tokenizers import Tokenizer
     t0 = time.time()
     tok = Tokenizer.from_file(args.tokenizer)
+    bos, eos = tok.token_to_id("<|begin_of_text|>"), tok.token_to_id("<|end_of_text|>")
+    if args.samples_cmd:  # the command brings its own documents and words
+        STATE.update(tok=tok, bos=bos, eos=eos)
+        log(f"data: streamed by --samples-cmd {args.samples_cmd!r}")
+        return
     rd = lambda f: tasks.read_lines(os.path.join(args.data, f))  # noqa: E731
     docs = rd("train_prose.txt")
     adjs, nouns = rd("words_train_adj.txt"), rd("words_train_noun.txt")
     encs = tok.encode_batch(docs, add_special_tokens=False)
-    bos, eos = tok.token_to_id("<|begin_of_text|>"), tok.token_to_id("<|end_of_text|>")
     prose = []
     for e in encs:
         prose.extend([bos] + e.ids + [eos])
