@@ -102,8 +102,8 @@ func plural(p string) string {
 	return p + "s"
 }
 
-// naturalQuestions is a question bank in plain English; %s-style placeholders:
-// {attr} {attrs} {key} {keys} {cat}.
+// questionBank holds question templates by task, with placeholders {attr} {attrs} {key}
+// {keys} {cat}; ask fills one, naming keys and the attribute as the family does.
 type questionBank map[string][]string
 
 func (b questionBank) ask(r *rand.Rand, q query, key func(string) string, attrName func(attribute) string) string {
@@ -121,9 +121,6 @@ func phrase(a attribute) string  { return a.phrase }
 func identOf(a attribute) string { return a.ident }
 func quoted(s string) string     { return `"` + s + `"` }
 func jsonString(s string) string { b, _ := json.Marshal(s); return string(b) }
-func keyIdent(style string) func(string) string {
-	return func(k string) string { return ident(k, style) }
-}
 
 // sentenceQuestions: the trained natural wording (families sentence, chat, dialogue).
 var sentenceQuestions = questionBank{
