@@ -135,12 +135,16 @@ class HTMLText(html.parser.HTMLParser):
     def handle_data(self, data):
         if self.skip:
             return
-        self.out.append(data if self.pre else re.sub(r"\s+", " ", data))
+        if not self.pre:
+            data = re.sub(r"\s+", " ", data)
+            if not self.out or self.out[-1].endswith("\n"):
+                data = data.lstrip(" ")  # no indent from collapsed whitespace; <pre> keeps its own
+        self.out.append(data)
 
     def text(self):
         # A list item whose text was chrome leaves a bare bullet behind.
         lines = [ln.rstrip() for ln in "".join(self.out).split("\n") if ln.strip() != "*"]
-        return re.sub(r"\n{3,}", "\n\n", "\n".join(ln.lstrip(" ") if ln.strip() else "" for ln in lines)).strip()
+        return re.sub(r"\n{3,}", "\n\n", "\n".join(ln if ln.strip() else "" for ln in lines)).strip("\n")
 
 
 def read_bytes(path):
@@ -249,7 +253,9 @@ def main():
     ap.add_argument("--skip-download", action="store_true", help="reuse DATA/debs-broad/*.deb")
     args = ap.parse_args()
     t0 = time.time()
-    debs, raw, out = (os.path.join(args.data, d) for d in ("debs-broad", "raw-broad", "broad"))
+    # The unpacked packages hold Go sources (golang-1.19-src); a leading "_" keeps them out of
+    # the repository's `go build ./...` and `go vet ./...`.
+    debs, raw, out = (os.path.join(args.data, d) for d in ("debs-broad", "_raw-broad", "broad"))
     os.makedirs(debs, exist_ok=True)
     os.makedirs(out, exist_ok=True)
     if not args.skip_download:
