@@ -18,10 +18,15 @@ package formats
 // <|system|>, <|user|>, <|assistant|> and <|end|> are meant to be added tokens of the new
 // tokenizer, and <|end|> an end-of-generation id next to <|end_of_text|>.
 const (
+	ChatSystemPrefix    = "<|system|>\n"
 	ChatUserPrefix      = "<|user|>\n"
 	ChatAssistantPrefix = "<|end|>\n<|assistant|>\n"
 	ChatEndOfTurn       = "<|end|>"
 )
+
+// chatSystems are the system messages of chat samples ("": none, half of the samples).
+var chatSystems = []string{"", "", "You are a helpful assistant.",
+	"Answer the user's questions about the documents they share. Be brief."}
 
 // ChatSpecialTokens are the tokens the chat format needs in the vocabulary.
 var ChatSpecialTokens = []string{"<|system|>", "<|user|>", "<|assistant|>", "<|end|>"}

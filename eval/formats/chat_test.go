@@ -23,7 +23,7 @@ func TestChatConstantsMatchTemplate(t *testing.T) {
 			t.Errorf("template lacks %s", want)
 		}
 	}
-	if ChatUserPrefix != "<|user|>\n" || ChatAssistantPrefix != ChatEndOfTurn+"\n<|assistant|>\n" {
+	if ChatSystemPrefix != "<|system|>\n" || ChatUserPrefix != "<|user|>\n" || ChatAssistantPrefix != ChatEndOfTurn+"\n<|assistant|>\n" {
 		t.Errorf("constants %q %q do not follow the template's turn layout", ChatUserPrefix, ChatAssistantPrefix)
 	}
 	for _, role := range []string{"system", "user", "assistant"} {

@@ -196,7 +196,8 @@ func checkSample(t *testing.T, g *Generator, s Sample, length int, pos Position)
 	}
 	f := familyByName(s.Family)
 	if f.chat {
-		if !strings.HasPrefix(s.Prompt, ChatUserPrefix) || !strings.HasSuffix(s.Prompt, ChatAssistantPrefix) ||
+		user := strings.Index(s.Prompt, ChatUserPrefix)
+		if user < 0 || (user > 0 && !strings.HasPrefix(s.Prompt, ChatSystemPrefix)) || !strings.HasSuffix(s.Prompt, ChatAssistantPrefix) ||
 			!strings.HasSuffix(s.Answer, ChatEndOfTurn) {
 			t.Fatalf("%s: not in the chat format: %q ... %q, answer %q", id, head(s.Prompt), tail(s.Prompt), s.Answer)
 		}

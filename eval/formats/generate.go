@@ -236,6 +236,10 @@ func (g *Generator) try(f *family, s Spec, r *rand.Rand, nd int) (Sample, error)
 		cue = pick(r, f.cue)
 	}
 	question := f.ask(r, t.q)
+	system := ""
+	if f.chat {
+		system = pick(r, chatSystems)
+	}
 	start := r.IntN(g.cfg.Filler.Len())
 	before := s.Question == QuestionBefore
 	build := func(h int) Sample {
@@ -248,7 +252,7 @@ func (g *Generator) try(f *family, s Spec, r *rand.Rand, nd int) (Sample, error)
 			}
 		}
 		doc := strings.Join(insertAt(paras, snippets, depths), "\n\n")
-		return layout(f, intro, doc, question, cue, before, t)
+		return layout(f, system, intro, doc, question, cue, before, t)
 	}
 	sm, ok := g.fit(build, s.Length)
 	if !ok {
@@ -281,8 +285,10 @@ func (g *Generator) try(f *family, s Spec, r *rand.Rand, nd int) (Sample, error)
 	return sm, nil
 }
 
-// layout assembles the prompt: [intro] context question cue, or [intro] question context cue.
-func layout(f *family, intro, doc, question, cue string, before bool, t task) Sample {
+// layout assembles the prompt: [intro] context question cue, or [intro] question context cue;
+// for the chat family [system turn] user turn (intro, context, question) and the assistant's
+// turn opening instead of a cue.
+func layout(f *family, system, intro, doc, question, cue string, before bool, t task) Sample {
 	var head []string
 	if intro != "" {
 		head = append(head, intro)
@@ -296,6 +302,9 @@ func layout(f *family, intro, doc, question, cue string, before bool, t task) Sa
 	}
 	if f.chat {
 		ctx = ChatUserPrefix + ctx
+		if system != "" {
+			ctx = ChatSystemPrefix + system + ChatEndOfTurn + "\n" + ctx
+		}
 		q += ChatAssistantPrefix
 	} else if before {
 		q = "\n\n" + cue

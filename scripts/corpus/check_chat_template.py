@@ -20,7 +20,7 @@ from jinja2.exceptions import TemplateError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 BOS = "<|begin_of_text|>"
-USER, ASSIST, END = "<|user|>\n", "<|end|>\n<|assistant|>\n", "<|end|>"
+SYSTEM, USER, ASSIST, END = "<|system|>\n", "<|user|>\n", "<|end|>\n<|assistant|>\n", "<|end|>"
 
 
 def raise_exception(msg):
@@ -32,14 +32,19 @@ def main():
     env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
     env.globals["raise_exception"] = raise_exception
     tmpl = env.from_string(open(path).read())
-    n = 0
+    n = systems = 0
     for line in open(sys.argv[1]):
         s = json.loads(line)
         prompt = s["context"] + s["question"]
-        if not (prompt.startswith(USER) and prompt.endswith(ASSIST)):
-            sys.exit(f"sample {n}: prompt does not start with {USER!r} and end with {ASSIST!r}")
-        content = prompt[len(USER):-len(ASSIST)]
-        msgs = [{"role": "user", "content": content}]
+        msgs, rest = [], prompt
+        if rest.startswith(SYSTEM):
+            end = rest.index(END + "\n" + USER)
+            msgs.append({"role": "system", "content": rest[len(SYSTEM):end]})
+            rest = rest[end + len(END) + 1:]
+            systems += 1
+        if not (rest.startswith(USER) and rest.endswith(ASSIST)):
+            sys.exit(f"sample {n}: prompt does not start with [system turn] {USER!r} and end with {ASSIST!r}")
+        msgs.append({"role": "user", "content": rest[len(USER):-len(ASSIST)]})
         got = tmpl.render(messages=msgs, add_generation_prompt=True, bos_token=BOS)
         if got != BOS + prompt:
             sys.exit(f"sample {n}: template renders\n{got[:200]!r}...{got[-200:]!r}\nsample has\n{(BOS + prompt)[-200:]!r}")
@@ -56,7 +61,13 @@ def main():
         pass
     if not n:
         sys.exit("no samples")
-    print(f"ok: {n} chat samples render exactly as the template does; a bad role raises")
+    try:
+        tmpl.render(messages=[{"role": "user", "content": "x"}, {"role": "system", "content": "y"}], bos_token=BOS)
+        sys.exit("a system message after the first rendered; want an error")
+    except TemplateError:
+        pass
+    print(f"ok: {n} chat samples ({systems} with a system turn) render exactly as the template does; "
+          "a bad role and a late system message raise")
 
 
 if __name__ == "__main__":
