@@ -36,6 +36,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -79,6 +80,11 @@ func run() error {
 	if o.corpus == "" {
 		return errors.New("-corpus is required")
 	}
+	if !o.eval && !o.stats {
+		if err := trainingCorpus(o.corpus); err != nil {
+			return err
+		}
+	}
 	docs, err := formats.LoadDocuments(o.corpus, nil)
 	if err != nil {
 		return fmt.Errorf("-corpus: %w", err)
@@ -116,6 +122,15 @@ func run() error {
 		return evalSet(cfg, o, out)
 	}
 	return training(cfg, docs, o, out)
+}
+
+// trainingCorpus refuses the reserved splits of scripts/corpus/build_broad.py (haystack:
+// evaluation filler; heldout: perplexity text), which must never feed training.
+func trainingCorpus(path string) error {
+	if base := filepath.Base(path); strings.HasPrefix(base, "haystack") || strings.HasPrefix(base, "heldout") {
+		return fmt.Errorf("-corpus %s: a reserved split (evaluation filler or perplexity text) cannot feed training", path)
+	}
+	return nil
 }
 
 type trainLine struct {

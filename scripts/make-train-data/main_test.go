@@ -97,3 +97,12 @@ func TestEvalSet(t *testing.T) {
 		t.Errorf("bad -families: %v", err)
 	}
 }
+
+func TestTrainingCorpusRefusesReservedSplits(t *testing.T) {
+	for path, ok := range map[string]bool{"data/broad/train.jsonl.gz": true, "data/broad/haystack.jsonl.gz": false,
+		"/x/heldout.jsonl.gz": false, "shard.jsonl": true} {
+		if err := trainingCorpus(path); (err == nil) != ok {
+			t.Errorf("%s: err %v", path, err)
+		}
+	}
+}
