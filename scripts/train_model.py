@@ -59,11 +59,15 @@ def build_state(args):
     from tokenizers import Tokenizer
     t0 = time.time()
     tok = Tokenizer.from_file(args.tokenizer)
+    bos, eos = tok.token_to_id("<|begin_of_text|>"), tok.token_to_id("<|end_of_text|>")
+    if args.samples_cmd:  # the command brings its own documents and words
+        STATE.update(tok=tok, bos=bos, eos=eos)
+        log(f"data: streamed by --samples-cmd {args.samples_cmd!r}")
+        return
     rd = lambda f: tasks.read_lines(os.path.join(args.data, f))  # noqa: E731
     docs = rd("train_prose.txt")
     adjs, nouns = rd("words_train_adj.txt"), rd("words_train_noun.txt")
     encs = tok.encode_batch(docs, add_special_tokens=False)
-    bos, eos = tok.token_to_id("<|begin_of_text|>"), tok.token_to_id("<|end_of_text|>")
     prose = []
     for e in encs:
         prose.extend([bos] + e.ids + [eos])
@@ -145,6 +149,80 @@ class Stream(torch.utils.data.IterableDataset):
             first = False
 
 
+class CmdStream(Stream):
+    """--samples-cmd: rows packed from the JSON lines of an external generator
+    (scripts/make-train-data) instead of tasks.TaskGen and the prose of --data. Each worker runs
+    CMD -seed S -max-length L (S as the other streams' seeds, L = T - ANSWER_ROOM) and reads
+    its stdout: a {"prompt", "answer"} line is a task sample (BOS + prompt, then answer + EOS
+    trained with the answer loss), a {"text"} line a document (BOS + text + EOS, all-token loss
+    only). A sample that does not fit in the rest of a row waits for the next row, and the rest
+    is filled with document tokens; once a row's worth of document tokens is waiting, the next
+    row is all documents (so -prose-frac of the generator sets the share of document rows);
+    a sample longer than a row (possible when the generator
+    estimates lengths instead of counting with -tokenizer) is dropped."""
+
+    def __init__(self, cmd, T, B, seed, phase):
+        super().__init__(T, B, seed, phase, 0.0, {})
+        self.cmd = cmd
+
+    def __iter__(self):
+        import shlex
+        import subprocess
+        info = torch.utils.data.get_worker_info()
+        wid = info.id if info else 0
+        seed = self.seed * 7919 + self.phase * 131 + wid
+        argv = shlex.split(self.cmd) + ["-seed", str(seed), "-max-length", str(self.T - ANSWER_ROOM)]
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, bufsize=1 << 20)
+        tok, bos, eos = STATE["tok"], STATE["bos"], STATE["eos"]
+        enc = lambda t: tok.encode(t, add_special_tokens=False).ids  # noqa: E731
+        prose, pending = [], None
+
+        def record():
+            line = proc.stdout.readline()
+            if not line:
+                raise RuntimeError(f"--samples-cmd {argv}: ended (exit {proc.wait()})")
+            return json.loads(line)
+
+        def fill_prose(n):
+            nonlocal prose
+            while len(prose) < n:
+                r = record()
+                if "text" in r:
+                    prose += [bos] + enc(r["text"]) + [eos]
+            out, prose = prose[:n], prose[n:]
+            return out
+
+        while True:
+            ids = np.zeros((self.B, self.T), dtype=np.int64)
+            mask = np.zeros((self.B, self.T), dtype=bool)
+            for b in range(self.B):
+                if len(prose) >= self.T:  # a whole row of documents keeps the buffer bounded
+                    ids[b] = fill_prose(self.T)
+                    continue
+                pos = 0
+                while pos < self.T:
+                    if pending is None:
+                        r = record()
+                        if "text" in r:
+                            prose += [bos] + enc(r["text"]) + [eos]
+                            continue
+                        p_ids, a_ids = [bos] + enc(r["prompt"]), enc(r["answer"]) + [eos]
+                        pending = (p_ids + a_ids, [False] * len(p_ids) + [True] * len(a_ids))
+                    seq, m = pending
+                    if len(seq) > self.T:  # longer than a row (token estimate too low): drop it
+                        pending = None
+                        continue
+                    room = self.T - pos
+                    if len(seq) > room:
+                        ids[b, pos:] = fill_prose(room)
+                        break
+                    ids[b, pos:pos + len(seq)] = seq
+                    mask[b, pos:pos + len(seq)] = m
+                    pos += len(seq)
+                    pending = None
+            yield torch.from_numpy(ids), torch.from_numpy(mask)
+
+
 def parse_weights(spec, flag):
     """TASK_WEIGHTS with the overrides of "task:weight,...", checked (a typo must not
     silently train on the default mix)."""
@@ -221,6 +299,10 @@ def main():
     ap.add_argument("--rope-theta", type=float, default=500000.0)
     ap.add_argument("--max-pos", type=int, default=16384)
     ap.add_argument("--log-every", type=int, default=10)
+    ap.add_argument("--samples-cmd", default="",
+                    help="command that streams training samples as JSON lines (scripts/make-train-data; "
+                         "-seed and -max-length are appended per worker and phase); replaces the "
+                         "RULER tasks and the prose of --data (which still gives the tokenizer's data)")
     args = ap.parse_args()
 
     torch.backends.cuda.matmul.allow_tf32 = True
@@ -255,7 +337,10 @@ def main():
     phase_log = []
     frac_start = 0.0
     for pi, (T, B, x) in enumerate(phases):
-        stream = Stream(T, B, args.seed, pi, args.prose_frac, long_weights if T >= args.long_from else weights)
+        if args.samples_cmd:
+            stream = CmdStream(args.samples_cmd, T, B, args.seed, pi)
+        else:
+            stream = Stream(T, B, args.seed, pi, args.prose_frac, long_weights if T >= args.long_from else weights)
         loader = torch.utils.data.DataLoader(stream, batch_size=None, num_workers=args.workers,
                                              prefetch_factor=4, pin_memory=True)
         it = iter(loader)
