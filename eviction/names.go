@@ -113,3 +113,34 @@ func NewAllocator(name string, curve *BudgetCurve) (Allocator, error) {
 	}
 	return nil, fmt.Errorf("unknown allocator %q (want one of %v, or the kvpress name %s)", name, AllocatorNames(), aliasList(allocatorAliases))
 }
+
+// MethodNames resolves a method name as the evaluation writes them (kvpress's press names
+// for whole methods) to a scorer and an allocator:
+//
+//	full                 no eviction (scorer and allocator "")
+//	<scorer>             that scorer with uniform budgets (expected-attention, snapkv, ...)
+//	pyramidkv / pyramid  SnapKV scores, pyramid budgets (kvpress's PyramidKVPress extends SnapKVPress)
+//	adakv                ExpectedAttention scores, AdaKV budgets
+//	lukv                 ExpectedAttention scores (LU-KV's default scorer), LU-KV budgets
+//	<allocator>:<scorer> any other pair, e.g. lukv:keydiff
+//
+// Scorer and allocator names are returned as given (aliases included); NewScorer and
+// NewAllocator resolve them and report unknown ones.
+func MethodNames(name string) (scorer, allocator string, err error) {
+	if name == "full" {
+		return "", "", nil
+	}
+	if a, sc, ok := strings.Cut(name, ":"); ok {
+		if !slices.Contains(AllocatorNames(), a) && allocatorAliases[a] == "" {
+			return "", "", fmt.Errorf("method %s: unknown allocator %q before the colon (want one of %s, or %s)", name, a, strings.Join(AllocatorNames(), ", "), aliasList(allocatorAliases))
+		}
+		return sc, a, nil
+	}
+	switch name {
+	case "pyramidkv", "pyramid":
+		return "snapkv", "pyramid", nil
+	case "adakv", "lukv":
+		return "expected-attention", name, nil
+	}
+	return name, "uniform", nil
+}

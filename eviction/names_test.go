@@ -57,3 +57,26 @@ func TestKvpressAliases(t *testing.T) {
 		t.Errorf("unknown allocator: %v, want an error naming pyramidkv", err)
 	}
 }
+
+// TestMethodNames: whole-method names resolve to the scorer and allocator the evaluation
+// reports them as, and an unknown allocator before a colon is an error naming it.
+func TestMethodNames(t *testing.T) {
+	for _, c := range []struct{ name, scorer, alloc string }{
+		{"full", "", ""},
+		{"snapkv", "snapkv", "uniform"},
+		{"expected_attention", "expected_attention", "uniform"},
+		{"pyramidkv", "snapkv", "pyramid"},
+		{"adakv", "expected-attention", "adakv"},
+		{"lukv", "expected-attention", "lukv"},
+		{"lukv:keydiff", "keydiff", "lukv"},
+		{"pyramidkv:knorm", "knorm", "pyramidkv"},
+	} {
+		s, a, err := MethodNames(c.name)
+		if err != nil || s != c.scorer || a != c.alloc {
+			t.Errorf("MethodNames(%q) = %q, %q, %v; want %q, %q", c.name, s, a, err, c.scorer, c.alloc)
+		}
+	}
+	if _, _, err := MethodNames("bogus:snapkv"); err == nil || !strings.Contains(err.Error(), `"bogus"`) {
+		t.Errorf("unknown allocator: error %v, want one naming \"bogus\"", err)
+	}
+}

@@ -18,29 +18,15 @@ import (
 	"github.com/lukv/lukv/report"
 )
 
-// evalMethod maps a --methods name to a scorer and allocator: full; a scorer name
-// (uniform budgets); pyramidkv (SnapKV scores, as kvpress), adakv or lukv (with
-// ExpectedAttention, LU-KV's default scorer); or allocator:scorer (e.g. lukv:keydiff)
-// for any other pair.
+// evalMethod maps a --methods name (eviction.MethodNames) to a scorer and allocator.
 // lukv reads curves[scorer], the budget curve profiled with the same scorer.
 func evalMethod(name string, curves func(scorer string) (*eviction.BudgetCurve, error)) (eval.MethodSpec, error) {
 	if name == "full" {
 		return eval.MethodSpec{Name: "full"}, nil
 	}
-	allocNames := map[string]string{"pyramidkv": "pyramid", "adakv": "adakv", "lukv": "lukv"}
-	alloc, scorer := "uniform", name
-	if a, sc, ok := strings.Cut(name, ":"); ok {
-		if allocNames[a] == "" {
-			return eval.MethodSpec{}, fmt.Errorf("--methods %s: unknown allocator %q (want pyramidkv, adakv or lukv before the colon)", name, a)
-		}
-		alloc, scorer = allocNames[a], sc
-	} else if a := allocNames[name]; a != "" {
-		// PyramidKV is SnapKV's scores with pyramid budgets (kvpress's PyramidKVPress
-		// extends SnapKVPress); AdaKV and LU-KV use ExpectedAttention, LU-KV's scorer.
-		alloc, scorer = a, "expected-attention"
-		if name == "pyramidkv" {
-			scorer = "snapkv"
-		}
+	scorer, alloc, err := eviction.MethodNames(name)
+	if err != nil {
+		return eval.MethodSpec{}, fmt.Errorf("--methods: %w", err)
 	}
 	s, err := eviction.NewScorer(scorer)
 	if err != nil {

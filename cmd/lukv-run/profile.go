@@ -12,9 +12,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/schollz/progressbar/v3"
-
 	"github.com/lukv/lukv/eviction"
+	"github.com/lukv/lukv/progress"
 	"github.com/lukv/lukv/report"
 )
 
@@ -72,14 +71,13 @@ func runProfile(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err != nil {
 		return err
 	}
-	bar := progressbar.NewOptions(len(cal.Questions), progressbar.OptionSetWriter(stderr),
-		progressbar.OptionSetDescription("profiling"), progressbar.OptionShowCount(), progressbar.OptionSetPredictTime(true),
-		progressbar.OptionOnCompletion(func() { fmt.Fprintln(stderr) }))
+	bar := progress.New(stderr, len(cal.Questions), progress.Options{Label: "profile", Unit: "questions"})
 	p := &eviction.Profiler{Model: m, Tokenizer: tok, Scorer: scorer, Horizon: *horizon, Temperature: *temperature, Seed: *seed,
 		Options:  eviction.ProfileOptions{Sink: *sink, Window: *window, MinKeepFraction: eviction.DefaultMinKeepFraction, PerLayer: *perLayer},
-		Progress: func(done, _ int) { bar.Set(done) }}
+		Progress: func(done, _ int) { bar.Add(done - bar.Done()) }}
 	start := time.Now()
 	curve, err := p.Profile(ctx, cal)
+	bar.Finish()
 	if err != nil {
 		return err
 	}
