@@ -43,6 +43,10 @@ type Options struct {
 	// evaluation runner prefills a context once and reuses it for every method this way.
 	Cache  backend.KVCache
 	Cached int
+	// Chunked, when set, runs the first prefill (the context, or the whole prompt) chunk by
+	// chunk (see ChunkedPrefill; its Reserve is set here), evicting as it goes when it has
+	// an Evictor. Not with Cache or Observer.
+	Chunked *ChunkedPrefill
 }
 
 // Result is what a generation produced and what it cost.
@@ -64,6 +68,9 @@ type Result struct {
 	KVBytes          int64 `json:"kv_bytes"`
 	// CompressTime is the time AfterPrefill took (scoring, allocation, compaction).
 	CompressTime time.Duration `json:"compress_ns"`
+	// Chunks has one entry per chunk of a chunked prefill; KVBytesPrefill and
+	// KVLivePrefill are then the peaks over the chunks (before each chunk's eviction).
+	Chunks []ChunkStats `json:"chunks,omitempty"`
 }
 
 // PrefillTokensPerSec is the prompt's tokens over the prefill time.
@@ -116,6 +123,13 @@ func (g *Generator) Generate(ctx context.Context, prompt []int, opt Options) (*R
 			return nil, fmt.Errorf("generate: Cache cannot be combined with ContextTokens or Observer (the cached part was prefilled elsewhere)")
 		}
 		cache, first = opt.Cache, opt.Cached
+	} else if opt.Chunked != nil {
+		if opt.Observer != nil {
+			return nil, fmt.Errorf("generate: Chunked cannot be combined with Observer (the chunk evictor observes)")
+		}
+		if logits, cache, err = g.prefillChunked(ctx, prompt, first, opt, res); err != nil {
+			return nil, err
+		}
 	} else {
 		cache = g.Model.NewCache(min(len(prompt)+opt.MaxNewTokens, cfg.MaxPositionEmbeddings))
 		logits, err = g.Model.Forward(ctx, prompt[:first], 0, cache, model.ForwardOptions{Observer: opt.Observer})
@@ -123,7 +137,9 @@ func (g *Generator) Generate(ctx context.Context, prompt []int, opt Options) (*R
 			return nil, err
 		}
 	}
-	res.KVBytesPrefill, res.KVLivePrefill = cache.Bytes(), cache.LiveBytes()
+	if res.Chunks == nil {
+		res.KVBytesPrefill, res.KVLivePrefill = cache.Bytes(), cache.LiveBytes()
+	}
 	if opt.AfterPrefill != nil {
 		t := time.Now()
 		if err := opt.AfterPrefill(cache, first); err != nil {
