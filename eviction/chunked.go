@@ -233,6 +233,16 @@ func (e *ChunkedEvictor) EndChunk(cache backend.KVCache, last bool, reserve int)
 			}
 		}
 		ProtectSinkWindow(padded, e.Method.Sink, e.Method.Window)
+		for h := range padded { // an evicted sink stays evicted
+			live := e.pos[l][h]
+			for j, p := 0, 0; p < S; p++ {
+				if j < len(live) && live[j] == p {
+					j++
+				} else {
+					padded[h][p] = float32(math.Inf(-1))
+				}
+			}
+		}
 		picked, err := e.Method.Allocator.Keep(l, L, padded, e.Method.Ratio)
 		if err != nil {
 			return fmt.Errorf("chunked eviction: layer %d after %d tokens: %w", l, S, err)
