@@ -15,6 +15,7 @@ import (
 	"github.com/lukv/lukv/backend/cpu"
 	"github.com/lukv/lukv/eviction"
 	"github.com/lukv/lukv/generate"
+	"github.com/lukv/lukv/loader"
 	"github.com/lukv/lukv/model"
 	"github.com/lukv/lukv/models"
 	"github.com/lukv/lukv/tokenizer"
@@ -108,6 +109,7 @@ func runGenerate(args []string, stdout, stderr io.Writer) error {
 	noBOS := fs.Bool("no-special", false, "do not add the tokenizer's special tokens (BOS) to the prompt")
 	question := fs.String("question", "", "text appended after the prompt (the context); with --compress-at context it arrives after eviction")
 	ev := addEvictFlags(fs)
+	cf := addChunkFlags(fs)
 	var stops stringList
 	fs.Var(&stops, "stop", "stop before this string (repeatable)")
 	fs.Usage = func() {
@@ -130,11 +132,20 @@ func runGenerate(args []string, stdout, stderr io.Writer) error {
 	if *maxNew < 0 {
 		return fmt.Errorf("--max-new-tokens %d: must be >= 0", *maxNew)
 	}
-	dir, m, tok, err := openModel(*modelFlag, *device, *threads)
+	// The prompt is tokenized and the memory checked before the weights are loaded.
+	b, err := backendFor(*device, *threads)
 	if err != nil {
 		return err
 	}
-	method, err := ev.build(m, *modelFlag == "")
+	dir, err := modelDir(*modelFlag)
+	if err != nil {
+		return err
+	}
+	cfg, err := loader.LoadConfig(filepath.Join(dir, "config.json"))
+	if err != nil {
+		return err
+	}
+	tok, err := tokenizer.Load(filepath.Join(dir, "tokenizer.json"))
 	if err != nil {
 		return err
 	}
@@ -143,8 +154,24 @@ func runGenerate(args []string, stdout, stderr io.Writer) error {
 	if *question != "" {
 		ids = append(ids, tok.Encode(*question, false)...)
 	}
+	chunk, ratio, err := cf.plan(b, cfg, ev, contextTokens, len(ids)-contextTokens+*maxNew)
+	if err != nil {
+		return err
+	}
+	*ev.compression = ratio
+	m, err := model.Load(dir, b)
+	if err != nil {
+		return err
+	}
+	method, err := ev.build(m, *modelFlag == "")
+	if err != nil {
+		return err
+	}
 	opt := generate.Options{MaxNewTokens: *maxNew, Temperature: *temperature, TopP: *topP, Seed: *seed, StopStrings: stops}
 	if err := ev.apply(&opt, m, method, contextTokens, len(ids), *maxNew); err != nil {
+		return err
+	}
+	if err := cf.apply(&opt, m, method, *ev.at, chunk); err != nil {
 		return err
 	}
 	if !*jsonOut {
@@ -167,6 +194,12 @@ func runGenerate(args []string, stdout, stderr io.Writer) error {
 		kv = fmt.Sprintf("%s -> %s (%.1f%% fewer bytes, %.1f%% fewer tokens held, after %s eviction at %s, %.1f ms)", humanBytes(res.KVBytesPrefill), humanBytes(res.KVBytesCompressed),
 			100*(1-float64(res.KVBytesCompressed)/float64(res.KVBytesPrefill)), 100*(1-float64(res.KVLiveCompressed)/float64(res.KVLivePrefill)),
 			methodName(method, *ev.at), *ev.at, float64(res.CompressTime.Microseconds())/1000)
+	}
+	if len(res.Chunks) > 1 {
+		kv = fmt.Sprintf("peak %s (%s live) in %d chunks of %d -> %s", humanBytes(res.KVBytesPrefill), humanBytes(res.KVLivePrefill), len(res.Chunks), chunk, humanBytes(res.KVBytes))
+		if method != nil {
+			kv += fmt.Sprintf(" (%s eviction after every chunk)", methodName(method, *ev.at))
+		}
 	}
 	fmt.Fprintf(stderr, "[lukv] prompt %d tokens | prefill %.3f s (%.1f tok/s) | decode %d tokens, %.1f tok/s | KV cache %s | stop: %s\n",
 		res.PromptTokens, res.PrefillTime.Seconds(), res.PrefillTokensPerSec(), len(res.Tokens), res.DecodeTokensPerSec(),
