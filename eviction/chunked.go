@@ -39,7 +39,9 @@ import (
 // queries from the current chunk's forward pass):
 //
 //	scorer              keys/values          queries / statistics
-//	keydiff, knorm      kept + chunk         none (key-only; keydiff's anchor is the mean over kept + chunk)
+//	keydiff             kept + chunk         none (key-only; the anchor is the mean over kept + chunk)
+//	knorm               chunk only           none: a token's score is its own key norm, computed once when its
+//	                                         chunk arrives and kept with it, so the cache is never read back
 //	expected-attention  kept + chunk         mean and covariance of the chunk's pre-RoPE queries (this chunk only,
 //	                                         not a running statistic: later text is what future queries look like);
 //	                                         the future rotation starts after the chunk's last position
@@ -61,14 +63,15 @@ type ChunkedEvictor struct {
 	Method Method
 	Model  *model.Model
 
-	collector *Collector
-	cache     backend.KVCache
-	pos       [][][]int     // [layer][head] positions of the tokens the cache holds
-	chunkPos  []int         // this chunk's positions
-	scores    [][][]float32 // [layer][head] this chunk's scores, over pos + chunkPos
-	err       error         // the first error of this chunk's observation
-	seen      int           // tokens seen before this chunk
-	Compacted int           // chunks after which the cache was compacted
+	collector  *Collector
+	cache      backend.KVCache
+	pos        [][][]int     // [layer][head] positions of the tokens the cache holds
+	chunkPos   []int         // this chunk's positions
+	scores     [][][]float32 // [layer][head] this chunk's scores, over pos + chunkPos
+	keptScores [][][]float32 // [layer][head] scores of the held tokens (token-local scorers)
+	err        error         // the first error of this chunk's observation
+	seen       int           // tokens seen before this chunk
+	Compacted  int           // chunks after which the cache was compacted
 }
 
 // NewChunkedEvictor returns an evictor for model m applying method.
@@ -84,7 +87,7 @@ func NewChunkedEvictor(m *model.Model, method Method) (*ChunkedEvictor, error) {
 	}
 	L := m.Config.NumLayers
 	return &ChunkedEvictor{Method: method, Model: m, collector: NewCollector(m, method.Scorer),
-		pos: make([][][]int, L), scores: make([][][]float32, L)}, nil
+		pos: make([][][]int, L), scores: make([][][]float32, L), keptScores: make([][][]float32, L)}, nil
 }
 
 // StartChunk prepares the evictor for the chunk at positions pos0 .. pos0+n-1 of cache.
@@ -105,6 +108,7 @@ func (e *ChunkedEvictor) StartChunk(cache backend.KVCache, pos0, n int) error {
 		e.seen = 0
 		for l := range e.pos {
 			e.pos[l] = make([][]int, cache.KVHeads())
+			e.keptScores[l] = make([][]float32, cache.KVHeads())
 		}
 	}
 	if pos0 != e.seen || e.cache != nil && pos0 > 0 && cache != e.cache {
@@ -128,6 +132,10 @@ func (e *ChunkedEvictor) ObserveLayer(layer int, positions []int, x, q, k, v bac
 	}
 	if !slices.Equal(positions, e.chunkPos) {
 		e.err = fmt.Errorf("chunked eviction: layer %d observed positions %d.., want the chunk at %d..", layer, positions[0], e.chunkPos[0])
+		return
+	}
+	if e.tokenLocal() {
+		e.scoreLocal(layer, len(positions), k)
 		return
 	}
 	chunk := e.collector.View(layer, positions, x, q, k, v)
@@ -175,6 +183,36 @@ func (e *ChunkedEvictor) ObserveLayer(layer int, positions []int, x, q, k, v bac
 	e.scores[layer] = out
 }
 
+// tokenLocal reports whether the scorer gives a token a score that depends on that
+// token's key alone (K-norm), so a kept token's score never changes: it is computed once,
+// when its chunk arrives, and the cache is never read back.
+func (e *ChunkedEvictor) tokenLocal() bool {
+	switch e.Method.Scorer.(type) {
+	case KNormScorer, *KNormScorer:
+		return true
+	}
+	return false
+}
+
+// scoreLocal scores the chunk's keys k [n, Nkv*D] alone and appends them to the kept
+// tokens' scores.
+func (e *ChunkedEvictor) scoreLocal(layer, n int, k backend.Tensor) {
+	cfg := e.Model.Config
+	keys := splitHeads(e.Model.Backend.Read(k), n, cfg.NumKVHeads, cfg.HeadDim)
+	view := &LayerView{Layer: layer, NumHeads: cfg.NumHeads, NumKVHeads: cfg.NumKVHeads, HeadDim: cfg.HeadDim,
+		Positions: e.chunkPos, Keys: keys, Values: keys, RoPE: e.Model.RoPE}
+	s := e.Method.Scorer.Score(view)
+	if s == nil {
+		e.err = fmt.Errorf("chunked eviction: layer %d: %w", layer, CheckScorerView(e.Method.Scorer, view))
+		return
+	}
+	out := make([][]float32, cfg.NumKVHeads)
+	for h := range out {
+		out[h] = append(append([]float32(nil), e.keptScores[layer][h]...), s[h]...)
+	}
+	e.scores[layer] = out
+}
+
 // headColumns copies columns [c0, c0+w) of the rows x rowLen matrix x.
 func headColumns(x []float32, rows, rowLen, c0, w int) []float32 {
 	out := make([]float32, 0, rows*w)
@@ -212,6 +250,11 @@ func (e *ChunkedEvictor) EndChunk(cache backend.KVCache, last bool, reserve int)
 	if !last && uniformBudget(S, e.Method.Ratio) < e.Method.Sink+e.Method.Window {
 		// Too few tokens yet for the budget to cover what is protected: wait, so that the
 		// sinks survive (and leave room for the next chunk).
+		for l := range e.keptScores {
+			if e.scores[l] != nil {
+				e.keptScores[l] = e.scores[l]
+			}
+		}
 		return e.ensureRoom(cache, reserve)
 	}
 	for l := 0; l < L; l++ {
@@ -266,10 +309,11 @@ func (e *ChunkedEvictor) EndChunk(cache backend.KVCache, last bool, reserve int)
 		}
 		for h := range keep {
 			kept := make([]int, len(keep[h]))
+			ks := make([]float32, len(keep[h]))
 			for j, i := range keep[h] {
-				kept[j] = e.pos[l][h][i]
+				kept[j], ks[j] = e.pos[l][h][i], s[h][i]
 			}
-			e.pos[l][h] = kept
+			e.pos[l][h], e.keptScores[l][h] = kept, ks
 		}
 	}
 	e.Compacted++
