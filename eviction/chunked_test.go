@@ -3,6 +3,7 @@ package eviction_test
 import (
 	"context"
 	"math/rand/v2"
+	"path/filepath"
 	"slices"
 	"testing"
 
@@ -12,6 +13,7 @@ import (
 	"github.com/lukv/lukv/generate"
 	"github.com/lukv/lukv/model"
 	"github.com/lukv/lukv/models"
+	"github.com/lukv/lukv/tokenizer"
 )
 
 func loadDefault(t *testing.T) *model.Model {
@@ -218,5 +220,46 @@ func TestChunkedEvictorBadInput(t *testing.T) {
 	}
 	if err := ev.EndChunk(cache, true, 0); err == nil {
 		t.Error("EndChunk without StartChunk: no error")
+	}
+}
+
+// TestGenerateChunked: generate.Options.Chunked with an evictor and a context longer
+// than the chunk records every chunk and the peak, holds the budget at the end, and with
+// the context in one chunk generates exactly what one-shot eviction generates.
+func TestGenerateChunked(t *testing.T) {
+	m := loadDefault(t)
+	ids := promptIDs(180, m.Config.VocabSize)
+	ctxLen := 160
+	scorer, _ := eviction.NewScorer("snapkv")
+	method := eviction.Method{Scorer: scorer, Allocator: eviction.UniformAllocator{}, Ratio: 0.75, Sink: 4, Window: 1}
+	dir, _ := models.DefaultDir()
+	tok, err := tokenizer.Load(filepath.Join(dir, "tokenizer.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := &generate.Generator{Model: m, Tokenizer: tok}
+	col := eviction.NewCollector(m, scorer)
+	ref, err := g.Generate(context.Background(), ids, generate.Options{MaxNewTokens: 8, IgnoreEOS: true, ContextTokens: ctxLen, Observer: col,
+		AfterPrefill: func(c backend.KVCache, _ int) error { return method.Compress(c, col.Scores, len(ids)-ctxLen+8) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, chunk := range []int{ctxLen, 50} {
+		ev, _ := eviction.NewChunkedEvictor(m, method)
+		res, err := g.Generate(context.Background(), ids, generate.Options{MaxNewTokens: 8, IgnoreEOS: true, ContextTokens: ctxLen,
+			Chunked: &generate.ChunkedPrefill{Chunk: chunk, Evictor: ev}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := (ctxLen + chunk - 1) / chunk; len(res.Chunks) != want {
+			t.Errorf("chunk %d: %d chunks recorded, want %d", chunk, len(res.Chunks), want)
+		}
+		if res.KVLiveCompressed != ref.KVLiveCompressed {
+			t.Errorf("chunk %d: %d live bytes after the context, one-shot %d", chunk, res.KVLiveCompressed, ref.KVLiveCompressed)
+		}
+		if chunk == ctxLen && !slices.Equal(res.Tokens, ref.Tokens) {
+			t.Errorf("one chunk generated %v, one-shot %v", res.Tokens, ref.Tokens)
+		}
+		t.Logf("chunk %d: peak live %d bytes (one-shot %d), after %d; tokens %v (one-shot %v)", chunk, res.KVLivePrefill, ref.KVLivePrefill, res.KVLiveCompressed, res.Tokens, ref.Tokens)
 	}
 }

@@ -21,12 +21,16 @@ type ChunkEvictor interface {
 
 // ChunkStats describes one chunk of a chunked prefill.
 type ChunkStats struct {
-	Pos0, Tokens int           // the chunk's first position and its length
-	Time         time.Duration // forward pass and eviction
-	EvictTime    time.Duration // EndChunk's share of Time
+	Pos0      int           `json:"pos0"`     // the chunk's first position
+	Tokens    int           `json:"tokens"`   // its length
+	Time      time.Duration `json:"time_ns"`  // forward pass and eviction
+	EvictTime time.Duration `json:"evict_ns"` // EndChunk's share of Time
 	// LiveBytesPeak and BytesPeak are the cache's live and held bytes once the chunk was
 	// in it (before eviction), LiveBytes and Bytes after eviction.
-	LiveBytesPeak, BytesPeak, LiveBytes, Bytes int64
+	LiveBytesPeak int64 `json:"kv_live_bytes_peak"`
+	BytesPeak     int64 `json:"kv_bytes_peak"`
+	LiveBytes     int64 `json:"kv_live_bytes"`
+	Bytes         int64 `json:"kv_bytes"`
 }
 
 // ChunkedPrefill prefills a prompt Chunk tokens at a time. Each chunk's keys and values
