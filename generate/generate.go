@@ -119,8 +119,8 @@ func (g *Generator) Generate(ctx context.Context, prompt []int, opt Options) (*R
 		if opt.Cached <= 0 || opt.Cached >= len(prompt) {
 			return nil, fmt.Errorf("generate: %d cached tokens for a %d-token prompt: want at least one token cached and one to prefill", opt.Cached, len(prompt))
 		}
-		if opt.ContextTokens > 0 || opt.Observer != nil {
-			return nil, fmt.Errorf("generate: Cache cannot be combined with ContextTokens or Observer (the cached part was prefilled elsewhere)")
+		if opt.ContextTokens > 0 || opt.Observer != nil || opt.Chunked != nil {
+			return nil, fmt.Errorf("generate: Cache cannot be combined with ContextTokens, Observer or Chunked (the cached part was prefilled elsewhere)")
 		}
 		cache, first = opt.Cache, opt.Cached
 	} else if opt.Chunked != nil {

@@ -68,10 +68,17 @@ func FormatSize(n int64) string {
 // Available reports the bytes a run may use (host or device memory).
 type Available func() (int64, error)
 
+// ErrUnknown is returned by an Available that cannot tell (no /proc/meminfo): Check then
+// passes.
+var ErrUnknown = errors.New("available memory unknown")
+
 // HostAvailable is the host's MemAvailable from /proc/meminfo (Linux): the memory that can
 // be allocated without swapping, page cache included.
 func HostAvailable() (int64, error) {
 	f, err := os.Open("/proc/meminfo")
+	if errors.Is(err, os.ErrNotExist) {
+		return 0, ErrUnknown // not Linux
+	}
 	if err != nil {
 		return 0, fmt.Errorf("host memory: %w", err)
 	}
@@ -182,6 +189,9 @@ func (p Plan) Total() int64 { return p.WeightBytes + p.PeakKVBytes() + p.Workspa
 // sizes and the flags that lower them when it does not fit.
 func (p Plan) Check(available Available) error {
 	avail, err := available()
+	if errors.Is(err, ErrUnknown) {
+		return nil
+	}
 	if err != nil {
 		return err
 	}

@@ -73,6 +73,9 @@ func TestCheck(t *testing.T) {
 	if err := p.Check(fixed(8 << 30)); err == nil || !strings.Contains(err.Error(), "weights alone") {
 		t.Errorf("8 GiB: error %v, want the weights alone", err)
 	}
+	if err := p.Check(func() (int64, error) { return 0, ErrUnknown }); err != nil {
+		t.Errorf("unknown memory: %v, want the check skipped", err)
+	}
 	boom := errors.New("no meminfo")
 	if err := p.Check(func() (int64, error) { return 0, boom }); !errors.Is(err, boom) {
 		t.Errorf("source error lost: %v", err)
