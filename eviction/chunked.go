@@ -139,7 +139,7 @@ func (e *ChunkedEvictor) ObserveLayer(layer int, positions []int, x, q, k, v bac
 		return
 	}
 	chunk := e.collector.View(layer, positions, x, q, k, v)
-	nkv, d := chunk.NumKVHeads, chunk.HeadDim
+	nkv := chunk.NumKVHeads
 	kept := e.pos[layer]
 	same := true
 	for h := 1; h < nkv; h++ {
@@ -161,18 +161,10 @@ func (e *ChunkedEvictor) ObserveLayer(layer int, positions []int, x, q, k, v bac
 		e.scores[layer] = s
 		return
 	}
-	group := chunk.NumHeads / nkv
-	tq := len(positions)
 	out := make([][]float32, nkv)
 	for h := 0; h < nkv; h++ {
-		view := &LayerView{Layer: layer, NumHeads: group, NumKVHeads: 1, HeadDim: d, RoPE: chunk.RoPE,
-			Positions:      append(append([]int(nil), kept[h]...), positions...),
-			QueryPositions: chunk.QueryPositions,
-			Keys:           [][]float32{append(e.cache.Keys(layer, h), chunk.Keys[h]...)},
-			Values:         [][]float32{append(e.cache.Values(layer, h), chunk.Values[h]...)},
-			Queries:        headColumns(chunk.Queries, tq, chunk.NumHeads*d, h*group*d, group*d),
-			PreRoPEQueries: headColumns(chunk.PreRoPEQueries, tq, chunk.NumHeads*d, h*group*d, group*d),
-		}
+		view := headView(chunk, h, append(append([]int(nil), kept[h]...), positions...),
+			append(e.cache.Keys(layer, h), chunk.Keys[h]...), append(e.cache.Values(layer, h), chunk.Values[h]...))
 		s := e.Method.Scorer.Score(view)
 		if s == nil {
 			e.err = fmt.Errorf("chunked eviction: layer %d head %d: %w", layer, h, CheckScorerView(e.Method.Scorer, view))
@@ -211,6 +203,19 @@ func (e *ChunkedEvictor) scoreLocal(layer, n int, k backend.Tensor) {
 		out[h] = append(append([]float32(nil), e.keptScores[layer][h]...), s[h]...)
 	}
 	e.scores[layer] = out
+}
+
+// headView is KV head h of view v as a view of its own (one KV head and its query group's
+// queries) over the given positions, keys and values of that head.
+func headView(v *LayerView, h int, positions []int, keys, values []float32) *LayerView {
+	group := v.NumHeads / v.NumKVHeads
+	tq, w := v.Tq(), group*v.HeadDim
+	return &LayerView{Layer: v.Layer, NumHeads: group, NumKVHeads: 1, HeadDim: v.HeadDim, RoPE: v.RoPE,
+		Positions: positions, QueryPositions: v.QueryPositions,
+		Keys: [][]float32{keys}, Values: [][]float32{values},
+		Queries:        headColumns(v.Queries, tq, v.NumHeads*v.HeadDim, h*w, w),
+		PreRoPEQueries: headColumns(v.PreRoPEQueries, tq, v.NumHeads*v.HeadDim, h*w, w),
+	}
 }
 
 // headColumns copies columns [c0, c0+w) of the rows x rowLen matrix x.
