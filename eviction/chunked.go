@@ -29,7 +29,10 @@ import (
 // positions (ProtectSinkWindow); Allocator.Keep picks; picks of evicted positions are
 // dropped. So ties still go to the later token, and a prompt in one chunk keeps exactly
 // what Method.Compress keeps after a one-shot prefill. The cost is O(S) per head per
-// chunk on the host.
+// chunk on the host (per-head counts computed straight from S would make it O(kept +
+// chunk)). Selection runs on the host and the cache compacts through KVCache.Compact on
+// every backend: Method.Compress's device path (backend.DeviceCompaction) wants every
+// head of the same length, which heads are not after the first compaction.
 //
 // Compaction waits while the average budget floor(S(1-rho)) is below Sink+Window (the
 // first (Sink+Window)/(1-rho) tokens, so that the sink tokens are not lost while the
