@@ -4,6 +4,12 @@
 #
 #   bash scripts/bench-chunked.sh
 #
+# Built where Go is, next to scripts/build-cuda.sh's binaries (carried in gpubin/):
+#   CGO_ENABLED=1 CGO_CFLAGS="-O2 -I$PWD/backend/cuda/cudacompat" \
+#     go test -c -tags cuda -o gpubin/generate-cuda.test ./generate/
+# which this script runs first (chunked prefill on the GPU against the CPU: logits
+# without eviction, kept tokens with it; $OUT/chunked-cuda-test.log).
+#
 #   1. builds the kernels (scripts/build-kernels.sh) and the random-weight
 #      Llama-3.1-8B-shaped model (scripts/make_bench_model.py, kept when complete);
 #   2. makes $model-long: the same weights (symlinks) with max_position_embeddings raised
@@ -75,6 +81,13 @@ if ! wait "$kpid"; then
 fi
 [[ -e $model/.complete ]] || { note "make_bench_model.py failed"; exit 1; }
 export LUKV_KERNELS=$root/kernels/build
+
+if [[ -x gpubin/generate-cuda.test ]]; then
+	(cd generate && timeout -k 10 600 ../gpubin/generate-cuda.test -test.run CUDA -test.v) >"$out/chunked-cuda-test.log" 2>&1
+	note "chunked prefill GPU tests: status $? ($(grep -cE '^--- PASS' "$out/chunked-cuda-test.log") passed, $(grep -cE '^--- FAIL' "$out/chunked-cuda-test.log") failed; chunked-cuda-test.log)"
+else
+	note "gpubin/generate-cuda.test missing: the GPU parity tests of chunked prefill are skipped (see the header)"
+fi
 
 # The long-context copy of the model and the prompts.
 longest=$(tr ',' '\n' <<<"$contexts,$full_contexts" | grep -v none | sort -n | tail -1)
