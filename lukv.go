@@ -37,16 +37,20 @@ func Load(path string, b backend.Backend) (*generate.Generator, error) {
 	if err != nil {
 		return nil, err
 	}
-	var tok *tokenizer.Tokenizer
-	if loader.IsGGUF(path) {
-		tok, err = tokenizer.LoadGGUF(path) // the tokenizer stored in the file
-	} else {
-		tok, err = tokenizer.LoadDir(path) // tokenizer.json and tokenizer_config.json's BOS/EOS rules
-	}
+	tok, err := LoadTokenizer(path)
 	if err != nil {
 		return nil, err
 	}
 	return &generate.Generator{Model: m, Tokenizer: tok}, nil
+}
+
+// LoadTokenizer loads a checkpoint's tokenizer: the one stored in a GGUF file, or a
+// folder's tokenizer.json with tokenizer_config.json's BOS/EOS rules.
+func LoadTokenizer(path string) (*tokenizer.Tokenizer, error) {
+	if loader.IsGGUF(path) {
+		return tokenizer.LoadGGUF(path)
+	}
+	return tokenizer.LoadDir(path)
 }
 
 // LoadDefault loads the embedded default model (models.DefaultName, extracted to the

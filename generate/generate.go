@@ -44,6 +44,10 @@ type Options struct {
 	// evaluation runner prefills a context once and reuses it for every method this way.
 	Cache  backend.KVCache
 	Cached int
+	// Chunked, when set, runs the first prefill (the context, or the whole prompt) chunk by
+	// chunk (see ChunkedPrefill; its Reserve is set here), evicting as it goes when it has
+	// an Evictor. Not with Cache or Observer, and in a batch of one only.
+	Chunked *ChunkedPrefill
 }
 
 // Result is what a generation produced and what it cost.
@@ -63,6 +67,9 @@ type Result struct {
 	KVLivePrefill    int64 `json:"kv_live_bytes_prefill"`
 	KVLiveCompressed int64 `json:"kv_live_bytes_compressed"`
 	KVBytes          int64 `json:"kv_bytes"`
+	// Chunks has one entry per chunk of a chunked prefill; KVBytesPrefill and
+	// KVLivePrefill are then the peaks over the chunks (before each chunk's eviction).
+	Chunks []ChunkStats `json:"chunks,omitempty"`
 	// KVLive is the tokens held at the end, in bytes (decode-time eviction keeps it near
 	// the compressed size).
 	KVLive int64 `json:"kv_live_bytes"`
@@ -122,13 +129,19 @@ func (g *Generator) checkRequest(r Request, n int) error {
 	if n > 1 && (o.ContextTokens > 0 || o.Observer != nil || o.AfterPrefill != nil || o.DecodeObserver != nil || o.AfterStep != nil) {
 		return fmt.Errorf("generate: ContextTokens, Observer, AfterPrefill, DecodeObserver and AfterStep are supported in a batch of one only")
 	}
+	if n > 1 && o.Chunked != nil {
+		return fmt.Errorf("generate: Chunked is supported in a batch of one only")
+	}
 	if o.Cache != nil {
 		if o.Cached <= 0 || o.Cached >= len(r.Prompt) {
 			return fmt.Errorf("generate: %d cached tokens for a %d-token prompt: want at least one token cached and one to prefill", o.Cached, len(r.Prompt))
 		}
-		if o.ContextTokens > 0 || o.Observer != nil {
-			return fmt.Errorf("generate: Cache cannot be combined with ContextTokens or Observer (the cached part was prefilled elsewhere)")
+		if o.ContextTokens > 0 || o.Observer != nil || o.Chunked != nil {
+			return fmt.Errorf("generate: Cache cannot be combined with ContextTokens, Observer or Chunked (the cached part was prefilled elsewhere)")
 		}
+	}
+	if o.Chunked != nil && o.Observer != nil {
+		return fmt.Errorf("generate: Chunked cannot be combined with Observer (the chunk evictor observes)")
 	}
 	return nil
 }
@@ -268,13 +281,20 @@ func (g *Generator) start(ctx context.Context, r Request) (*sequence, error) {
 		if opt.ContextTokens > 0 && opt.ContextTokens < len(r.Prompt) {
 			s.first = opt.ContextTokens
 		}
-		s.cache = g.Model.NewCache(min(len(r.Prompt)+opt.MaxNewTokens, g.Model.Config.ContextLength()))
 		var err error
-		if s.logits, err = g.Model.Forward(ctx, r.Prompt[:s.first], 0, s.cache, model.ForwardOptions{Observer: opt.Observer}); err != nil {
+		if opt.Chunked != nil {
+			s.logits, s.cache, err = g.prefillChunked(ctx, r.Prompt, s.first, opt, s.res)
+		} else {
+			s.cache = g.Model.NewCache(min(len(r.Prompt)+opt.MaxNewTokens, g.Model.Config.ContextLength()))
+			s.logits, err = g.Model.Forward(ctx, r.Prompt[:s.first], 0, s.cache, model.ForwardOptions{Observer: opt.Observer})
+		}
+		if err != nil {
 			return nil, err
 		}
 	}
-	s.res.KVBytesPrefill, s.res.KVLivePrefill = s.cache.Bytes(), s.cache.LiveBytes()
+	if s.res.Chunks == nil { // a chunked prefill recorded its peaks
+		s.res.KVBytesPrefill, s.res.KVLivePrefill = s.cache.Bytes(), s.cache.LiveBytes()
+	}
 	if opt.AfterPrefill != nil {
 		t := time.Now()
 		if err := opt.AfterPrefill(s.cache, s.first); err != nil {

@@ -17,6 +17,8 @@ import (
 	"github.com/lukv/lukv/bench"
 	"github.com/lukv/lukv/eviction"
 	"github.com/lukv/lukv/generate"
+	"github.com/lukv/lukv/loader"
+	"github.com/lukv/lukv/model"
 	"github.com/lukv/lukv/models"
 	"github.com/lukv/lukv/tokenizer"
 )
@@ -59,7 +61,7 @@ func runGenerate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	jsonOut := fs.Bool("json", false, "print one JSON object with the text and stats instead of streaming")
 	chat := fs.Bool("chat", false, "send --prompt as a user message through the model's chat template (tokenizer_config.json's chat_template; tokenizer.FallbackChatTemplate when it has none)")
 	ev := addEvictFlags(fs)
-
+	cf := addChunkFlags(fs)
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: lukv-run generate [flags]\n\nGenerates a continuation of the prompt, printing text as it is produced and then a stats line\n(prompt tokens, prefill time, decode tokens/s, KV cache bytes) on standard error.\nWithout --model it runs the embedded default model (%s).\n\nFlags:\n", models.DefaultName)
 		fs.PrintDefaults()
@@ -90,15 +92,23 @@ func runGenerate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if err := checkUTF8("--question", *question); err != nil {
 		return err
 	}
-
-	dir, m, tok, err := openModel(*modelFlag, *device, *threads, fastPrecision)
+	// The prompt is tokenized and the memory checked before the weights are loaded.
+	b, err := backendFor(*device, *threads, fastPrecision)
+	if err != nil {
+		return err
+	}
+	dir, err := modelDir(*modelFlag)
+	if err != nil {
+		return err
+	}
+	cfg, err := loader.ModelConfig(dir)
 	if err != nil {
 		return err
 	}
 	// generation_config.json's sampling defaults fill the flags the user did not set.
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-	defaults := m.Config.Generation.Defaults()
+	defaults := cfg.Generation.Defaults()
 	if !set["temperature"] {
 		*temperature = defaults.Temperature
 	}
@@ -111,7 +121,7 @@ func runGenerate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if err := checkSampling(*maxNew, *temperature, *topP); err != nil {
 		return fmt.Errorf("%s/generation_config.json: %w", dir, err)
 	}
-	method, err := ev.build(m, *modelFlag == "")
+	tok, err := lukv.LoadTokenizer(dir)
 	if err != nil {
 		return err
 	}
@@ -131,12 +141,28 @@ func runGenerate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if *question != "" {
 		ids = append(ids, tok.Encode(*question, false)...)
 	}
+	chunk, ratio, err := cf.plan(b, cfg, ev, contextTokens, len(ids)-contextTokens+*maxNew)
+	if err != nil {
+		return err
+	}
+	*ev.compression = ratio
+	m, err := model.Load(dir, b)
+	if err != nil {
+		return err
+	}
+	method, err := ev.build(m, *modelFlag == "")
+	if err != nil {
+		return err
+	}
 	opt := generate.Options{MaxNewTokens: *maxNew, Temperature: *temperature, TopP: *topP, Seed: *seed, StopStrings: stops}
 	if method != nil {
 		e := lukv.Eviction{Method: *method, At: lukv.When(*ev.at), Every: *ev.every, Buffer: *ev.buffer}
 		if err := e.Apply(&opt, m, contextTokens, len(ids)); err != nil {
 			return err
 		}
+	}
+	if err := cf.apply(&opt, m, method, *ev.at, chunk); err != nil {
+		return err
 	}
 	if !*jsonOut {
 		opt.OnText = func(piece string) { io.WriteString(stdout, piece) }
@@ -161,6 +187,12 @@ func runGenerate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		kv = fmt.Sprintf("%s -> %s (%.1f%% fewer bytes, %.1f%% fewer tokens held, after %s eviction at %s, %.1f ms)", bench.HumanBytes(res.KVBytesPrefill), bench.HumanBytes(res.KVBytesCompressed),
 			100*(1-float64(res.KVBytesCompressed)/float64(res.KVBytesPrefill)), 100*(1-float64(res.KVLiveCompressed)/float64(res.KVLivePrefill)),
 			methodName(method), *ev.at, float64(res.CompressTime.Microseconds())/1000)
+	}
+	if len(res.Chunks) > 1 {
+		kv = fmt.Sprintf("peak %s (%s live) in %d chunks of %d -> %s", bench.HumanBytes(res.KVBytesPrefill), bench.HumanBytes(res.KVLivePrefill), len(res.Chunks), chunk, bench.HumanBytes(res.KVBytes))
+		if method != nil {
+			kv += fmt.Sprintf(" (%s eviction after every chunk)", methodName(method))
+		}
 	}
 	fmt.Fprintf(stderr, "[lukv] prompt %d tokens | prefill %.3f s (%.1f tok/s) | decode %d tokens, %.1f tok/s | KV cache %s | stop: %s\n",
 		res.PromptTokens, res.PrefillTime.Seconds(), res.PrefillTokensPerSec(), len(res.Tokens), res.DecodeTokensPerSec(),

@@ -1,0 +1,156 @@
+#!/usr/bin/env bash
+# Chunked prefill with eviction on the GPU, in one command, on the GPU machine, from the
+# repository root, with gpubin/lukv-run built elsewhere by scripts/build-cuda.sh:
+#
+#   bash scripts/bench-chunked.sh
+#
+# Built where Go is, next to scripts/build-cuda.sh's binaries (carried in gpubin/):
+#   CGO_ENABLED=1 CGO_CFLAGS="-O2 -I$PWD/backend/cuda/cudacompat" \
+#     go test -c -tags cuda -o gpubin/generate-cuda.test ./generate/
+# which this script runs first (chunked prefill on the GPU against the CPU: logits
+# without eviction, kept tokens with it; $OUT/chunked-cuda-test.log).
+#
+#   1. builds the kernels (scripts/build-kernels.sh) and the random-weight
+#      Llama-3.1-8B-shaped model (scripts/make_bench_model.py, kept when complete);
+#   2. makes $model-long: the same weights (symlinks) with max_position_embeddings raised
+#      to the longest context (Llama 3.1's rope scaling is kept; positions past 131072
+#      extrapolate it, which does not change the cost), and prompt files of about each
+#      context's length from the evaluation haystack;
+#   3. per context and ratio: gpubin/lukv-run generate --device cuda --chunk $chunk
+#      --method $method --compression r --json (prefill chunk by chunk, evicting after
+#      every chunk, then 16 greedy tokens), with nvidia-smi sampling the GPU's memory every
+#      100 ms; then the full cache chunked (--method full) and one-shot (--chunk = the
+#      context, lukv's prefill before chunking) where they fit;
+#   4. transformers + SDPA (scripts/bench_peers.py --configs sdpa_dynamic) at the
+#      contexts up to $peer_max;
+#   5. scripts/bench_chunked_report.py: one Markdown table (peak device memory against
+#      weights + kept KV + one chunk + 1 GiB, prefill time, decode, per-chunk time as the
+#      context grows), printed and written to $OUT/bench-chunked.md.
+#
+# A configuration that does not fit is refused by lukv-run's memory check before it
+# allocates (its error is in the log and the table says "does not fit"), or runs out of
+# memory (the table says OOM). Each run has a time limit.
+#
+#   BENCH_CONTEXTS=32768,131072,524288,1048576
+#   BENCH_RATIOS=0.8,0.9
+#   BENCH_CHUNK=4096
+#   BENCH_METHOD=knorm            knorm scores each token once, from its chunk (no reads of
+#                                 the cache); snapkv/expected-attention re-score the kept
+#                                 keys on the host every chunk (slow at long contexts)
+#   BENCH_FULL_CONTEXTS=32768,131072   contexts of the full-cache rows ("none" to skip)
+#   BENCH_PEER_CONTEXTS=32768,131072   contexts of transformers + SDPA ("none" to skip)
+#   BENCH_RUN_SECONDS=900         limit per lukv-run
+#   BENCH_MODEL_DIR=/tmp/lukv-bench-8b
+#   PYTHON                        interpreter with torch and transformers
+set -uo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+out=${OUT:-$root/out}
+mkdir -p "$out"
+log=$out/bench-chunked.log
+: >"$log"
+contexts=${BENCH_CONTEXTS:-32768,131072,524288,1048576}
+ratios=${BENCH_RATIOS:-0.8,0.9}
+chunk=${BENCH_CHUNK:-4096}
+method=${BENCH_METHOD:-knorm}
+full_contexts=${BENCH_FULL_CONTEXTS:-32768,131072}
+peer_contexts=${BENCH_PEER_CONTEXTS:-32768,131072}
+limit=${BENCH_RUN_SECONDS:-900}
+model=${BENCH_MODEL_DIR:-/tmp/lukv-bench-8b}
+start=$SECONDS
+note() { echo "[bench-chunked +$((SECONDS - start))s] $*" | tee -a "$log" >&2; }
+
+python=${PYTHON:-}
+if [[ -z $python ]]; then
+	for p in python3 /opt/torch/.venv/bin/python; do
+		if command -v "$p" >/dev/null && "$p" -c 'import torch, transformers, safetensors' 2>/dev/null; then
+			python=$p
+			break
+		fi
+	done
+fi
+[[ -n $python ]] || { note "no Python with torch, transformers and safetensors (set PYTHON)"; exit 1; }
+[[ -x gpubin/lukv-run ]] || { note "gpubin/lukv-run missing: run scripts/build-cuda.sh where Go is and carry gpubin/"; exit 1; }
+note "$(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1 | head -1); commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+
+bash scripts/build-kernels.sh >"$out/kernels.log" 2>&1 &
+kpid=$!
+PYTHONUNBUFFERED=1 timeout -k 10 300 "$python" scripts/make_bench_model.py "$model" 2>&1 | tee -a "$log"
+if ! wait "$kpid"; then
+	note "kernel build failed:"; tail -n 30 "$out/kernels.log" >&2; exit 1
+fi
+[[ -e $model/.complete ]] || { note "make_bench_model.py failed"; exit 1; }
+export LUKV_KERNELS=$root/kernels/build
+
+if [[ -x gpubin/generate-cuda.test ]]; then
+	(cd generate && timeout -k 10 600 ../gpubin/generate-cuda.test -test.run CUDA -test.v) >"$out/chunked-cuda-test.log" 2>&1
+	note "chunked prefill GPU tests: status $? ($(grep -cE '^--- PASS' "$out/chunked-cuda-test.log") passed, $(grep -cE '^--- FAIL' "$out/chunked-cuda-test.log") failed; chunked-cuda-test.log)"
+else
+	note "gpubin/generate-cuda.test missing: the GPU parity tests of chunked prefill are skipped (see the header)"
+fi
+
+# The long-context copy of the model and the prompts.
+longest=$(tr ',' '\n' <<<"$contexts,$full_contexts" | grep -v none | sort -n | tail -1)
+long=$model-long
+mkdir -p "$long" "$out/prompts"
+for f in "$model"/*; do
+	[[ $(basename "$f") == config.json ]] || ln -sf "$f" "$long/"
+done
+"$python" - "$model/config.json" "$long/config.json" "$((longest + 8192))" <<'PY'
+import json, sys
+c = json.load(open(sys.argv[1]))
+c["max_position_embeddings"] = max(c["max_position_embeddings"], int(sys.argv[3]))
+json.dump(c, open(sys.argv[2], "w"), indent=2)
+PY
+prompt_for() { # prompt_for TOKENS: a file of about TOKENS tokens (3.4 characters a token)
+	local p=$out/prompts/$1.txt
+	if [[ ! -s $p ]]; then
+		"$python" - "$1" "$p" <<'PY'
+import sys
+n, path = int(sys.argv[1]), sys.argv[2]
+hay = open("eval/corpus/eval_haystack_devil.txt").read()
+want = int(n * 353383 / 103395 * 0.97)  # the haystack is 353383 characters, 103395 tokens
+text = (hay * (want // len(hay) + 1))[:want]
+open(path, "w").write(text)
+PY
+	fi
+	echo "$p"
+}
+
+# run NAME ARGS...: one lukv-run generate with the GPU's memory sampled.
+run() {
+	local name=$1
+	shift
+	local base
+	base=$(nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits | head -1)
+	nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 100 >"$out/$name.mem" &
+	local smi=$!
+	local t0=$SECONDS
+	timeout -k 10 "$limit" gpubin/lukv-run generate --device cuda --model "$long" --max-new-tokens 16 --json "$@" >"$out/$name.json" 2>"$out/$name.err"
+	local rc=$?
+	kill "$smi" 2>/dev/null
+	wait "$smi" 2>/dev/null
+	echo "{\"name\": \"$name\", \"rc\": $rc, \"seconds\": $((SECONDS - t0)), \"baseline_mib\": $base, \"args\": \"$*\"}" >"$out/$name.run"
+	note "$name: status $rc in $((SECONDS - t0)) s, peak $(sort -n "$out/$name.mem" | tail -1) MiB used (baseline $base); $(tail -c 300 "$out/$name.err" | tr '\n' ' ')"
+}
+
+for n in ${contexts//,/ }; do
+	p=$(prompt_for "$n")
+	for r in ${ratios//,/ }; do
+		run "lukv-$method-$r-$n" --prompt-file "$p" --chunk "$chunk" --method "$method" --compression "$r"
+	done
+done
+if [[ $full_contexts != none ]]; then
+	for n in ${full_contexts//,/ }; do
+		p=$(prompt_for "$n")
+		run "full-chunked-$n" --prompt-file "$p" --chunk "$chunk"
+		run "full-oneshot-$n" --prompt-file "$p" --chunk "$((n + 8192))"
+	done
+fi
+if [[ $peer_contexts != none ]]; then
+	note "transformers + SDPA at $peer_contexts"
+	timeout -k 10 1200 "$python" scripts/bench_peers.py --model "$model" --contexts "$peer_contexts" --configs sdpa_dynamic \
+		--decode-steps 16 --json "$out/peers.json" 2>&1 | tee -a "$log"
+fi
+"$python" scripts/bench_chunked_report.py "$out" "$model" "$chunk" | tee "$out/bench-chunked.md"
+note "done: $out/bench-chunked.md"
