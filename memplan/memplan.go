@@ -117,12 +117,15 @@ func DeviceAvailable(b backend.Backend) Available {
 	return HostAvailable
 }
 
-// KVElemBytes measures the bytes a backend's KV cache stores per element, from a cache
-// of one token (4 for float32, 2 for bf16).
+// KVElemBytes is the bytes a backend's KV cache stores per element (4 for float32, 2
+// for bf16): the backend's own KVElemBytes where it has one (both of lukv's do), else 4.
+// (It used to probe with a tiny cache, which the CUDA backend refuses: its head
+// dimension must be a multiple of 4.)
 func KVElemBytes(b backend.Backend) int {
-	c := b.NewKVCache(1, 1, 2, 1)
-	defer c.Reset()
-	return max(1, int(c.Bytes()/4)) // 1 token x (K and V) x head dim 2
+	if e, ok := b.(interface{ KVElemBytes() int }); ok {
+		return e.KVElemBytes()
+	}
+	return 4
 }
 
 // ParamCount is the number of weights of a Llama-family checkpoint described by cfg.

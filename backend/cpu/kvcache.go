@@ -144,3 +144,6 @@ func (c *KVCache) Clone(reserve int) (backend.KVCache, error) {
 	}
 	return n, nil
 }
+
+// KVElemBytes is the bytes the CPU cache stores per element: float32.
+func (*Backend) KVElemBytes() int { return 4 }

@@ -81,6 +81,15 @@ func (b *Backend) NewKVCache(layers, kvHeads, headDim, reserve int) backend.KVCa
 	return c
 }
 
+// KVElemBytes is the bytes a cache of this backend stores per element: 2 with the bf16
+// cache (Options.KVBF16), else 4 (memory planning sizes the KV cache with it).
+func (b *Backend) KVElemBytes() int {
+	if b.opt.KVBF16 {
+		return 2
+	}
+	return 4
+}
+
 // freeKV schedules a dropped cache's buffers for release (runs on the cleanup goroutine).
 func (p *pool) freeKV(kb *kvBuffers) {
 	for _, l := range [][]cu.DevicePtr{kb.k, kb.v, kb.meta} {
