@@ -118,7 +118,8 @@ func TestChunkedOneChunkKeepsWhatOneShotKeeps(t *testing.T) {
 // TestChunkedEvictionWithinBudget: with every scorer and allocator at 0.8 and chunks of
 // 1, 7 and 64 tokens, the cache's live memory never exceeds the final budget plus one
 // chunk per head, every head ends with the budget its allocator gives the whole prompt
-// (uniform, PyramidKV, LU-KV; AdaKV: the layer's total), the sink and last tokens are
+// (uniform, PyramidKV, LU-KV, each raised to the sink/window floor; AdaKV: the layer's
+// total), the sink and last tokens are
 // kept (the sinks where the budget always covered them: uniform), and the evictor's positions are ascending and of the right count.
 func TestChunkedEvictionWithinBudget(t *testing.T) {
 	m := loadDefault(t)
@@ -146,6 +147,9 @@ func TestChunkedEvictionWithinBudget(t *testing.T) {
 						want = slices.Repeat([]int{max(1, a.LayerBudget(l, cfg.NumLayers, S, 0.8))}, cfg.NumKVHeads)
 					case eviction.LUKVAllocator:
 						want, _ = a.Curve.KeepCounts(l, 0.8, S)
+					}
+					for h := range want { // the sink/window floor (package doc)
+						want[h] = max(want[h], eviction.Protected(S, method.Sink, method.Window))
 					}
 					layerTotal := 0
 					for h := 0; h < cfg.NumKVHeads; h++ {
