@@ -532,14 +532,20 @@ func (m Method) Compress(cache backend.KVCache, scores [][][]float32, reserve in
 	return nil
 }
 
+// SelectsOnDevice reports whether CompressCollected can select from scores left on the
+// device: the allocator's counts do not need them (FixedAllocator) and the method is
+// not HostOnly.
+func (m Method) SelectsOnDevice() bool {
+	_, fixed := m.Allocator.(FixedAllocator)
+	return fixed && !m.HostOnly
+}
+
 // NewCollector returns a collector for model mod and the method's scorer that keeps
-// device scores on the device when the method can select from there (its allocator's
-// counts do not need the scores, and it is not HostOnly): use it with
-// CompressCollected.
+// device scores on the device when the method selects from there (SelectsOnDevice):
+// use it with CompressCollected.
 func (m Method) NewCollector(mod *model.Model) *Collector {
 	c := NewCollector(mod, m.Scorer)
-	_, fixed := m.Allocator.(FixedAllocator)
-	c.KeepOnDevice = fixed && !m.HostOnly
+	c.KeepOnDevice = m.SelectsOnDevice()
 	return c
 }
 
