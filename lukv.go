@@ -95,7 +95,10 @@ func (e Eviction) Apply(opt *generate.Options, m *model.Model, contextTokens, pr
 	opt.Observer = collector
 	// compress evicts after the first prefill, leaving room for reserve more tokens.
 	compressFor := func(method eviction.Method, reserve int) func(backend.KVCache, int) error {
-		return func(cache backend.KVCache, _ int) error { return method.CompressCollected(cache, collector, reserve) }
+		return func(cache backend.KVCache, _ int) error {
+			defer collector.Release() // one compression per generation
+			return method.CompressCollected(cache, collector, reserve)
+		}
 	}
 	switch e.At {
 	case AfterContext:

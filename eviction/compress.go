@@ -404,13 +404,16 @@ func (m Method) FixedCounts(cache backend.KVCache, layers int) (counts [][]int, 
 	lens := make([]int, nkv)
 	counts = make([][]int, layers)
 	for layer := range counts {
+		T := 0
 		for h := range lens {
 			lens[h] = cache.Len(layer, h)
-			if lens[h] != lens[0] {
-				return nil, true, fmt.Errorf("eviction: layer %d head %d holds %d tokens, head 0 %d: fixed counts need one length", layer, h, lens[h], lens[0])
+			if h == 0 {
+				T = lens[0]
+			} else if lens[h] != T {
+				return nil, true, fmt.Errorf("eviction: layer %d head %d holds %d tokens, head 0 %d: fixed counts need one length", layer, h, lens[h], T)
 			}
 		}
-		c, err := fa.CountsFor(layer, layers, nkv, lens[0], m.Ratio)
+		c, err := fa.CountsFor(layer, layers, nkv, T, m.Ratio)
 		if err != nil {
 			return nil, true, err
 		}
@@ -562,6 +565,7 @@ func (m Method) CompressCollected(cache backend.KVCache, c *Collector, reserve i
 	}
 	dc, isDev := cache.(backend.DeviceCompaction)
 	if d := c.deviceScores(); d != nil && isDev && !m.HostOnly {
+		// A shape the counts or the cache refuse falls back: the host path reports it.
 		counts, ok, err := m.FixedCounts(cache, d.Layers())
 		if ok && err == nil && d.KVHeads() == cache.KVHeads() && cache.Len(0, 0) == d.Tokens() {
 			err := dc.KeepTop(backend.KeepTopRequest{Device: d, Sink: m.Sink, Window: m.Window, Counts: counts, Reserve: reserve})

@@ -73,21 +73,19 @@ func (c *KVCache) planKeep(req backend.KeepTopRequest) (*keepPlan, error) {
 		}
 	} else if len(req.Scores) != L {
 		return nil, fmt.Errorf("kv cache: keep top: scores for %d layers, counts for %d", len(req.Scores), L)
-	}
-	for l, s := range req.Scores {
-		if p.dev != nil {
-			break
-		}
-		if len(s) != c.kvHeads {
-			return nil, fmt.Errorf("kv cache: keep top: layer %d has scores for %d heads, the cache %d", l, len(s), c.kvHeads)
-		}
-		for h, hs := range s {
-			if p.T < 0 {
-				p.T = len(hs)
+	} else {
+		for l, s := range req.Scores {
+			if len(s) != c.kvHeads {
+				return nil, fmt.Errorf("kv cache: keep top: layer %d has scores for %d heads, the cache %d", l, len(s), c.kvHeads)
 			}
-			if len(hs) != p.T || c.l[l].Len[h] != p.T {
-				return nil, fmt.Errorf("kv cache: keep top: layer %d head %d has %d scores for %d cached tokens (every head must hold the same %d)",
-					l, h, len(hs), c.l[l].Len[h], p.T)
+			for h, hs := range s {
+				if p.T < 0 {
+					p.T = len(hs)
+				}
+				if len(hs) != p.T || c.l[l].Len[h] != p.T {
+					return nil, fmt.Errorf("kv cache: keep top: layer %d head %d has %d scores for %d cached tokens (every head must hold the same %d)",
+						l, h, len(hs), c.l[l].Len[h], p.T)
+				}
 			}
 		}
 	}
