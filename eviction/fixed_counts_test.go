@@ -237,3 +237,35 @@ func TestCompressCollectedKeepsScoresOnDevice(t *testing.T) {
 		t.Fatalf("CPU backend: requests %+v, want one with host scores", fc.reqs)
 	}
 }
+
+// TestCompressCollectedPartlyOnDevice: when the device refused a layer, the kept scores
+// are not complete on the device: CompressCollected reads the device layers back once,
+// joins them to the host-scored layer and plans on the host, leaving the cache as the
+// host path does.
+func TestCompressCollectedPartlyOnDevice(t *testing.T) {
+	f := &fakeScoring{Backend: cpu.New(), refuse: 3}
+	mt := Method{Scorer: KNormScorer{}, Allocator: UniformAllocator{}, Ratio: 0.5, Sink: 4, Window: 2}
+	var col, hostCol *Collector
+	_, base := prefillTiny(t, f, 45, func(m *model.Model) model.Observer {
+		col = mt.NewCollector(m)
+		hostCol = NewCollector(m, KNormScorer{})
+		hostCol.HostOnly = true
+		return Collectors{col, hostCol}
+	})
+	if f.reads != 0 || col.Scores[3] == nil || col.Scores[0] != nil {
+		t.Fatalf("after the pass: %d reads; layer 3 scored on the host %v, layer 0 kept on the device %v",
+			f.reads, col.Scores[3] != nil, col.Scores[0] == nil)
+	}
+	dev, host := &fakeCompaction{KVCache: cloneCache(t, base)}, cloneCache(t, base)
+	if err := mt.CompressCollected(dev, col, 2); err != nil {
+		t.Fatal(err)
+	}
+	if f.reads != 1 || len(dev.reqs) != 1 || dev.reqs[0].Device != nil {
+		t.Fatalf("%d reads, requests %+v; want one read and a host-scores request", f.reads, dev.reqs)
+	}
+	mt.HostOnly = true
+	if err := mt.Compress(host, hostCol.Scores, 2); err != nil {
+		t.Fatal(err)
+	}
+	backendtest.SameCache(t, "partly on the device", dev.KVCache, host)
+}
