@@ -39,9 +39,12 @@ func deviceScoresOf(t testing.TB, b *Backend, scores [][][]float32) *deviceScore
 		}
 	}
 	if len(flat) > 0 {
-		if err := cu.MemcpyHtoD(ds.(*deviceScores).t.ptr, unsafe.Pointer(&flat[0]), int64(len(flat))*4); err != nil {
-			t.Fatal(err)
-		}
+		func() {
+			defer b.enter()()
+			if err := cu.MemcpyHtoD(ds.(*deviceScores).t.ptr, unsafe.Pointer(&flat[0]), int64(len(flat))*4); err != nil {
+				t.Fatal(err)
+			}
+		}()
 	}
 	return ds.(*deviceScores)
 }
