@@ -95,11 +95,14 @@ func (e Eviction) Apply(opt *generate.Options, m *model.Model, contextTokens, pr
 		return fmt.Errorf("lukv: %d context tokens in a %d-token prompt: want 0 < context <= prompt", contextTokens, promptTokens)
 	}
 	method := e.Method
-	collector := eviction.NewCollector(m, method.Scorer)
+	collector := method.NewCollector(m)
 	opt.Observer = collector
 	// compress evicts after the first prefill, leaving room for reserve more tokens.
 	compressFor := func(method eviction.Method, reserve int) func(backend.KVCache, int) error {
-		return func(cache backend.KVCache, _ int) error { return method.Compress(cache, collector.Scores, reserve) }
+		return func(cache backend.KVCache, _ int) error {
+			defer collector.Release() // one compression per generation
+			return method.CompressCollected(cache, collector, reserve)
+		}
 	}
 	switch e.At {
 	case AfterContext:

@@ -100,17 +100,25 @@ type DeviceScoring interface {
 	ScoreLayer(spec ScorerSpec, in LayerInput, dst DeviceScores) error
 }
 
-// KeepTopRequest asks a cache to keep, in every head h of layers 0 .. len(Scores)-1,
+// KeepTopRequest asks a cache to keep, in every head h of layers 0 .. len(Counts)-1,
 // its Counts[layer][h] highest-scored tokens (score descending, ties to the later
 // token, NaN lowest), in position order, and to release the rest, leaving room for
-// Reserve more tokens per head. The scores are used as given: the eviction policy (sink
-// and window, budgets) is eviction's, which fills the request (eviction.Method.Plan).
-// Every head must hold exactly the len(Scores[layer][h]) tokens scored, all heads the
-// same number.
+// Reserve more tokens per head. Every head must hold exactly the T tokens scored, all
+// heads the same number.
+//
+// The scores come from the host (Scores) or are already on the device (Device, made by
+// this backend's DeviceScoring for exactly len(Counts) layers; it is read, not changed,
+// and takes the place of Scores). Before selecting, the device protects sink and window
+// when they are positive: tokens [0, Sink) and [T-Window, T) of every head rank above
+// every other token of the layer, by the rule eviction.ProtectSinkWindow states and
+// implements on the host (the same float32 values). The policy (sink and window sizes,
+// budgets) is eviction's, which fills the request (eviction.Method.Plan, FixedCounts).
 type KeepTopRequest struct {
-	Scores  [][][]float32 // [layers][kvHeads][T]
-	Counts  [][]int       // [layers][kvHeads] tokens to keep, in [0, T]
-	Reserve int
+	Scores       [][][]float32 // [layers][kvHeads][T] on the host, used as given
+	Device       DeviceScores  // [layers][kvHeads][T] on the device, instead of Scores
+	Sink, Window int           // tokens protected on the device before selecting
+	Counts       [][]int       // [layers][kvHeads] tokens to keep, in [0, T]
+	Reserve      int
 }
 
 // DeviceCompaction is implemented by a KVCache that selects and compacts on the device.

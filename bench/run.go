@@ -466,7 +466,8 @@ func (bn *bencher) context(parent context.Context, T int, over bool, ratios []fl
 		// allocation and compaction of its scores.
 		phase = "prefill with " + bn.scorer.Name()
 		cache.Reset()
-		col := eviction.NewCollector(m, bn.scorer)
+		method := eviction.Method{Scorer: bn.scorer, Allocator: eviction.UniformAllocator{}, Ratio: bn.overRatio, Sink: 4, Window: 1}
+		col := method.NewCollector(m)
 		obs.inner = col
 		t0 = time.Now()
 		_, err = m.Forward(ctx, ids, 0, cache, model.ForwardOptions{Observer: obs})
@@ -476,9 +477,8 @@ func (bn *bencher) context(parent context.Context, T int, over bool, ratios []fl
 		}
 		with := time.Since(t0).Seconds()
 		phase = "allocation and compaction"
-		method := eviction.Method{Scorer: bn.scorer, Allocator: eviction.UniformAllocator{}, Ratio: bn.overRatio, Sink: 4, Window: 1}
 		t0 = time.Now()
-		if err := method.Compress(cache, col.Scores, bn.steps+2); err != nil {
+		if err := method.CompressCollected(cache, col, bn.steps+2); err != nil {
 			return err
 		}
 		if err := bn.sync(); err != nil {

@@ -105,11 +105,11 @@ func (r *Runner) RunCell(ctx context.Context, s Sample, index int, m MethodSpec,
 	cell := Cell{Task: s.Task, Length: len(prompt) + s.MaxNewTokens, Index: index, Method: m.Name, Ratio: ratio, PromptTokens: len(prompt)}
 	if m.Scorer != nil {
 		method := eviction.Method{Scorer: m.Scorer, Allocator: m.Allocator, Ratio: ratio, Sink: r.Sink, Window: r.Window}
-		collector := eviction.NewCollector(r.Model, m.Scorer)
+		collector := method.NewCollector(r.Model)
 		collector.HostOnly = r.HostScoring
 		opt.Observer = collector
 		opt.AfterPrefill = func(cache backend.KVCache, _ int) error {
-			return method.Compress(cache, collector.Scores, len(prompt)-len(contextIDs)+s.MaxNewTokens)
+			return method.CompressCollected(cache, collector, len(prompt)-len(contextIDs)+s.MaxNewTokens)
 		}
 	} else {
 		cell.Ratio = 0
@@ -159,7 +159,7 @@ func (r *Runner) RunSample(goctx context.Context, s Sample, index int, jobs []Jo
 	for i, j := range jobs {
 		scorerOf[i] = -1
 		if j.Method.Scorer != nil {
-			scorerOf[i] = obs.add(j.Method.Scorer)
+			scorerOf[i] = obs.add(eviction.Method{Scorer: j.Method.Scorer, Allocator: j.Method.Allocator})
 		}
 	}
 	reserve := len(question) + s.MaxNewTokens
@@ -198,7 +198,7 @@ func (r *Runner) RunSample(goctx context.Context, s Sample, index int, jobs []Jo
 			cell.Ratio = 0
 		} else {
 			method := eviction.Method{Scorer: j.Method.Scorer, Allocator: j.Method.Allocator, Ratio: j.Ratio, Sink: r.Sink, Window: r.Window}
-			if err := method.Compress(cache, obs.scores(scorerOf[i]), reserve); err != nil {
+			if err := method.CompressCollected(cache, obs.collectors[scorerOf[i]], reserve); err != nil {
 				return fmt.Errorf("%s at %.2f: %w", j.Method.Name, j.Ratio, err)
 			}
 		}
@@ -247,22 +247,23 @@ type multiScorer struct {
 	elapsed    time.Duration // time spent in ObserveLayer
 }
 
-// add registers a scorer (once per distinct scorer: same name and configuration) and
-// returns its index.
-func (m *multiScorer) add(s eviction.Scorer) int {
+// add registers method's scorer (once per distinct scorer: same name and
+// configuration) and returns its index. A scorer's device scores stay on the device
+// when some method using it can select from there (the others copy them on demand).
+func (m *multiScorer) add(method eviction.Method) int {
+	s, keep := method.Scorer, method.SelectsOnDevice()
 	for i, c := range m.collectors {
 		if c.Scorer.Name() == s.Name() && reflect.DeepEqual(c.Scorer, s) {
+			c.KeepOnDevice = c.KeepOnDevice || keep
 			return i
 		}
 	}
 	c := eviction.NewCollector(m.model, s)
 	c.HostOnly = m.hostOnly
+	c.KeepOnDevice = keep
 	m.collectors = append(m.collectors, c)
 	return len(m.collectors) - 1
 }
-
-// scores are scorer i's scores of the last prefill, [layer][Nkv][T].
-func (m *multiScorer) scores(i int) [][][]float32 { return m.collectors[i].Scores }
 
 func (m *multiScorer) ObserveLayer(layer int, positions []int, x, q, k, v backend.Tensor) {
 	start := time.Now()

@@ -16,6 +16,35 @@ type Allocator interface {
 	Counts(layer, numLayers int, scores [][]float32, ratio float64) ([]int, error)
 }
 
+// FixedAllocator is an Allocator whose counts do not depend on the scores, only on the
+// layer, the number of heads, their length T and the ratio (uniform, pyramid, LU-KV; not
+// AdaKV, whose pooled counts follow the scores). CountsFor is Counts for any scores of
+// heads x T: Method.FixedCounts plans with it without reading the scores, so they can
+// stay where a device computed them.
+type FixedAllocator interface {
+	Allocator
+	CountsFor(layer, numLayers, heads, T int, ratio float64) ([]int, error)
+}
+
+var (
+	_ FixedAllocator = UniformAllocator{}
+	_ FixedAllocator = PyramidAllocator{}
+	_ FixedAllocator = LUKVAllocator{}
+)
+
+// fixedCounts is a FixedAllocator's Counts: CountsFor per distinct head length.
+func fixedCounts(a FixedAllocator, layer, numLayers int, scores [][]float32, ratio float64) ([]int, error) {
+	counts := make([]int, len(scores))
+	for h, s := range scores {
+		c, err := a.CountsFor(layer, numLayers, 1, len(s), ratio)
+		if err != nil {
+			return nil, err
+		}
+		counts[h] = c[0]
+	}
+	return counts, nil
+}
+
 // topK returns the indices of the k highest scores, ascending. Ties keep the later token
 // (the more recent one), the same rule the profiler uses when it orders evictions; NaN
 // ranks lowest. It selects the k best keys in linear expected time (selectBest) and then
@@ -127,13 +156,17 @@ type UniformAllocator struct{}
 
 func (UniformAllocator) Name() string { return "uniform" }
 
-func (UniformAllocator) Counts(layer, numLayers int, scores [][]float32, ratio float64) ([]int, error) {
+func (a UniformAllocator) Counts(layer, numLayers int, scores [][]float32, ratio float64) ([]int, error) {
+	return fixedCounts(a, layer, numLayers, scores, ratio)
+}
+
+func (UniformAllocator) CountsFor(layer, numLayers, heads, T int, ratio float64) ([]int, error) {
 	if err := checkRatio(ratio); err != nil {
 		return nil, err
 	}
-	counts := make([]int, len(scores))
-	for h, s := range scores {
-		counts[h] = min(len(s), max(1, uniformBudget(len(s), ratio)))
+	counts := make([]int, heads)
+	for h := range counts {
+		counts[h] = min(T, max(1, uniformBudget(T, ratio)))
 	}
 	return counts, nil
 }
@@ -172,12 +205,16 @@ func (p PyramidAllocator) LayerBudget(layer, numLayers, T int, ratio float64) in
 }
 
 func (p PyramidAllocator) Counts(layer, numLayers int, scores [][]float32, ratio float64) ([]int, error) {
+	return fixedCounts(p, layer, numLayers, scores, ratio)
+}
+
+func (p PyramidAllocator) CountsFor(layer, numLayers, heads, T int, ratio float64) ([]int, error) {
 	if err := checkRatio(ratio); err != nil {
 		return nil, err
 	}
-	counts := make([]int, len(scores))
-	for h, s := range scores {
-		counts[h] = min(len(s), max(1, p.LayerBudget(layer, numLayers, len(s), ratio)))
+	counts := make([]int, heads)
+	for h := range counts {
+		counts[h] = min(T, max(1, p.LayerBudget(layer, numLayers, T, ratio)))
 	}
 	return counts, nil
 }
@@ -261,25 +298,42 @@ type LUKVAllocator struct {
 
 func (LUKVAllocator) Name() string { return "lukv" }
 
+// Counts reads the curve at the length of the first head (kvpress's LUKVPress keeps
+// one length per layer) and clamps each head's count to its own length.
 func (a LUKVAllocator) Counts(layer, numLayers int, scores [][]float32, ratio float64) ([]int, error) {
+	T := 0
+	if len(scores) > 0 {
+		T = len(scores[0])
+	}
+	counts, err := a.CountsFor(layer, numLayers, len(scores), T, ratio)
+	if err != nil {
+		return nil, err
+	}
+	for h, s := range scores {
+		counts[h] = max(0, min(len(s), counts[h]))
+	}
+	return counts, nil
+}
+
+func (a LUKVAllocator) CountsFor(layer, numLayers, heads, T int, ratio float64) ([]int, error) {
 	if err := checkRatio(ratio); err != nil {
 		return nil, err
 	}
 	if a.Curve == nil {
 		return nil, fmt.Errorf("allocator lukv needs a budget curve")
 	}
-	if err := a.Curve.CheckFits(numLayers, len(scores)); err != nil {
+	if err := a.Curve.CheckFits(numLayers, heads); err != nil {
 		return nil, err
 	}
 	if ratio == 0 {
-		return UniformAllocator{}.Counts(layer, numLayers, scores, 0)
+		return UniformAllocator{}.CountsFor(layer, numLayers, heads, T, 0)
 	}
-	counts, err := a.Curve.KeepCounts(layer, ratio, len(scores[0]))
+	counts, err := a.Curve.KeepCounts(layer, ratio, T)
 	if err != nil {
 		return nil, err
 	}
-	for h, s := range scores {
-		counts[h] = max(0, min(len(s), counts[h]))
+	for h := range counts {
+		counts[h] = max(0, min(T, counts[h]))
 	}
 	return counts, nil
 }

@@ -36,17 +36,23 @@ func (m Method) String() string {
 // has a device form (DeviceSpec), a layer is scored where its activations are, without
 // the host View; the device scores of all layers are copied into Scores once, when the
 // last layer has been observed (so during the pass a device-scored layer's entry is
-// nil). Device scores are float32 computations of the same function (see the backend's
-// documentation for their rounding); a layer the device cannot score, or a Collector
-// with OnView or HostOnly set, uses the host path.
+// nil), unless KeepOnDevice is set. Device scores are float32 computations of the same
+// function (see the backend's documentation for their rounding); a layer the device
+// cannot score, or a Collector with OnView or HostOnly set, uses the host path.
 type Collector struct {
 	Model  *model.Model
 	Scorer Scorer
+	// Scores are the host scores. With KeepOnDevice, device-scored layers stay nil
+	// until HostScores copies them.
 	Scores [][][]float32
 	// OnView, when set, also receives every layer's view (the profiler keeps them).
 	OnView func(v *LayerView)
 	// HostOnly scores on the host even when the backend could score on the device.
 	HostOnly bool
+	// KeepOnDevice leaves a pass's device scores on the device (no read-back) for
+	// Method.CompressCollected to select from there; HostScores copies them on demand.
+	// Method.NewCollector sets it when the method's counts do not need the scores.
+	KeepOnDevice bool
 
 	dev   backend.DeviceScores // this pass's device scores, [layers][Nkv][T]
 	onDev []bool               // [layer] scored into dev in this pass
@@ -96,11 +102,51 @@ func (cs Collectors) ObserveLayer(layer int, positions []int, x, q, k, v backend
 		}
 	}
 	for _, c := range cs {
-		if layer == len(c.Scores)-1 {
+		if layer == len(c.Scores)-1 && !c.KeepOnDevice {
 			c.collectDevice()
 		}
 	}
 }
+
+// HostScores returns the scores [layer][Nkv][T] on the host, copying device scores kept
+// on the device (KeepOnDevice) into Scores first; the device copy stays for
+// CompressCollected. A layer whose copy fails stays nil (Compress reports it).
+func (c *Collector) HostScores() [][][]float32 {
+	if c.dev == nil {
+		return c.Scores
+	}
+	pending := false
+	for l, on := range c.onDev {
+		pending = pending || (on && c.Scores[l] == nil)
+	}
+	if !pending {
+		return c.Scores
+	}
+	data, err := c.dev.Read()
+	if err != nil {
+		return c.Scores
+	}
+	c.fill(data)
+	return c.Scores
+}
+
+// deviceScores are this pass's scores when every layer was scored on the device and
+// they are still there (KeepOnDevice), else nil.
+func (c *Collector) deviceScores() backend.DeviceScores {
+	if c.dev == nil || len(c.onDev) == 0 {
+		return nil
+	}
+	for _, on := range c.onDev {
+		if !on {
+			return nil
+		}
+	}
+	return c.dev
+}
+
+// Release frees device scores kept on the device now (the next pass, or the garbage
+// collector, does it otherwise).
+func (c *Collector) Release() { c.dropDevice() }
 
 // DeviceSpec returns the device form of s (backend.ScorerSpec, defaults filled in) and
 // true when s is one of the scorers a backend may run on the device (expected
@@ -214,6 +260,11 @@ func (c *Collector) collectDevice() {
 	if err != nil {
 		return
 	}
+	c.fill(data)
+}
+
+// fill sets the device-scored layers of Scores from data, the device scores read back.
+func (c *Collector) fill(data []float32) {
 	nkv, T := c.dev.KVHeads(), c.dev.Tokens()
 	for l, on := range c.onDev {
 		if !on {
@@ -314,16 +365,63 @@ func (m Method) LayerCounts(layer, numLayers int, protected [][]float32) ([]int,
 	if err != nil {
 		return nil, err
 	}
-	if len(counts) != len(protected) {
-		return nil, fmt.Errorf("eviction: allocator %s gave %d counts for %d heads of layer %d", m.Allocator.Name(), len(counts), len(protected), layer)
-	}
+	lens := make([]int, len(protected))
 	for h, s := range protected {
-		if counts[h] < 0 || counts[h] > len(s) {
-			return nil, fmt.Errorf("eviction: allocator %s keeps %d of layer %d head %d's %d tokens", m.Allocator.Name(), counts[h], layer, h, len(s))
+		lens[h] = len(s)
+	}
+	return m.floorCounts(layer, counts, lens)
+}
+
+// floorCounts checks an allocator's counts for heads of lengths lens and raises them to
+// Protected: the one place the sink and window floor is applied.
+func (m Method) floorCounts(layer int, counts, lens []int) ([]int, error) {
+	if len(counts) != len(lens) {
+		return nil, fmt.Errorf("eviction: allocator %s gave %d counts for %d heads of layer %d", m.Allocator.Name(), len(counts), len(lens), layer)
+	}
+	for h, T := range lens {
+		if counts[h] < 0 || counts[h] > T {
+			return nil, fmt.Errorf("eviction: allocator %s keeps %d of layer %d head %d's %d tokens", m.Allocator.Name(), counts[h], layer, h, T)
 		}
-		counts[h] = max(counts[h], Protected(len(s), m.Sink, m.Window))
+		counts[h] = max(counts[h], Protected(T, m.Sink, m.Window))
 	}
 	return counts, nil
+}
+
+// FixedCounts is Plan's Counts without the scores, for a cache whose every head holds
+// the same T tokens, when the allocator's counts do not depend on them (a
+// FixedAllocator); ok is false, with nothing computed, for any other allocator. The
+// scores the counts apply to must then be protected as ProtectSinkWindow does (a device
+// does it itself: backend.KeepTopRequest's Sink and Window).
+func (m Method) FixedCounts(cache backend.KVCache, layers int) (counts [][]int, ok bool, err error) {
+	fa, ok := m.Allocator.(FixedAllocator)
+	if !ok {
+		return nil, false, nil
+	}
+	if layers > cache.Layers() {
+		return nil, true, fmt.Errorf("eviction: counts for %d layers, the cache has %d", layers, cache.Layers())
+	}
+	nkv := cache.KVHeads()
+	lens := make([]int, nkv)
+	counts = make([][]int, layers)
+	for layer := range counts {
+		T := 0
+		for h := range lens {
+			lens[h] = cache.Len(layer, h)
+			if h == 0 {
+				T = lens[0]
+			} else if lens[h] != T {
+				return nil, true, fmt.Errorf("eviction: layer %d head %d holds %d tokens, head 0 %d: fixed counts need one length", layer, h, lens[h], T)
+			}
+		}
+		c, err := fa.CountsFor(layer, layers, nkv, T, m.Ratio)
+		if err != nil {
+			return nil, true, err
+		}
+		if counts[layer], err = m.floorCounts(layer, c, lens); err != nil {
+			return nil, true, err
+		}
+	}
+	return counts, true, nil
 }
 
 // KeepLayer is what the method keeps of one layer of unprotected scores [Nkv][T]: each
@@ -435,4 +533,46 @@ func (m Method) Compress(cache backend.KVCache, scores [][][]float32, reserve in
 		}
 	}
 	return nil
+}
+
+// SelectsOnDevice reports whether CompressCollected can select from scores left on the
+// device: the allocator's counts do not need them (FixedAllocator) and the method is
+// not HostOnly.
+func (m Method) SelectsOnDevice() bool {
+	_, fixed := m.Allocator.(FixedAllocator)
+	return fixed && !m.HostOnly
+}
+
+// NewCollector returns a collector for model mod and the method's scorer that keeps
+// device scores on the device when the method selects from there (SelectsOnDevice):
+// use it with CompressCollected.
+func (m Method) NewCollector(mod *model.Model) *Collector {
+	c := NewCollector(mod, m.Scorer)
+	c.KeepOnDevice = m.SelectsOnDevice()
+	return c
+}
+
+// CompressCollected is Compress with the scores of collector c's last prefill. When c
+// kept them on the device, the allocator's counts do not need them (FixedCounts) and
+// the cache selects and compacts on the device (backend.DeviceCompaction), they never
+// leave the device: the counts are planned here and the device protects sink and window
+// and keeps each head's top count, as the host path would. Otherwise the scores are
+// copied to the host (Collector.HostScores) and Compress runs. Both keep the same
+// tokens; c's scores are not changed, so several methods may compress from them.
+func (m Method) CompressCollected(cache backend.KVCache, c *Collector, reserve int) error {
+	if reserve < 0 {
+		return fmt.Errorf("eviction: negative reserve %d", reserve)
+	}
+	dc, isDev := cache.(backend.DeviceCompaction)
+	if d := c.deviceScores(); d != nil && isDev && !m.HostOnly {
+		// A shape the counts or the cache refuse falls back: the host path reports it.
+		counts, ok, err := m.FixedCounts(cache, d.Layers())
+		if ok && err == nil && d.KVHeads() == cache.KVHeads() && cache.Len(0, 0) == d.Tokens() {
+			err := dc.KeepTop(backend.KeepTopRequest{Device: d, Sink: m.Sink, Window: m.Window, Counts: counts, Reserve: reserve})
+			if !errors.Is(err, backend.ErrUnsupported) {
+				return err
+			}
+		}
+	}
+	return m.Compress(cache, c.HostScores(), reserve)
 }

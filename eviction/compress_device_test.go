@@ -120,6 +120,7 @@ type fakeScoring struct {
 	specs  []backend.ScorerSpec
 	layers []int
 	freed  int
+	reads  int // device scores copied to the host
 }
 
 type fakeScores struct {
@@ -131,7 +132,7 @@ type fakeScores struct {
 func (s *fakeScores) Layers() int              { return s.layers }
 func (s *fakeScores) KVHeads() int             { return s.kvHeads }
 func (s *fakeScores) Tokens() int              { return s.tokens }
-func (s *fakeScores) Read() ([]float32, error) { return slices.Clone(s.data), nil }
+func (s *fakeScores) Read() ([]float32, error) { s.f.reads++; return slices.Clone(s.data), nil }
 func (s *fakeScores) Free()                    { s.f.freed++ }
 
 func (f *fakeScoring) NewScores(layers, kvHeads, tokens int) (backend.DeviceScores, error) {
@@ -269,7 +270,20 @@ func (c *fakeCompaction) KeepTop(req backend.KeepTopRequest) error {
 	if c.refuse {
 		return fmt.Errorf("fake: %w", backend.ErrUnsupported)
 	}
-	for l, s := range req.Scores {
+	scores := req.Scores
+	if req.Device != nil { // "on the device": its data, protected as documented
+		d := req.Device.(*fakeScores)
+		scores = make([][][]float32, d.layers)
+		for l := range scores {
+			scores[l] = make([][]float32, d.kvHeads)
+			for h := range scores[l] {
+				i := (l*d.kvHeads + h) * d.tokens
+				scores[l][h] = slices.Clone(d.data[i : i+d.tokens])
+			}
+			ProtectSinkWindow(scores[l], req.Sink, req.Window)
+		}
+	}
+	for l, s := range scores {
 		var keep [][]int
 		for h := range s {
 			keep = append(keep, refTopK(s[h], req.Counts[l][h]))

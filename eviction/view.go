@@ -8,6 +8,12 @@
 // head then keeps its top-count tokens (score descending, ties to the later token, NaN
 // lowest, kept in position order). The host path (KVCache.Compact with indices selected
 // here) and a device path (backend.DeviceCompaction.KeepTop) consume the same plan.
+// When the allocator's counts do not depend on the scores (FixedAllocator: uniform,
+// pyramid, LU-KV) and the scores were computed on the device, only the counts are
+// planned here (Method.FixedCounts) and the scores never leave the device: the device
+// applies the sink and window rule below itself (backend.KeepTopRequest's Sink and
+// Window, the same float32 values as ProtectSinkWindow) before selecting
+// (Method.CompressCollected).
 //
 // Sink and window. The first Sink and last Window tokens of every head get a score
 // above every other score of the layer (ProtectSinkWindow), and a head's count is never

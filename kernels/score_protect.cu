@@ -5,7 +5,10 @@
 // layer_protect   grid (layers), block 1024. Per layer, m = the largest finite score
 //                 over heads x [tlo, thi), top = m + 1 (the next float up when +1 is
 //                 lost, m itself when that overflows, 1 when nothing is finite), written
-//                 to positions j < p1hi and j >= p2lo of every head.
+//                 to positions j < p1hi and j >= p2lo of every head. With lower != 0 every
+//                 other score >= top (+Inf, or a tie with the largest float) becomes the
+//                 next float below top, so protection cannot lose to it (eviction's
+//                 ProtectSinkWindow: the device keep path passes 1, the scorers 0).
 //
 // What bounds it: latency. One block per layer makes one pass over the span and one over
 // kvHeads x T scores (not timed on its own: BenchmarkEvictionOverhead's score and evict
@@ -18,7 +21,7 @@
 
 // Grid (layers), block 1024. s [layers][nkv][T].
 extern "C" __global__ void layer_protect(float* __restrict__ s, int nkv, int T, int tlo, int thi, int p1hi,
-                                         int p2lo) {
+                                         int p2lo, int lower) {
 	__shared__ float scratch[32];
 	float* ls = s + (long long)blockIdx.x * nkv * T;
 	const long long span = thi > tlo ? thi - tlo : 0;
@@ -36,8 +39,13 @@ extern "C" __global__ void layer_protect(float* __restrict__ s, int nkv, int T, 
 		if (isinf(up)) up = m;
 		top = up;
 	}
+	const float below = nextafterf(top, NEG_INF);
 	for (long long e = threadIdx.x; e < (long long)nkv * T; e += blockDim.x) {
 		const int j = (int)(e % T);
-		if (j < p1hi || j >= p2lo) ls[e] = top;
+		if (j < p1hi || j >= p2lo) {
+			ls[e] = top;
+		} else if (lower && ls[e] >= top) {
+			ls[e] = below;
+		}
 	}
 }

@@ -5,10 +5,13 @@ package cuda
 // Selection and compaction on the device: the KVCache implements
 // backend.DeviceCompaction with kernels/topk.cu. The scores come from the host, already
 // protected by eviction (one upload for all layers: eviction's Plan hands them out
-// contiguous), with every head's count; every head's top-count selection and the gather
-// of the kept rows run on the device, and the kept indices never come back. The result
-// is exactly what Compact with eviction's host-selected indices gives (score_test.go
-// checks it). The policy (sink and window, budgets) is eviction's, not this file's.
+// contiguous), or stay on the device where the Backend scored them (a device-to-device
+// copy into scratch, where kernels/score_protect.cu's layer_protect protects sink and
+// window as eviction.ProtectSinkWindow does); with every head's count, every head's
+// top-count selection and the gather of the kept rows run on the device, and neither
+// the scores nor the kept indices cross to the host. The result is exactly what Compact
+// with eviction's host-selected indices gives (score_test.go and keep_device_test.go
+// check it). The policy (sink and window sizes, budgets) is eviction's, not this file's.
 
 import (
 	"fmt"
@@ -31,39 +34,63 @@ const evictGroupBytes = 1 << 30
 // keepPlan is a checked KeepTopRequest.
 type keepPlan struct {
 	layers, kvHeads, T int
-	counts             [][]int // [layer][head]
+	counts             [][]int       // [layer][head]
+	dev                *deviceScores // the scores on the device, or nil: from the host
+	sink, window       int           // >= 0: protected before selecting
 	reserve            int
 }
 
 // planKeep checks req against the cache.
 func (c *KVCache) planKeep(req backend.KeepTopRequest) (*keepPlan, error) {
-	L := len(req.Scores)
+	L := len(req.Counts)
 	if L < 1 || L > c.layers {
-		return nil, fmt.Errorf("kv cache: keep top: scores for %d layers, the cache has %d", L, c.layers)
+		return nil, fmt.Errorf("kv cache: keep top: counts for %d layers, the cache has %d", L, c.layers)
 	}
 	if req.Reserve < 0 {
 		return nil, fmt.Errorf("kv cache: keep top: negative reserve %d", req.Reserve)
 	}
-	p := &keepPlan{layers: L, kvHeads: c.kvHeads, T: -1, counts: req.Counts, reserve: req.Reserve}
-	for l, s := range req.Scores {
-		if len(s) != c.kvHeads {
-			return nil, fmt.Errorf("kv cache: keep top: layer %d has scores for %d heads, the cache %d", l, len(s), c.kvHeads)
+	p := &keepPlan{layers: L, kvHeads: c.kvHeads, T: -1, counts: req.Counts, reserve: req.Reserve,
+		sink: max(req.Sink, 0), window: max(req.Window, 0)}
+	if req.Device != nil {
+		ds, ok := req.Device.(*deviceScores)
+		if !ok || ds.b != c.b {
+			return nil, fmt.Errorf("kv cache: keep top: device scores of type %T do not belong to this backend", req.Device)
 		}
-		for h, hs := range s {
-			if p.T < 0 {
-				p.T = len(hs)
+		if ds.t.freed {
+			return nil, fmt.Errorf("kv cache: keep top: device scores used after Free")
+		}
+		if ds.layers != L || ds.kvHeads != c.kvHeads {
+			return nil, fmt.Errorf("kv cache: keep top: device scores for %d layers x %d heads, counts for %d layers x %d heads",
+				ds.layers, ds.kvHeads, L, c.kvHeads)
+		}
+		p.dev, p.T = ds, ds.tokens
+		for l := 0; l < L; l++ {
+			for h := 0; h < c.kvHeads; h++ {
+				if c.l[l].Len[h] != p.T {
+					return nil, fmt.Errorf("kv cache: keep top: layer %d head %d holds %d tokens, the device scores %d", l, h, c.l[l].Len[h], p.T)
+				}
 			}
-			if len(hs) != p.T || c.l[l].Len[h] != p.T {
-				return nil, fmt.Errorf("kv cache: keep top: layer %d head %d has %d scores for %d cached tokens (every head must hold the same %d)",
-					l, h, len(hs), c.l[l].Len[h], p.T)
+		}
+	} else if len(req.Scores) != L {
+		return nil, fmt.Errorf("kv cache: keep top: scores for %d layers, counts for %d", len(req.Scores), L)
+	} else {
+		for l, s := range req.Scores {
+			if len(s) != c.kvHeads {
+				return nil, fmt.Errorf("kv cache: keep top: layer %d has scores for %d heads, the cache %d", l, len(s), c.kvHeads)
+			}
+			for h, hs := range s {
+				if p.T < 0 {
+					p.T = len(hs)
+				}
+				if len(hs) != p.T || c.l[l].Len[h] != p.T {
+					return nil, fmt.Errorf("kv cache: keep top: layer %d head %d has %d scores for %d cached tokens (every head must hold the same %d)",
+						l, h, len(hs), c.l[l].Len[h], p.T)
+				}
 			}
 		}
 	}
 	if int64(L)*int64(c.kvHeads)*int64(p.T) > math.MaxInt32 {
 		return nil, unsupported("keeping the top of %d layers x %d heads x %d tokens at once (32-bit indices)", L, c.kvHeads, p.T)
-	}
-	if len(req.Counts) != L {
-		return nil, fmt.Errorf("kv cache: keep top: counts for %d layers, scores for %d", len(req.Counts), L)
 	}
 	for l, cs := range req.Counts {
 		if len(cs) != c.kvHeads {
@@ -166,13 +193,19 @@ func (st *scoreState) uploadScores(scores [][][]float32, nkv, T int) error {
 	return nil
 }
 
-// selectOnDevice uploads the scores and counts and selects: st.keep
+// selectOnDevice brings the scores into st.sc (uploaded from the host, or copied on the
+// device from p.dev and protected there) and the counts, and selects: st.keep
 // [layers][kvHeads][T] then holds each head's kept indices (the first counts[l][h]
 // entries, ascending) and st.counts the counts.
 func (c *KVCache) selectOnDevice(st *scoreState, p *keepPlan, scores [][][]float32) error {
 	L, nkv, T := p.layers, p.kvHeads, p.T
 	n := L * nkv * T
-	if err := st.uploadScores(scores, nkv, T); err != nil {
+	if p.dev == nil {
+		if err := st.uploadScores(scores, nkv, T); err != nil {
+			return err
+		}
+		st.scoreUploads++
+	} else if err := st.sc.ensure(int64(max(n, 1))*4, "eviction scores"); err != nil {
 		return err
 	}
 	if err := ensureAll("eviction selection", &st.keep, int64(n)*4, &st.counts, int64(L*nkv)*4); err != nil {
@@ -180,6 +213,18 @@ func (c *KVCache) selectOnDevice(st *scoreState, p *keepPlan, scores [][][]float
 	}
 	if T == 0 {
 		return nil
+	}
+	if p.dev != nil {
+		// The collector's scores stay as they are (another method may read them).
+		if err := cu.MemcpyDtoD(st.sc.ptr, p.dev.t.ptr, int64(n)*4); err != nil {
+			return fmt.Errorf("cuda: copying eviction scores on the device: %w", err)
+		}
+	}
+	if p.dev != nil && (p.sink > 0 || p.window > 0) {
+		// eviction.ProtectSinkWindow on the device: above the layer's largest finite
+		// score (all heads), unprotected scores at or above it lowered just below.
+		c.b.launch("layer_protect", dim3{L, 1, 1}, dim3{1024, 1, 1}, 0,
+			st.sc.ptr, int32(nkv), int32(T), int32(0), int32(T), int32(min(p.sink, T)), int32(max(0, T-p.window)), int32(1))
 	}
 	flat := make([]int32, 0, L*nkv)
 	for _, cs := range p.counts {

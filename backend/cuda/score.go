@@ -69,8 +69,12 @@ type scoreState struct {
 	meanOK   bool
 	mean     devBuf
 
-	// Calls that ran on the device (tests check that the device path was taken).
+	// Calls that ran on the device (tests check that the device path was taken), and
+	// how often eviction scores crossed between host and device (read back by
+	// deviceScores.Read, uploaded for KeepTop): tests check that scores kept on the
+	// device never did.
 	scoreCalls, evictCalls, tcCalls int
+	scoreReads, scoreUploads        int
 
 	// Scratch (kvcache_device_keep.go uses sc, keep, counts and offs).
 	mpart, spart, shift, mred, sred, ut, lin, z, ms, vn devBuf
@@ -157,6 +161,9 @@ func (s *deviceScores) Read() ([]float32, error) {
 	}
 	if err := cu.MemcpyDtoH(unsafe.Pointer(&out[0]), s.t.ptr, int64(len(out))*4); err != nil {
 		return nil, fmt.Errorf("cuda: reading eviction scores: %w", err)
+	}
+	if st := s.b.score; st != nil {
+		st.scoreReads++
 	}
 	return out, nil
 }

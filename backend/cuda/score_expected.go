@@ -203,7 +203,7 @@ func (b *Backend) scoreExpected(st *scoreState, spec backend.ScorerSpec, in back
 		out, st.z.ptr, st.ms.ptr, st.vn.ptr, int32(T), int32(nq), int32(nkv), int32(ns), spec.Epsilon, boolInt32(spec.UseVNorm))
 	if ns > 0 { // the sinks score above every other token of the layer
 		b.launch("layer_protect", dim3{1, 1, 1}, dim3{1024, 1, 1}, 0,
-			out, int32(nkv), int32(T), int32(ns), int32(T), int32(ns), int32(T))
+			out, int32(nkv), int32(T), int32(ns), int32(T), int32(ns), int32(T), int32(0))
 	}
 	return nil
 }

@@ -64,6 +64,6 @@ func (b *Backend) scoreSnapKV(st *scoreState, spec backend.ScorerSpec, in backen
 		out, st.avg.ptr, int32(T), int32(prefix), int32(nq), int32(nkv), int32(spec.Kernel), boolInt32(spec.MaxPool))
 	// The window scores above every other token of the layer.
 	b.launch("layer_protect", dim3{1, 1, 1}, dim3{1024, 1, 1}, 0,
-		out, int32(nkv), int32(T), int32(0), int32(prefix), int32(0), int32(prefix))
+		out, int32(nkv), int32(T), int32(0), int32(prefix), int32(0), int32(prefix), int32(0))
 	return nil
 }
