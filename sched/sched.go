@@ -310,7 +310,7 @@ func (s *Scheduler) prefill(sq *seq) {
 	var opt model.ForwardOptions
 	var col *eviction.Collector
 	if r.Method != nil {
-		col = eviction.NewCollector(s.m, r.Method.Scorer)
+		col = r.Method.NewCollector(s.m) // scores stay on a device that can select there
 		opt.Observer = col
 	}
 	logits, err := s.m.Forward(sq.ctx, r.Prompt, 0, sq.cache, opt)
@@ -322,7 +322,9 @@ func (s *Scheduler) prefill(sq *seq) {
 	if r.Method != nil {
 		before := entries(sq.cache)
 		// Room for every token still to come (at most MaxTokens-1 enter the cache).
-		if err := r.Method.Compress(sq.cache, col.Scores, r.MaxTokens); err != nil {
+		err := r.Method.CompressCollected(sq.cache, col, r.MaxTokens)
+		col.Release()
+		if err != nil {
 			s.finish(sq, fmt.Errorf("sched: eviction: %w", err))
 			return
 		}
