@@ -38,13 +38,13 @@ type FamilyScore struct {
 // SplitScore is the mean over one side's families with one method at one ratio, and that
 // mean as a percentage of the full cache's (absent without a full-cache score above 0).
 type SplitScore struct {
-	Split       string   `json:"split"`
-	Method      string   `json:"method"`
-	Ratio       float64  `json:"ratio"`
-	Score       float64  `json:"score"`
-	Families    int      `json:"families"`
-	Samples     int      `json:"samples"`
-	PctOfFull   *float64 `json:"pct_of_full,omitempty"`
+	Split     string   `json:"split"`
+	Method    string   `json:"method"`
+	Ratio     float64  `json:"ratio"`
+	Score     float64  `json:"score"`
+	Families  int      `json:"families"`
+	Samples   int      `json:"samples"`
+	PctOfFull *float64 `json:"pct_of_full,omitempty"`
 }
 
 // column is one (method, ratio) of the tables.
