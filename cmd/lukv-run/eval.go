@@ -164,7 +164,7 @@ func runEval(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err != nil {
 		return err
 	}
-	if *samples < 0 || (suite == "ruler" && *samples == 0) {
+	if *samples < 0 || (suite != "longbench" && *samples == 0) {
 		return fmt.Errorf("--samples %d: want a positive count", *samples)
 	}
 	if *device != "cpu" && *device != "cuda" {
@@ -324,6 +324,10 @@ func runEval(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	// The report is written also when the run stopped early: marked partial.
 	header := fmt.Sprintf("Model %s, %d samples per task and length, lengths %s.\n\nCommand: `lukv-run eval %s`", m.Config.Arch, *samples, *lengths, strings.Join(args, " "))
+	if suite == "formats" {
+		header = fmt.Sprintf("Model %s, %d samples per family, task and length, lengths %s; families %s (held out of training: %s); filler: the evaluation haystack.\n\nCommand: `lukv-run eval %s`",
+			m.Config.Arch, *samples, *lengths, strings.Join(familyList, ", "), strings.Join(formats.Families(true), ", "), strings.Join(args, " "))
+	}
 	if werr := report.WriteEval(*out, res.Cells, header, &res.Status); werr != nil {
 		return errors.Join(err, werr)
 	}
