@@ -194,18 +194,20 @@ func runEval(ctx context.Context, args []string, stdout, stderr io.Writer) error
 				tasks = *tasksFlag
 			}
 		})
-		if taskList, err = splitList("tasks", tasks, func(s string) (string, error) { return s, formats.CheckTasks([]string{s}) }); err != nil {
+		if taskList, err = splitList("tasks", tasks, func(s string) (string, error) { return s, nil }); err != nil {
 			return err
 		}
+		if err := formats.CheckTasks(taskList); err != nil {
+			return fmt.Errorf("--tasks: %w", err)
+		}
 		if *familiesFlag != "" {
-			if familyList, err = splitList("families", *familiesFlag, func(s string) (string, error) {
-				_, err := formats.CheckFamilies([]string{s})
-				return s, err
-			}); err != nil {
+			if familyList, err = splitList("families", *familiesFlag, func(s string) (string, error) { return s, nil }); err != nil {
 				return err
 			}
 		}
-		familyList, _ = formats.CheckFamilies(familyList)
+		if familyList, err = formats.CheckFamilies(familyList); err != nil {
+			return fmt.Errorf("--families: %w", err)
+		}
 		for _, l := range lengthList {
 			if l <= formats.AnswerRoom {
 				return fmt.Errorf("--lengths %d: formats samples need more than %d tokens (the answer's room)", l, formats.AnswerRoom)

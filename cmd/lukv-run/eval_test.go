@@ -153,9 +153,11 @@ func TestEvalFormatsRejectsBadFlags(t *testing.T) {
 		flags []string
 		want  string
 	}{
-		{[]string{"--families", "sentence,limerick"}, `--families "limerick": unknown family "limerick" (families: sentence,`},
+		{[]string{"--families", "sentence,limerick"}, `--families: unknown family "limerick" (families: sentence,`},
 		{[]string{"--families", ","}, "--families: empty list"},
-		{[]string{"--tasks", "single,niah_single_1"}, `--tasks "niah_single_1": unknown task "niah_single_1" (tasks: single,`},
+		{[]string{"--families", "yaml,json,yaml"}, `--families: family "yaml" given twice`},
+		{[]string{"--tasks", "single,niah_single_1"}, `--tasks: unknown task "niah_single_1" (tasks: single,`},
+		{[]string{"--tasks", "count,count"}, `--tasks: task "count" given twice`},
 		{[]string{"--lengths", "abc"}, `--lengths "abc"`},
 		{[]string{"--lengths", "0"}, `--lengths "0": want a positive number of tokens`},
 		{[]string{"--lengths", "1024,64"}, "--lengths 64: formats samples need more than 64 tokens"},

@@ -15,24 +15,32 @@ import (
 const AnswerRoom = 64
 
 // CheckFamilies checks family names (e.g. from a command line), naming the known ones when
-// one is unknown; no names means every family (AllFamilies).
+// one is unknown; a name given twice would run its samples twice and is refused too. No
+// names means every family (AllFamilies).
 func CheckFamilies(names []string) ([]string, error) {
 	if len(names) == 0 {
 		return AllFamilies(), nil
 	}
-	for _, n := range names {
+	for i, n := range names {
 		if familyByName(n) == nil {
 			return nil, fmt.Errorf("unknown family %q (families: %s)", n, strings.Join(AllFamilies(), ", "))
+		}
+		if slices.Contains(names[:i], n) {
+			return nil, fmt.Errorf("family %q given twice", n)
 		}
 	}
 	return names, nil
 }
 
-// CheckTasks checks task kinds, naming the known ones when one is unknown.
+// CheckTasks checks task kinds, naming the known ones when one is unknown; a task given
+// twice is refused.
 func CheckTasks(names []string) error {
-	for _, n := range names {
+	for i, n := range names {
 		if !slices.Contains(allTasks, n) {
 			return fmt.Errorf("unknown task %q (tasks: %s)", n, strings.Join(allTasks, ", "))
+		}
+		if slices.Contains(names[:i], n) {
+			return fmt.Errorf("task %q given twice", n)
 		}
 	}
 	return nil

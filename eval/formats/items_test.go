@@ -102,6 +102,9 @@ func TestCheckFamiliesAndTasks(t *testing.T) {
 	if err := CheckTasks([]string{"single", "vt"}); err == nil || !strings.Contains(err.Error(), `unknown task "vt"`) || !strings.Contains(err.Error(), "mostfrequent") {
 		t.Errorf("CheckTasks(vt): %v", err)
 	}
+	if _, err := CheckFamilies([]string{"json", "json"}); err == nil || !strings.Contains(err.Error(), `"json" given twice`) {
+		t.Errorf("CheckFamilies(json, json): %v", err)
+	}
 	if err := CheckTasks(Tasks()); err != nil {
 		t.Errorf("CheckTasks(all): %v", err)
 	}
