@@ -118,9 +118,12 @@ func LongBenchScore(dataset, pred string, answers, allClasses []string) float64 
 	return best
 }
 
-// ScoreSample scores a prediction for s: LongBench's metric for a "longbench/<dataset>"
-// task, RULER's (Score) for the rest. In [0, 1].
+// ScoreSample scores a prediction for s: s.Score when set (the formats suite), LongBench's
+// metric for a "longbench/<dataset>" task, RULER's (Score) for the rest. In [0, 1].
 func ScoreSample(s Sample, pred string) float64 {
+	if s.Score != nil {
+		return s.Score(pred)
+	}
 	if strings.HasPrefix(s.Task, "longbench/") {
 		return LongBenchScore(s.Task, pred, s.Gold, s.AllClasses)
 	}

@@ -38,6 +38,11 @@ type Sample struct {
 	MaxNewTokens int
 	// AllClasses is the label set of a LongBench classification task (else nil).
 	AllClasses []string
+	// Family and Split: the formats suite's template family and its side of the split
+	// (copied into every Cell); Score, when set, scores a prediction in [0, 1] instead of
+	// the task's RULER or LongBench metric (ScoreSample).
+	Family, Split string
+	Score         func(pred string) float64
 }
 
 // niahSpec describes a NIAH variant (tasks.py NIAH_TASKS): haystack kind, key kind, value

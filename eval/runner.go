@@ -41,7 +41,17 @@ type Cell struct {
 	PromptTokens int     `json:"prompt_tokens"`
 	KVLiveBefore int64   `json:"kv_live_bytes_before"`
 	KVLiveAfter  int64   `json:"kv_live_bytes_after"`
+	// Family and Split (SplitTrained or SplitHeldOut) file a cell of the formats suite
+	// (eval/formats) under its template family; empty for the other suites.
+	Family string `json:"family,omitempty"`
+	Split  string `json:"split,omitempty"`
 }
+
+// The two sides of the formats suite's family split (Cell.Split).
+const (
+	SplitTrained = "trained"
+	SplitHeldOut = "held-out"
+)
 
 // Key identifies a cell for resuming.
 func (c Cell) Key() string {
@@ -102,7 +112,7 @@ func (r *Runner) RunCell(ctx context.Context, s Sample, index int, m MethodSpec,
 	// The context is prefilled apart from the question for every method, the full cache
 	// too, so KV sizes count the context alone.
 	opt := generate.Options{MaxNewTokens: s.MaxNewTokens, ContextTokens: len(contextIDs)}
-	cell := Cell{Task: s.Task, Length: len(prompt) + s.MaxNewTokens, Index: index, Method: m.Name, Ratio: ratio, PromptTokens: len(prompt)}
+	cell := Cell{Task: s.Task, Length: len(prompt) + s.MaxNewTokens, Index: index, Method: m.Name, Ratio: ratio, PromptTokens: len(prompt), Family: s.Family, Split: s.Split}
 	if m.Scorer != nil {
 		method := eviction.Method{Scorer: m.Scorer, Allocator: m.Allocator, Ratio: ratio, Sink: r.Sink, Window: r.Window}
 		collector := method.NewCollector(r.Model)
@@ -184,7 +194,7 @@ func (r *Runner) RunSample(goctx context.Context, s Sample, index int, jobs []Jo
 		}
 	}()
 	for i, j := range jobs {
-		cell := Cell{Task: s.Task, Length: len(prompt) + s.MaxNewTokens, Index: index, Method: j.Method.Name, Ratio: j.Ratio, PromptTokens: len(prompt)}
+		cell := Cell{Task: s.Task, Length: len(prompt) + s.MaxNewTokens, Index: index, Method: j.Method.Name, Ratio: j.Ratio, PromptTokens: len(prompt), Family: s.Family, Split: s.Split}
 		t0 := time.Now()
 		cache, err := base.Clone(reserve)
 		if err != nil {

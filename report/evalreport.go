@@ -16,7 +16,9 @@ import (
 // and every cell.
 type evalJSON struct {
 	Status *eval.Status `json:"status,omitempty"`
-	Cells  []eval.Cell  `json:"cells"`
+	// Families: the formats suite's trained and held-out families (FamilyScores).
+	Families *FamilySplit `json:"families,omitempty"`
+	Cells    []eval.Cell  `json:"cells"`
 }
 
 // WriteEval writes dir/report.md (a table per length and one over all lengths, with
@@ -24,6 +26,9 @@ type evalJSON struct {
 // against compression per method, and a task x method heat map per ratio. A partial
 // status heads report.md with the counts done and planned per task and length, and
 // skipped cells are listed with the reason; st may be nil (a merge of finished runs).
+// Cells of the formats suite (with a Family) add a table per length of family x method
+// with the trained and held-out families' means, in report.md and report.json, and a
+// family x method heat map per ratio.
 func WriteEval(dir string, cells []eval.Cell, header string, st *eval.Status) error {
 	if len(cells) == 0 && (st == nil || !st.Partial) {
 		return fmt.Errorf("eval report: no results in %s", dir)
@@ -42,9 +47,13 @@ func WriteEval(dir string, cells []eval.Cell, header string, st *eval.Status) er
 	if st != nil && len(st.Skipped) > 0 {
 		writeSkipped(&md, st.Skipped)
 	}
+	fam := FamilyScores(cells)
 	if len(cells) > 0 {
 		if err := writePlots(dir, &md, cells); err != nil {
 			return err
+		}
+		if fam != nil {
+			writeFamilyTables(&md, fam, cells)
 		}
 		eval.WriteTables(&md, cells)
 	}
@@ -54,7 +63,7 @@ func WriteEval(dir string, cells []eval.Cell, header string, st *eval.Status) er
 	if cells == nil {
 		cells = []eval.Cell{}
 	}
-	js, err := json.MarshalIndent(evalJSON{Status: st, Cells: cells}, "", " ")
+	js, err := json.MarshalIndent(evalJSON{Status: st, Families: fam, Cells: cells}, "", " ")
 	if err != nil {
 		return err
 	}
@@ -101,5 +110,5 @@ func writePlots(dir string, md io.Writer, cells []eval.Cell) error {
 		}
 		fmt.Fprintf(md, "![per-task accuracy at %.0f%%](%s)\n\n", 100*r, name)
 	}
-	return nil
+	return writeFamilyPlots(dir, md, cells, ratios)
 }

@@ -13,6 +13,7 @@ import (
 	"strings"
 
 	"github.com/lukv/lukv/eval"
+	"github.com/lukv/lukv/eval/formats"
 	"github.com/lukv/lukv/eviction"
 	"github.com/lukv/lukv/models"
 	"github.com/lukv/lukv/report"
@@ -72,7 +73,7 @@ type evalSetup struct {
 	tasks   []string
 }
 
-// runEval is `lukv-run eval ruler|longbench`. Cancelling ctx (main cancels it on Ctrl-C
+// runEval is `lukv-run eval ruler|longbench|formats`. Cancelling ctx (main cancels it on Ctrl-C
 // or SIGTERM) stops it within about a second (eval.DefaultStopWithin), with a partial
 // report and a non-zero exit.
 func runEval(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -83,13 +84,13 @@ func runEval(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	switch suite {
 	case "report":
 		return runEvalReport(args[1:], stdout, stderr)
-	case "ruler", "longbench":
+	case "ruler", "longbench", "formats":
 	default:
-		fmt.Fprintln(stderr, "Usage: lukv-run eval ruler|longbench [flags]   (lukv-run eval report --in DIRS --out DIR merges runs)")
+		fmt.Fprintln(stderr, "Usage: lukv-run eval ruler|longbench|formats [flags]   (lukv-run eval report --in DIRS --out DIR merges runs)")
 		if suite == "-h" || suite == "--help" {
 			return nil
 		}
-		return errors.New("eval: want the suite name 'ruler' or 'longbench'")
+		return errors.New("eval: want the suite name 'ruler', 'longbench' or 'formats'")
 	}
 	fs := flag.NewFlagSet("eval "+suite, flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -97,8 +98,8 @@ func runEval(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	methodsFlag := fs.String("methods", "full,snapkv,expected-attention,keydiff,pyramidkv,adakv,lukv", "methods: full, a scorer name (uniform budgets), pyramidkv (snapkv scores), adakv or lukv (expected-attention scores), or allocator:scorer such as lukv:keydiff")
 	curveFlag := fs.String("curve", "", "LU-KV curve for lukv methods (default: the default model's curve for the method's scorer)")
 	ratios := fs.String("compression", "0.5,0.8,0.9", "compression ratios, each in [0, 1)")
-	lengths := fs.String("lengths", "4096", "ruler: sample lengths in tokens; longbench: prompt budgets (the context's middle is cut to fit)")
-	samples := fs.Int("samples", 10, "samples per task and length (longbench: the first N of each dataset; 0 = all)")
+	lengths := fs.String("lengths", "4096", "ruler, formats: sample lengths in tokens; longbench: prompt budgets (the context's middle is cut to fit)")
+	samples := fs.Int("samples", 10, "samples per task and length (formats: per family, task and length; longbench: the first N of each dataset; 0 = all)")
 	out := fs.String("out", "eval-out", "output folder: results.jsonl (resumable), report.md, report.json, PNG plots")
 	device := fs.String("device", "cpu", "cpu or cuda")
 	threads := fs.Int("threads", 0, "CPU threads (0: all cores)")
@@ -106,10 +107,12 @@ func runEval(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	resumeUnchecked := fs.Bool("resume-unchecked", false, "resume a --out folder whose cells predate run.json (which model made them cannot be checked)")
 	hostScoring := fs.Bool("host-scoring", false, "score on the host even where the device can (the device's float32 scores may order near-ties differently)")
 	// RULER
-	tasksFlag := fs.String("tasks", strings.Join(eval.Tasks(), ","), "ruler: tasks")
-	haystack := fs.String("haystack", "", "ruler: essay haystack text, one paragraph per line (default: the embedded evaluation split's The Devil's Dictionary, eval/corpus)")
-	wordsFlag := fs.String("words", "", "ruler: key and word vocabulary, one per line (default: the embedded evaluation split's WordNet nouns, eval/corpus)")
-	seed := fs.Uint64("seed", 42, "ruler: generator seed")
+	tasksFlag := fs.String("tasks", strings.Join(eval.Tasks(), ","), "ruler: tasks; formats: task kinds (default "+strings.Join(formats.Tasks(), ",")+")")
+	haystack := fs.String("haystack", "", "ruler, formats: essay haystack text, one paragraph per line (default: the embedded evaluation split's The Devil's Dictionary, eval/corpus)")
+	wordsFlag := fs.String("words", "", "ruler, formats: key and word vocabulary, one per line (default: the embedded evaluation split's WordNet nouns, eval/corpus)")
+	seed := fs.Uint64("seed", 42, "ruler, formats: generator seed")
+	// formats
+	familiesFlag := fs.String("families", "", "formats: template families (default: all); known: "+strings.Join(formats.AllFamilies(), ", ")+"; held out of training: "+strings.Join(formats.Families(true), ", "))
 	squad := fs.String("squad", "", "ruler: SQuAD v2.0 dev json (dev-v2.0.json); adds task qa_1")
 	hotpot := fs.String("hotpotqa", "", "ruler: HotpotQA dev distractor json (hotpot_dev_distractor_v1.json); adds task qa_2")
 	// LongBench
@@ -147,7 +150,7 @@ func runEval(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err != nil {
 		return err
 	}
-	if *samples < 0 || (suite == "ruler" && *samples == 0) {
+	if *samples < 0 || (suite != "longbench" && *samples == 0) {
 		return fmt.Errorf("--samples %d: want a positive count", *samples)
 	}
 	if *device != "cpu" && *device != "cuda" {
@@ -168,9 +171,38 @@ func runEval(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return err
 	}
 	var hay, words []string
-	var taskList []string
+	var taskList, familyList []string
 	var qa map[string]*eval.QAData
-	if suite == "ruler" {
+	if suite == "formats" {
+		tasks := strings.Join(formats.Tasks(), ",")
+		fs.Visit(func(f *flag.Flag) {
+			if f.Name == "tasks" {
+				tasks = *tasksFlag
+			}
+		})
+		if taskList, err = splitList("tasks", tasks, func(s string) (string, error) { return s, nil }); err != nil {
+			return err
+		}
+		if err := formats.CheckTasks(taskList); err != nil {
+			return fmt.Errorf("--tasks: %w", err)
+		}
+		if *familiesFlag != "" {
+			if familyList, err = splitList("families", *familiesFlag, func(s string) (string, error) { return s, nil }); err != nil {
+				return err
+			}
+		}
+		if familyList, err = formats.CheckFamilies(familyList); err != nil {
+			return fmt.Errorf("--families: %w", err)
+		}
+		for _, l := range lengthList {
+			if l <= formats.AnswerRoom {
+				return fmt.Errorf("--lengths %d: formats samples need more than %d tokens (the answer's room)", l, formats.AnswerRoom)
+			}
+		}
+		if hay, words, err = haystackAndWords(*haystack, *wordsFlag); err != nil {
+			return err
+		}
+	} else if suite == "ruler" {
 		known := append(eval.Tasks(), eval.QATasks()...)
 		if taskList, err = splitList("tasks", *tasksFlag, func(s string) (string, error) {
 			if !slices.Contains(known, s) {
@@ -180,16 +212,8 @@ func runEval(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		}); err != nil {
 			return err
 		}
-		hay, words = eval.DefaultHaystack(), eval.DefaultWords()
-		if *haystack != "" {
-			if hay, err = eval.ReadLines(*haystack); err != nil {
-				return fmt.Errorf("--haystack: %w", err)
-			}
-		}
-		if *wordsFlag != "" {
-			if words, err = eval.ReadLines(*wordsFlag); err != nil {
-				return fmt.Errorf("--words: %w", err)
-			}
+		if hay, words, err = haystackAndWords(*haystack, *wordsFlag); err != nil {
+			return err
 		}
 		// RULER's qa tasks run from the user's own SQuAD / HotpotQA files (not bundled).
 		qa = map[string]*eval.QAData{}
@@ -237,9 +261,16 @@ func runEval(ctx context.Context, args []string, stdout, stderr io.Writer) error
 
 	// The samples to run, in order.
 	var items []eval.Item
-	if suite == "ruler" {
+	switch suite {
+	case "ruler":
 		items = eval.RulerItems(&eval.Generator{Tokenizer: tok, Haystack: hay, Words: words, Seed: *seed, QA: qa}, taskList, lengthList, *samples)
-	} else {
+	case "formats":
+		g, err := formats.NewEvaluation(formats.HaystackConfig(hay, words, func(p string) int { return len(tok.Encode(p, true)) }, *seed))
+		if err != nil {
+			return err
+		}
+		items = formats.Items(g, familyList, taskList, lengthList, *samples)
+	default:
 		cfgDir := *lbConfig
 		if cfgDir == "" {
 			cfgDir = filepath.Join(*lbData, "config")
@@ -262,7 +293,7 @@ func runEval(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if id.Model, err = eval.FingerprintModel(dir); err != nil {
 		return fmt.Errorf("eval: fingerprinting the model: %w", err)
 	}
-	if suite == "ruler" {
+	if suite == "ruler" || suite == "formats" {
 		id.Seed, id.Haystack, id.Words = *seed, eval.HashLines(hay), eval.HashLines(words)
 	}
 	res, err := eval.Evaluate(ctx, eval.Options{
@@ -281,6 +312,10 @@ func runEval(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	// The report is written also when the run stopped early: marked partial.
 	header := fmt.Sprintf("Model %s, %d samples per task and length, lengths %s.\n\nCommand: `lukv-run eval %s`", m.Config.Arch, *samples, *lengths, strings.Join(args, " "))
+	if suite == "formats" {
+		header = fmt.Sprintf("Model %s, %d samples per family, task and length, lengths %s; families %s (held out of training: %s); filler: the evaluation haystack.\n\nCommand: `lukv-run eval %s`",
+			m.Config.Arch, *samples, *lengths, strings.Join(familyList, ", "), strings.Join(formats.Families(true), ", "), strings.Join(args, " "))
+	}
 	if werr := report.WriteEval(*out, res.Cells, header, &res.Status); werr != nil {
 		return errors.Join(err, werr)
 	}
@@ -289,6 +324,22 @@ func runEval(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	eval.WriteTables(stdout, res.Cells)
 	return err
+}
+
+// haystackAndWords reads --haystack and --words, or gives the embedded evaluation split's.
+func haystackAndWords(haystackFlag, wordsFlag string) (hay, words []string, err error) {
+	hay, words = eval.DefaultHaystack(), eval.DefaultWords()
+	if haystackFlag != "" {
+		if hay, err = eval.ReadLines(haystackFlag); err != nil {
+			return nil, nil, fmt.Errorf("--haystack: %w", err)
+		}
+	}
+	if wordsFlag != "" {
+		if words, err = eval.ReadLines(wordsFlag); err != nil {
+			return nil, nil, fmt.Errorf("--words: %w", err)
+		}
+	}
+	return hay, words, nil
 }
 
 // loadedCurve is a LU-KV curve read for a method, with its file's path and sha256.

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
@@ -142,5 +143,102 @@ func TestEvalInterruptStopsFast(t *testing.T) {
 		if !strings.Contains(string(md), want) {
 			t.Errorf("report.md lacks %q:\n%s", want, md)
 		}
+	}
+}
+
+// TestEvalFormatsRejectsBadFlags: the formats suite checks its families, tasks and
+// lengths before the model loads and before --out is made, naming the known families.
+func TestEvalFormatsRejectsBadFlags(t *testing.T) {
+	for _, c := range []struct {
+		flags []string
+		want  string
+	}{
+		{[]string{"--families", "sentence,limerick"}, `--families: unknown family "limerick" (families: sentence,`},
+		{[]string{"--families", ","}, "--families: empty list"},
+		{[]string{"--families", "yaml,json,yaml"}, `--families: family "yaml" given twice`},
+		{[]string{"--tasks", "single,niah_single_1"}, `--tasks: unknown task "niah_single_1" (tasks: single,`},
+		{[]string{"--tasks", "count,count"}, `--tasks: task "count" given twice`},
+		{[]string{"--lengths", "abc"}, `--lengths "abc"`},
+		{[]string{"--lengths", "0"}, `--lengths "0": want a positive number of tokens`},
+		{[]string{"--lengths", "1024,64"}, "--lengths 64: formats samples need more than 64 tokens"},
+		{[]string{"--samples", "0"}, "--samples 0"},
+		{[]string{"--words", "/no/such/file"}, "--words"},
+	} {
+		out := filepath.Join(t.TempDir(), "out")
+		args := append([]string{"eval", "formats", "--model", "/no/such/model", "--out", out, "--methods", "full"}, c.flags...)
+		_, _, err := runCLI(t, args...)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%v: error %v, want it to contain %q", c.flags, err, c.want)
+		}
+		if _, serr := os.Stat(out); !errors.Is(serr, os.ErrNotExist) {
+			t.Errorf("%v: --out folder created (%v)", c.flags, serr)
+		}
+	}
+}
+
+// TestEvalFormatsEndToEnd: the embedded default model runs the formats suite at 512
+// tokens (one trained and one held-out family, full cache and SnapKV); every cell names
+// its family and split, and the report has the split tables in report.md and report.json.
+func TestEvalFormatsEndToEnd(t *testing.T) {
+	t.Setenv("XDG_CACHE_HOME", t.TempDir())
+	out := t.TempDir()
+	_, _, err := runCLI(t, "eval", "formats", "--families", "kv_lines,yaml", "--tasks", "single,count", "--lengths", "512",
+		"--samples", "1", "--methods", "full,snapkv", "--compression", "0.5", "--out", out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	md, err := os.ReadFile(filepath.Join(out, "report.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"## Trained and held-out families", "### 512 tokens", "| family | split | samples | full | snapkv 50% |",
+		"| kv_lines | trained | 2 |", "| yaml | held-out | 2 |", "| **trained families** (1) | trained | 2 |", "| **held-out families** (1) | held-out | 2 |",
+		"yaml/count", "per-family-50.png"} {
+		if !strings.Contains(string(md), want) {
+			t.Errorf("report.md lacks %q:\n%s", want, md)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(out, "per-family-50.png")); err != nil {
+		t.Error(err)
+	}
+	var js struct {
+		Families struct {
+			Lengths []struct {
+				Length   int `json:"length"`
+				Families []struct {
+					Family, Split, Method string
+					Samples               int
+				} `json:"families"`
+				Splits []struct {
+					Split, Method string
+					Families      int
+				} `json:"splits"`
+			} `json:"lengths"`
+		} `json:"families"`
+		Cells []struct {
+			Task, Family, Split string
+		} `json:"cells"`
+	}
+	b, err := os.ReadFile(filepath.Join(out, "report.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, &js); err != nil {
+		t.Fatal(err)
+	}
+	if len(js.Cells) != 8 {
+		t.Errorf("%d cells, want 2 families x 2 tasks x 2 methods", len(js.Cells))
+	}
+	for _, c := range js.Cells {
+		wantSplit := "trained"
+		if c.Family == "yaml" {
+			wantSplit = "held-out"
+		}
+		if !strings.HasPrefix(c.Task, c.Family+"/") || c.Split != wantSplit {
+			t.Errorf("cell %+v: want the family as the task's prefix and split %s", c, wantSplit)
+		}
+	}
+	if l := js.Families.Lengths; len(l) != 1 || l[0].Length != 512 || len(l[0].Families) != 4 || len(l[0].Splits) != 4 {
+		t.Errorf("report.json families: %+v, want one length with 2 families x 2 methods and 2 splits x 2 methods", l)
 	}
 }

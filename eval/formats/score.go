@@ -31,8 +31,14 @@ func (s Sample) Score(pred string) float64 {
 }
 
 // EvalSample is the sample as eval's runner takes it. Its Task is "family/task" so that a
-// report can group by family and by task.
+// report can group by family and by task; it carries the family, its side of the split and
+// this sample's Score.
 func (s Sample) EvalSample() eval.Sample {
+	split := eval.SplitTrained
+	if s.HeldOut {
+		split = eval.SplitHeldOut
+	}
 	return eval.Sample{Task: s.Family + "/" + s.Task, Prompt: s.Prompt, Context: s.Context,
-		Question: s.Question, Gold: s.Gold, MaxNewTokens: s.MaxNewTokens}
+		Question: s.Question, Gold: s.Gold, MaxNewTokens: s.MaxNewTokens,
+		Family: s.Family, Split: split, Score: s.Score}
 }
