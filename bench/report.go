@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	"github.com/lukv/lukv/backend"
+	"github.com/lukv/lukv/memplan"
 	"github.com/lukv/lukv/model"
 )
 
@@ -220,7 +221,7 @@ func WriteTables(w io.Writer, r *Report) {
 	fmt.Fprintf(w, "%s, %d layers, hidden %d, %d/%d heads of %d, MLP %d, vocab %d. Device %s (%s).\n", md.Arch, md.Layers, md.Hidden, md.Heads, md.KVHeads, md.HeadDim, md.Intermediate, md.Vocab, r.Device, r.DeviceName)
 	fmt.Fprintf(w, "Prefill matmul: %s.\n", r.MatMulPath)
 	fmt.Fprintf(w, "Weights %s as stored (a decode step reads %s); KV %s per token (as the cache stores it). Floors: %.2g B/s, %.0f TFLOP/s. %s.\n\n",
-		HumanBytes(md.WeightBytes), HumanBytes(md.DecodeWeightBytes), HumanBytes(md.KVBytesPerToken), r.Bandwidth, r.PeakTFLOPS, r.Date)
+		memplan.FormatSize(md.WeightBytes), memplan.FormatSize(md.DecodeWeightBytes), memplan.FormatSize(md.KVBytesPerToken), r.Bandwidth, r.PeakTFLOPS, r.Date)
 
 	fmt.Fprintf(w, "## Prefill\n\n| context | status | seconds | tokens/s | TFLOP/s | %% of %.0f | peak device memory |\n|---|---|---|---|---|---|---|\n", r.PeakTFLOPS)
 	for _, c := range r.Contexts {
@@ -229,7 +230,7 @@ func WriteTables(w io.Writer, r *Report) {
 			p = fmt.Sprintf("%.3f | %.0f | %.3g | %.3g%%", c.Prefill.Seconds, c.Prefill.TokensPerSec, c.Prefill.TFLOPS, c.Prefill.PctPeak)
 		}
 		if c.Memory != nil && c.Memory.Total > 0 {
-			mem = fmt.Sprintf("%s of %s", HumanBytes(int64(c.Memory.PeakUsed)), HumanBytes(int64(c.Memory.Total)))
+			mem = fmt.Sprintf("%s of %s", memplan.FormatSize(int64(c.Memory.PeakUsed)), memplan.FormatSize(int64(c.Memory.Total)))
 		}
 		fmt.Fprintf(w, "| %d | %s | %s | %s |\n", c.Context, statusCell(c), p, mem)
 	}
@@ -240,14 +241,14 @@ func WriteTables(w io.Writer, r *Report) {
 			if d.Compression > 0 {
 				comp = fmt.Sprintf("%.0f%%", 100*d.Compression)
 				if d.MemFreeAfter > 0 {
-					freed = HumanBytes(d.MemReleasedBytes)
+					freed = memplan.FormatSize(d.MemReleasedBytes)
 				}
 			}
 			compact := ""
 			if d.CompactMs > 0 {
 				compact = fmt.Sprintf("%.1f", d.CompactMs)
 			}
-			fmt.Fprintf(w, "| %d | %s | %s | %.1f%% | %.3f | %.3f | %.2f | %s | %s |\n", c.Context, comp, HumanBytes(d.LiveKVBytes), 100*d.KVFraction,
+			fmt.Fprintf(w, "| %d | %s | %s | %.1f%% | %.3f | %.3f | %.2f | %s | %s |\n", c.Context, comp, memplan.FormatSize(d.LiveKVBytes), 100*d.KVFraction,
 				d.MsPerToken, d.FloorMs, d.FloorRatio, compact, freed)
 		}
 		if len(c.Decode) == 0 {
@@ -320,18 +321,4 @@ func statusCell(c Context) string {
 		return "ok"
 	}
 	return c.Status + ": " + strings.ReplaceAll(c.Error, "|", "/")
-}
-
-// HumanBytes prints a byte count with a binary unit ("1.5 MiB").
-func HumanBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }

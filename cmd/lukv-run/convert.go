@@ -8,8 +8,8 @@ import (
 	"os"
 	"path/filepath"
 
-	"github.com/lukv/lukv/bench"
 	"github.com/lukv/lukv/loader"
+	"github.com/lukv/lukv/memplan"
 	"github.com/lukv/lukv/models"
 	"github.com/lukv/lukv/tokenizer"
 )
@@ -64,6 +64,6 @@ func runConvert(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "wrote %s (%s weights, %s)\n", *out, gt, bench.HumanBytes(st.Size()))
+	fmt.Fprintf(stdout, "wrote %s (%s weights, %s)\n", *out, gt, memplan.FormatSize(st.Size()))
 	return nil
 }

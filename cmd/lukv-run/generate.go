@@ -14,10 +14,10 @@ import (
 	"unicode/utf8"
 
 	"github.com/lukv/lukv"
-	"github.com/lukv/lukv/bench"
 	"github.com/lukv/lukv/eviction"
 	"github.com/lukv/lukv/generate"
 	"github.com/lukv/lukv/loader"
+	"github.com/lukv/lukv/memplan"
 	"github.com/lukv/lukv/model"
 	"github.com/lukv/lukv/models"
 	"github.com/lukv/lukv/tokenizer"
@@ -182,14 +182,14 @@ func runGenerate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 			PrefillTokensPerSec: res.PrefillTokensPerSec(), DecodeTokensPerSec: res.DecodeTokensPerSec()})
 	}
 	fmt.Fprintln(stdout)
-	kv := bench.HumanBytes(res.KVBytes)
+	kv := memplan.FormatSize(res.KVBytes)
 	if method != nil {
-		kv = fmt.Sprintf("%s -> %s (%.1f%% fewer bytes, %.1f%% fewer tokens held, after %s eviction at %s, %.1f ms)", bench.HumanBytes(res.KVBytesPrefill), bench.HumanBytes(res.KVBytesCompressed),
+		kv = fmt.Sprintf("%s -> %s (%.1f%% fewer bytes, %.1f%% fewer tokens held, after %s eviction at %s, %.1f ms)", memplan.FormatSize(res.KVBytesPrefill), memplan.FormatSize(res.KVBytesCompressed),
 			100*(1-float64(res.KVBytesCompressed)/float64(res.KVBytesPrefill)), 100*(1-float64(res.KVLiveCompressed)/float64(res.KVLivePrefill)),
 			methodName(method), *ev.at, float64(res.CompressTime.Microseconds())/1000)
 	}
 	if len(res.Chunks) > 1 {
-		kv = fmt.Sprintf("peak %s (%s live) in %d chunks of %d -> %s", bench.HumanBytes(res.KVBytesPrefill), bench.HumanBytes(res.KVLivePrefill), len(res.Chunks), chunk, bench.HumanBytes(res.KVBytes))
+		kv = fmt.Sprintf("peak %s (%s live) in %d chunks of %d -> %s", memplan.FormatSize(res.KVBytesPrefill), memplan.FormatSize(res.KVLivePrefill), len(res.Chunks), chunk, memplan.FormatSize(res.KVBytes))
 		if method != nil {
 			kv += fmt.Sprintf(" (%s eviction after every chunk)", methodName(method))
 		}

@@ -14,8 +14,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/lukv/lukv/bench"
 	"github.com/lukv/lukv/eviction"
+	"github.com/lukv/lukv/memplan"
 	"github.com/lukv/lukv/models"
 	"github.com/lukv/lukv/sched"
 	"github.com/lukv/lukv/serve"
@@ -63,7 +63,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if *port < 0 || *port > 65535 {
 		return fmt.Errorf("--port %d: want 0..65535", *port)
 	}
-	kvBytes, err := parseBytes(*kvMemory)
+	kvBytes, err := memplan.ParseSize(*kvMemory)
 	if err != nil {
 		return fmt.Errorf("--kv-memory: %w", err)
 	}
@@ -127,7 +127,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return fmt.Errorf("--host/--port: %w", err)
 	}
 	fmt.Fprintf(stderr, "[lukv] serving %s on http://%s (KV pool %s in %d blocks of %d tokens; eviction default %s@%g)\n",
-		*name, ln.Addr(), bench.HumanBytes(int64(pool.Blocks())*pool.BlockBytes()), pool.Blocks(), pool.BlockTokens(), *method, *compression)
+		*name, ln.Addr(), memplan.FormatSize(int64(pool.Blocks())*pool.BlockBytes()), pool.Blocks(), pool.BlockTokens(), *method, *compression)
 	hs := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second}
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(ln) }()
@@ -140,23 +140,4 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		defer cancel()
 		return hs.Shutdown(sctx)
 	}
-}
-
-// parseBytes reads "268435456", "256MiB", "1GiB", "512KiB".
-func parseBytes(s string) (int64, error) {
-	mult := int64(1)
-	for _, u := range []struct {
-		suffix string
-		m      int64
-	}{{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}, {"B", 1}} {
-		if v, ok := strings.CutSuffix(s, u.suffix); ok {
-			s, mult = v, u.m
-			break
-		}
-	}
-	n, err := strconv.ParseInt(strings.TrimSpace(s), 10, 64)
-	if err != nil || n <= 0 {
-		return 0, fmt.Errorf("%q: want a positive byte count such as 256MiB", s)
-	}
-	return n * mult, nil
 }

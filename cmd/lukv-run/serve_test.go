@@ -12,19 +12,6 @@ import (
 	"github.com/lukv/lukv/tokenizer"
 )
 
-func TestParseBytes(t *testing.T) {
-	for in, want := range map[string]int64{"1024": 1024, "256MiB": 256 << 20, "2GiB": 2 << 30, "512KiB": 512 << 10, "10B": 10} {
-		if got, err := parseBytes(in); err != nil || got != want {
-			t.Errorf("parseBytes(%q) = %d, %v; want %d", in, got, err, want)
-		}
-	}
-	for _, bad := range []string{"", "-5MiB", "lots", "1.5GiB", "0"} {
-		if _, err := parseBytes(bad); err == nil {
-			t.Errorf("parseBytes(%q): no error", bad)
-		}
-	}
-}
-
 // TestServeFlagErrors: bad flags fail before the server starts, naming the flag.
 func TestServeFlagErrors(t *testing.T) {
 	for _, c := range []struct {
