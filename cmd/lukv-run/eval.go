@@ -153,6 +153,9 @@ func runEval(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if *samples < 0 || (suite != "longbench" && *samples == 0) {
 		return fmt.Errorf("--samples %d: want a positive count", *samples)
 	}
+	if err := checkThreads(*threads); err != nil {
+		return err
+	}
 	if *device != "cpu" && *device != "cuda" {
 		return fmt.Errorf("--device %q: want cpu or cuda", *device)
 	}

@@ -26,6 +26,7 @@ func TestEvalRejectsBadFlags(t *testing.T) {
 		want  string
 	}{
 		{[]string{"--compression", "1.5"}, `--compression "1.5": compression ratio 1.5: want 0 <= ratio < 1`},
+		{[]string{"--threads", "-3"}, "--threads -3: want >= 0"},
 		{[]string{"--compression", "0.5,-0.1"}, `--compression "-0.1"`},
 		{[]string{"--compression", "NaN"}, `--compression "NaN"`},
 		{[]string{"--compression", "half"}, `--compression "half"`},

@@ -60,6 +60,9 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if *device != "cpu" {
 		return fmt.Errorf("--device %q: serve runs on the CPU backend only for now (the scheduler is backend-agnostic; the CUDA paged cache is not written yet)", *device)
 	}
+	if err := checkThreads(*threads); err != nil {
+		return err
+	}
 	if *port < 0 || *port > 65535 {
 		return fmt.Errorf("--port %d: want 0..65535", *port)
 	}

@@ -20,6 +20,7 @@ func TestServeFlagErrors(t *testing.T) {
 	}{
 		{[]string{"--device", "cuda"}, "--device"},
 		{[]string{"--port", "70000"}, "--port"},
+		{[]string{"--threads", "-3"}, "--threads -3"},
 		{[]string{"--kv-memory", "lots"}, "--kv-memory"},
 		{[]string{"--kv-memory", "100B"}, "--kv-memory"},
 		{[]string{"--kv-method", "magic", "--kv-compression", "0.5"}, "--kv-method/--kv-allocator/--kv-compression: serve: default eviction: kv_method"},
