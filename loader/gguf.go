@@ -143,27 +143,9 @@ type GGUFFile struct {
 
 // OpenGGUF maps and validates the GGUF file at path.
 func OpenGGUF(path string) (*GGUFFile, error) {
-	f, err := os.Open(path)
+	data, release, err := openMapped(path)
 	if err != nil {
 		return nil, err
-	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	if st.Size() > math.MaxInt {
-		return nil, fmt.Errorf("%s: %d bytes do not fit in this platform's address space", path, st.Size())
-	}
-	var data []byte
-	var release func() error
-	if st.Size() > 0 {
-		if data, release, err = mapFile(f, int(st.Size())); err != nil {
-			if data, err = io.ReadAll(io.NewSectionReader(f, 0, st.Size())); err != nil {
-				return nil, fmt.Errorf("%s: %w", path, err)
-			}
-			release = nil
-		}
 	}
 	g, err := ParseGGUF(data, path)
 	if err != nil {

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"os"
 	"slices"
 	"sort"
 	"unicode/utf8"
@@ -47,30 +46,9 @@ type SafetensorsFile struct {
 // dtypes, shapes against data lengths, offsets inside the file, no overlapping
 // tensors and no duplicate names.
 func OpenSafetensors(path string) (*SafetensorsFile, error) {
-	f, err := os.Open(path)
+	data, release, err := openMapped(path)
 	if err != nil {
 		return nil, err
-	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	size := st.Size()
-	if size > math.MaxInt {
-		return nil, fmt.Errorf("%s: %d bytes do not fit in this platform's address space", path, size)
-	}
-	var data []byte
-	var release func() error
-	if size > 0 {
-		data, release, err = mapFile(f, int(size))
-		if err != nil {
-			// mmap can fail (unusual filesystems, platforms); read the file instead.
-			if data, err = io.ReadAll(io.NewSectionReader(f, 0, size)); err != nil {
-				return nil, fmt.Errorf("%s: %w", path, err)
-			}
-			release = nil
-		}
 	}
 	sf, err := parseSafetensors(data, path)
 	if err != nil {

@@ -2,7 +2,6 @@ package serve
 
 import (
 	"fmt"
-	"path/filepath"
 
 	"github.com/lukv/lukv/backend/cpu"
 	"github.com/lukv/lukv/kvpool"
@@ -16,7 +15,7 @@ const BlockTokens = 16
 // LoadCPU loads the checkpoint in dir onto a CPU backend whose KV caches share one pool
 // of kvBytes bytes (float32 blocks of BlockTokens tokens).
 func LoadCPU(dir string, kvBytes int64, threads int) (*model.Model, *kvpool.Pool, error) {
-	cfg, err := loader.LoadConfig(filepath.Join(dir, "config.json"))
+	cfg, err := loader.ModelConfig(dir)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -91,11 +90,11 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	cfg, err := loader.LoadConfig(filepath.Join(dir, "config.json"))
+	cfg, err := loader.ModelConfig(dir)
 	if err != nil {
 		return err
 	}
-	contexts := bench.DefaultContexts(cfg.MaxPositionEmbeddings, *steps)
+	contexts := bench.DefaultContexts(cfg.ContextLength(), *steps)
 	if *contextsFlag != "" {
 		if contexts, err = splitList("contexts", *contextsFlag, positive); err != nil {
 			return err
@@ -113,7 +112,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	settings := bench.Settings{Contexts: contexts, Compression: ratios, DecodeSteps: *steps, Warmup: *warmup, Scorer: scorer.Name(),
 		OverheadRatio: *overRatio, OverheadContexts: overContexts, Seed: *seed, MaxSeconds: *maxSeconds, ContextSeconds: *ctxSeconds}
-	if err := settings.Check(cfg.MaxPositionEmbeddings); err != nil {
+	if err := settings.Check(cfg.ContextLength()); err != nil {
 		return fmt.Errorf("--contexts (model %s): %w", dir, err)
 	}
 
