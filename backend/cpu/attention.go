@@ -49,16 +49,21 @@ func (b *Backend) attention(out, q, k, v backend.Tensor, cache backend.KVCache, 
 			}
 			qrow := blas32.Vector{N: d, Inc: 1, Data: qm.Data[i*qm.C+h*d : i*qm.C+(h+1)*d]}
 			orow := om.Data[i*om.C+h*d : i*om.C+(h+1)*d]
-			attendRow(orow, qrow, keys[first*d:], vals[first*d:], scores[:visible-first], d, scale)
+			ks, vs := keys[first*d:], vals[first*d:]
+			attendRow(orow, qrow, func(j int) []float32 { return ks[j*d : (j+1)*d] }, func(j int) []float32 { return vs[j*d : (j+1)*d] },
+				scores[:visible-first], d, scale)
 		}
 	})
 }
 
-// attendRow writes softmax(q.K^T*scale) V for one query over the first len(scores) keys.
-func attendRow(out []float32, q blas32.Vector, keys, vals, scores []float32, d int, scale float32) {
+// attendRow writes softmax(q.K^T*scale) V for one query over the first len(scores)
+// keys, key(j) and val(j) being entry j's rows (the contiguous and the paged caches
+// differ only in where a row lives, and share this arithmetic, so both give the same
+// bits).
+func attendRow(out []float32, q blas32.Vector, key, val func(j int) []float32, scores []float32, d int, scale float32) {
 	maxs := float32(math.Inf(-1))
 	for j := range scores {
-		s := blas32.Dot(q, blas32.Vector{N: d, Inc: 1, Data: keys[j*d : (j+1)*d]}) * scale
+		s := blas32.Dot(q, blas32.Vector{N: d, Inc: 1, Data: key(j)}) * scale
 		scores[j] = s
 		maxs = max(maxs, s)
 	}
@@ -74,6 +79,6 @@ func attendRow(out []float32, q blas32.Vector, keys, vals, scores []float32, d i
 	inv := float32(1 / sum)
 	acc := blas32.Vector{N: d, Inc: 1, Data: out}
 	for j, p := range scores {
-		blas32.Axpy(p*inv, blas32.Vector{N: d, Inc: 1, Data: vals[j*d : (j+1)*d]}, acc)
+		blas32.Axpy(p*inv, blas32.Vector{N: d, Inc: 1, Data: val(j)}, acc)
 	}
 }

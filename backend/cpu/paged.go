@@ -2,7 +2,6 @@ package cpu
 
 import (
 	"fmt"
-	"math"
 
 	"gonum.org/v1/gonum/blas/blas32"
 
@@ -287,37 +286,8 @@ func (p *PagedBackend) Attention(out, q, k, v backend.Tensor, cache backend.KVCa
 		for i := blk * rowsPerTask; i < min((blk+1)*rowsPerTask, n); i++ {
 			visible := hd.n - n + i + 1
 			qrow := blas32.Vector{N: d, Inc: 1, Data: qm.Data[i*qm.C+h*d : i*qm.C+(h+1)*d]}
-			c.attendRow(om.Data[i*om.C+h*d:i*om.C+(h+1)*d], qrow, hd, scores[:visible], scale)
+			attendRow(om.Data[i*om.C+h*d:i*om.C+(h+1)*d], qrow, func(j int) []float32 { return c.span(c.p.k, hd, j) },
+				func(j int) []float32 { return c.span(c.p.v, hd, j) }, scores[:visible], d, scale)
 		}
 	})
-}
-
-// attendRow writes softmax(q.K^T*scale) V for one query over the first len(scores)
-// entries of head hd, in the same order of operations as the contiguous cache's
-// attendRow, so both give the same bits.
-// (It is a copy of that arithmetic on purpose: one routine taking row accessors cost
-// 20% of CPU prefill and decode speed, BenchmarkCPUPrefill/BenchmarkCPUDecode, because of
-// the indirect call per key.)
-func (c *PagedKVCache) attendRow(out []float32, q blas32.Vector, hd *pagedHead, scores []float32, scale float32) {
-	d := c.headDim
-	maxs := float32(math.Inf(-1))
-	for j := range scores {
-		s := blas32.Dot(q, blas32.Vector{N: d, Inc: 1, Data: c.span(c.p.k, hd, j)}) * scale
-		scores[j] = s
-		maxs = max(maxs, s)
-	}
-	var sum float64
-	for j, s := range scores {
-		e := float32(math.Exp(float64(s - maxs)))
-		scores[j] = e
-		sum += float64(e)
-	}
-	for x := range out {
-		out[x] = 0
-	}
-	inv := float32(1 / sum)
-	acc := blas32.Vector{N: d, Inc: 1, Data: out}
-	for j, pr := range scores {
-		blas32.Axpy(pr*inv, blas32.Vector{N: d, Inc: 1, Data: c.span(c.p.v, hd, j)}, acc)
-	}
 }
