@@ -14,7 +14,16 @@ over the answer tokens of the task samples (the few tokens that need retrieval).
 Writes to --out: config.json, generation_config.json, model.safetensors (bf16),
 tokenizer.json, tokenizer_config.json, loss.csv (one row per logged step), train_log.json.
 
-Usage (see scripts/default-model.sh):
+Resumable (lukv-small spans several device calls): --run-seconds S stops this run after S
+more seconds of training and saves; --resume DIR continues from DIR (a checkpoint this script
+wrote: the Hugging Face files plus train_state.json) on the same schedule (--time-budget is the
+total over all runs; the phase and learning rate follow the training seconds done so far). The
+checkpoint is the bf16 Hugging Face model itself, so that it fits the device tool's return limit
+(fp32 master weights + Adam moments of a 12M model are ~140 MB): resuming widens it to fp32 and
+starts fresh Adam moments with a --rewarmup-steps linear warm-up (the bf16 rounding of the master
+weights, ~0.4%, is below one late-schedule update). Each run draws new data seeds (run index).
+
+Usage (see scripts/default-model.sh, scripts/small-model.sh):
   python3 scripts/train_model.py --data data/corpus --tokenizer DIR/tokenizer.json --out DIR \
       --time-budget 360 [--phases 2048:64:0.45,4096:32:0.2,16384:8:0.35] [--seed 1234]
 """
@@ -25,6 +34,7 @@ import math
 import os
 import random
 import shutil
+import signal
 import sys
 import time
 
@@ -299,6 +309,17 @@ def main():
     ap.add_argument("--rope-theta", type=float, default=500000.0)
     ap.add_argument("--max-pos", type=int, default=16384)
     ap.add_argument("--log-every", type=int, default=10)
+    ap.add_argument("--run-seconds", type=float, default=0.0,
+                    help="stop this run after this many seconds of training (0: train to --time-budget)")
+    ap.add_argument("--resume", default="", help="checkpoint folder of an earlier run to continue")
+    ap.add_argument("--rewarmup-steps", type=int, default=100,
+                    help="after --resume: linear learning-rate warm-up over this many steps (fresh Adam moments)")
+    ap.add_argument("--special", default="",
+                    help="comma list of extra special tokens of the tokenizer (chat roles) written to tokenizer_config.json")
+    ap.add_argument("--chat-template", default="", help="Jinja chat template file for tokenizer_config.json")
+    ap.add_argument("--eos-extra", default="",
+                    help="comma list of tokens that also end generation (generation_config eos_token_id list)")
+    ap.add_argument("--name", default="lukv-tiny", help="model name in logs and the loss plot")
     ap.add_argument("--samples-cmd", default="",
                     help="command that streams training samples as JSON lines (scripts/make-train-data; "
                          "-seed and -max-length are appended per worker and phase); replaces the "
@@ -311,7 +332,14 @@ def main():
     np.random.seed(args.seed)
     build_state(args)
     tok = STATE["tok"]
-    model = make_model(args, tok.get_vocab_size()).to(dev)
+    state = {"train_s": 0.0, "step": 0, "tokens": 0, "rows": [], "phases": [], "runs": []}
+    if args.resume:
+        model, state = load_checkpoint(args.resume)
+        model = model.to(dev)
+        log(f"resumed from {args.resume}: step {state['step']}, {state['train_s']:.0f}s of "
+            f"{args.time_budget:.0f}s trained, {state['tokens'] / 1e6:.1f}M tokens, run {len(state['runs']) + 1}")
+    else:
+        model = make_model(args, tok.get_vocab_size()).to(dev)
     nparam = sum(p.numel() for p in model.parameters())
     log(f"model: {nparam / 1e6:.2f}M parameters, config {model.config.to_dict().get('rope_parameters')}")
 
@@ -332,15 +360,27 @@ def main():
     total_steps = sum(int(x) for _, _, x in phases) if fixed else None
 
     os.makedirs(args.out, exist_ok=True)
-    rows, t_start, step, tokens = [], time.time(), 0, 0
-    train_time = 0.0
-    phase_log = []
+    rows, t_start, step, tokens = state["rows"], time.time(), state["step"], state["tokens"]
+    train_time = state["train_s"]
+    phase_log = state["phases"]
+    run_index = len(state["runs"])
+    run_start_s, run_start_step = train_time, step
+    stop_at = train_time + args.run_seconds if args.run_seconds > 0 else float("inf")
+    # SIGTERM (the device call's timeout) ends the run at the next step, and it saves.
+    term = []
+    signal.signal(signal.SIGTERM, lambda *_: term.append(1))
     frac_start = 0.0
+    stopped = False
     for pi, (T, B, x) in enumerate(phases):
+        if stopped:
+            break
+        if not fixed and frac_start + x <= train_time / args.time_budget:
+            frac_start += x  # done in an earlier run
+            continue
         if args.samples_cmd:
-            stream = CmdStream(args.samples_cmd, T, B, args.seed, pi)
+            stream = CmdStream(args.samples_cmd, T, B, args.seed + 1_000_003 * run_index, pi)
         else:
-            stream = Stream(T, B, args.seed, pi, args.prose_frac, long_weights if T >= args.long_from else weights)
+            stream = Stream(T, B, args.seed + 1_000_003 * run_index, pi, args.prose_frac, long_weights if T >= args.long_from else weights)
         loader = torch.utils.data.DataLoader(stream, batch_size=None, num_workers=args.workers,
                                              prefetch_factor=4, pin_memory=True)
         it = iter(loader)
@@ -357,7 +397,12 @@ def main():
                 frac = train_time / args.time_budget
                 if frac >= frac_end:
                     break
+            if train_time >= stop_at or term:
+                stopped = True
+                break
             lr = lr_at(frac, args)
+            if args.resume and step - run_start_step < args.rewarmup_steps:
+                lr *= (step - run_start_step + 1) / args.rewarmup_steps
             for g in opt.param_groups:
                 g["lr"] = lr
             t0 = time.time()
@@ -401,18 +446,26 @@ def main():
                 acc = {"loss": 0.0, "ans": 0.0, "acc": 0.0, "n": 0}
         del it, loader
         phase_log.append({"phase": pi, "seq_len": T, "batch": B, "steps": phase_steps,
-                          "wall_s": round(time.time() - t_phase, 1)})
+                          "wall_s": round(time.time() - t_phase, 1), "run": run_index})
         if not fixed:
             frac_start = frac_end
     wall = time.time() - t_start
-    log(f"trained {step} steps, {tokens / 1e6:.1f}M tokens, {train_time:.0f}s in steps, {wall:.0f}s wall")
+    done = train_time >= args.time_budget * 0.999 or fixed
+    log(f"trained {step} steps, {tokens / 1e6:.1f}M tokens, {train_time:.0f}s in steps, {wall:.0f}s wall "
+        f"({'schedule complete' if done else f'{train_time / args.time_budget:.0%} of the schedule: resume to go on'})")
+    state["runs"].append({"run": run_index, "from_s": round(run_start_s, 1), "to_s": round(train_time, 1),
+                          "steps": step - run_start_step, "wall_s": round(wall, 1), "resumed_from": args.resume or None,
+                          "args": vars(args)})
 
     # ---- save -----------------------------------------------------------------------------
     from transformers import PreTrainedTokenizerFast
     model = model.to(torch.bfloat16)
     model.config.dtype = "bfloat16"
+    eos_ids = [1] + [tok.token_to_id(t) for t in filter(None, args.eos_extra.split(","))]
+    if None in eos_ids:
+        sys.exit(f"--eos-extra {args.eos_extra!r}: a token is not in the vocabulary")
     model.generation_config.bos_token_id = 0
-    model.generation_config.eos_token_id = 1
+    model.generation_config.eos_token_id = eos_ids if len(eos_ids) > 1 else 1
     model.generation_config.pad_token_id = 1
     model.save_pretrained(args.out, safe_serialization=True)
     tok_dst = os.path.join(args.out, "tokenizer.json")
@@ -420,7 +473,13 @@ def main():
         shutil.copy(args.tokenizer, tok_dst)
     hf_tok = PreTrainedTokenizerFast(tokenizer_file=os.path.join(args.out, "tokenizer.json"),
                                      bos_token="<|begin_of_text|>", eos_token="<|end_of_text|>")
-    hf_tok.model_max_length = args.max_pos
+    hf_tok.model_max_length = model.config.max_position_embeddings
+    extra = [t for t in args.special.split(",") if t]
+    if extra:
+        hf_tok.add_special_tokens({"additional_special_tokens": extra})
+    if args.chat_template:
+        with open(args.chat_template) as f:
+            hf_tok.chat_template = f.read()
     tmp = os.path.join(args.out, "_tok")
     hf_tok.save_pretrained(tmp)
     shutil.copy(os.path.join(tmp, "tokenizer_config.json"), os.path.join(args.out, "tokenizer_config.json"))
@@ -429,16 +488,33 @@ def main():
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
+    with open(os.path.join(args.out, "train_state.json"), "w") as f:
+        json.dump({"train_s": train_time, "step": step, "tokens": tokens, "rows": rows, "phases": phase_log,
+                   "runs": state["runs"], "complete": done}, f)
     with open(os.path.join(args.out, "train_log.json"), "w") as f:
         json.dump({"args": vars(args), "parameters": nparam, "steps": step, "tokens": tokens,
                    "train_s": round(train_time, 1), "wall_s": round(wall, 1), "phases": phase_log,
+                   "runs": state["runs"], "complete": done,
                    "gpu": torch.cuda.get_device_name(), "torch": torch.__version__,
                    "task_weights": weights, "long_task_weights": long_weights, "long_from": args.long_from}, f, indent=1)
-    plot_loss(rows, os.path.join(args.out, "loss.png"))
+    plot_loss(rows, os.path.join(args.out, "loss.png"), args.name)
     log(f"saved to {args.out}: " + ", ".join(sorted(os.listdir(args.out))))
 
 
-def plot_loss(rows, path):
+def load_checkpoint(folder):
+    """The model and training state of an earlier run (--resume): the bf16 Hugging Face
+    checkpoint widened to fp32 for training, and train_state.json."""
+    from transformers import LlamaForCausalLM
+    path = os.path.join(folder, "train_state.json")
+    if not os.path.exists(path):
+        sys.exit(f"--resume {folder}: no train_state.json (not a checkpoint of this script)")
+    with open(path) as f:
+        state = json.load(f)
+    model = LlamaForCausalLM.from_pretrained(folder, dtype=torch.float32, attn_implementation="sdpa")
+    return model, state
+
+
+def plot_loss(rows, path, name="lukv-tiny"):
     """loss.png: training loss and answer-token loss against tokens, phases marked."""
     try:
         import matplotlib
@@ -464,7 +540,7 @@ def plot_loss(rows, path):
                 a.axvline(tok[i], color="gray", ls=":")
                 a.text(tok[i], a.get_ylim()[1], f" T={rows[i]['seq_len']}", va="top", fontsize=8)
         a.grid(alpha=0.3)
-    fig.suptitle("lukv-tiny training (phases: sequence length T)")
+    fig.suptitle(f"{name} training (phases: sequence length T)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -7,8 +7,15 @@ sensible merges). Ids 0 and 1 are <|begin_of_text|> and <|end_of_text|>; encodin
 Runs on the GPU machine (the `tokenizers` package is there, not here); CPU only, ~20 s.
 
 Usage: python3 scripts/train_tokenizer.py [--data data/corpus] [--out DIR] [--vocab 8192] [--seed 1]
+
+lukv-small's tokenizer (issue 16) adds --broad data/broad (a seeded sample of the broad
+corpus's training documents, --broad-bytes of them: manuals, code, literature) and --samples
+FILE (JSON lines of scripts/make-train-data: task samples of the trained format families), and
+--special: the chat tokens, as special added tokens with the ids right after BOS and EOS.
 """
 import argparse
+import gzip
+import json
 import os
 import random
 import sys
@@ -40,22 +47,53 @@ def task_text(data, seed, n_per_task):
     return out
 
 
-def build(data, vocab, seed, n_per_task=150):
+def broad_text(folder, max_bytes, seed):
+    """A seeded sample of the broad corpus's training documents, up to max_bytes of text."""
+    docs = []
+    with gzip.open(os.path.join(folder, "train.jsonl.gz"), "rt", encoding="utf-8") as f:
+        for line in f:
+            docs.append(json.loads(line)["text"])
+    random.Random(seed).shuffle(docs)
+    out, n = [], 0
+    for d in docs:
+        if n >= max_bytes:
+            break
+        out.append(d)
+        n += len(d)
+    return out
+
+
+def sample_text(path):
+    """prompt + answer (or text) of each make-train-data line."""
+    out = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            r = json.loads(line)
+            out.append(r["text"] if "text" in r else r["prompt"] + r["answer"])
+    return out
+
+
+def build(data, vocab, seed, n_per_task=150, broad="", broad_bytes=0, samples="", special=()):
     tok = Tokenizer(models.BPE(ignore_merges=True))
     tok.pre_tokenizer = pre_tokenizers.Sequence([
         pre_tokenizers.Split(Regex(LLAMA3_PATTERN), behavior="isolated", invert=False),
         pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
     ])
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab, min_frequency=2, special_tokens=[BOS, EOS],
+    trainer = trainers.BpeTrainer(vocab_size=vocab, min_frequency=2, special_tokens=[BOS, EOS, *special],
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
                                   show_progress=False)
-    prose = tasks.read_lines(os.path.join(data, "train_prose.txt"))
-    texts = prose + task_text(data, seed, n_per_task)
+    if broad:  # lukv-small: broad documents and the format families instead of RULER tasks
+        texts = broad_text(broad, broad_bytes, seed) + (sample_text(samples) if samples else [])
+    else:
+        texts = tasks.read_lines(os.path.join(data, "train_prose.txt")) + task_text(data, seed, n_per_task)
     tok.train_from_iterator(texts, trainer=trainer, length=len(texts))
     bos = tok.token_to_id(BOS)
     if bos != 0 or tok.token_to_id(EOS) != 1:
         raise SystemExit("train_tokenizer.py: special tokens did not get ids 0 and 1")
+    for i, t in enumerate(special):
+        if tok.token_to_id(t) != 2 + i:
+            raise SystemExit(f"train_tokenizer.py: special token {t} did not get id {2 + i}")
     tok.post_processor = processors.TemplateProcessing(
         single=f"{BOS} $A", pair=f"{BOS} $A {BOS} $B", special_tokens=[(BOS, bos)])
     return tok
@@ -67,11 +105,16 @@ def main():
     ap.add_argument("--out", default="models/lukv-tiny")
     ap.add_argument("--vocab", type=int, default=8192)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--broad", default="", help="broad corpus folder (data/broad): train on its documents")
+    ap.add_argument("--broad-bytes", type=int, default=40_000_000, help="bytes of broad documents to train on")
+    ap.add_argument("--samples", default="", help="JSON lines of make-train-data to train on as well")
+    ap.add_argument("--special", default="", help="comma list of extra special tokens (ids 2, 3, ...)")
     a = ap.parse_args()
     if a.vocab > 8192:
         raise SystemExit("train_tokenizer.py: --vocab must be at most 8192")
     t0 = time.time()
-    tok = build(a.data, a.vocab, a.seed)
+    special = [t for t in a.special.split(",") if t]
+    tok = build(a.data, a.vocab, a.seed, broad=a.broad, broad_bytes=a.broad_bytes, samples=a.samples, special=special)
     os.makedirs(a.out, exist_ok=True)
     path = os.path.join(a.out, "tokenizer.json")
     tok.save(path)
