@@ -76,7 +76,7 @@ train)
 			--eos-extra "<|end|>" --name lukv-small "${resume[@]}" ${EXTRA_TRAIN_ARGS:-}
 		split -b 15M $W/model/model.safetensors "$OUTDIR/model.safetensors.part-"
 		(cd $W/model && tar czf "$OUTDIR/lukv-small-files.tgz" config.json generation_config.json tokenizer.json \
-			tokenizer_config.json train_state.json loss.csv train_log.json $(ls loss.png 2>/dev/null))
+			tokenizer_config.json train_state.json loss.csv train_log.json $(ls loss.png chat_template.jinja 2>/dev/null))
 		if [[ -n ${GOLDENS:-} ]]; then
 			python3 scripts/make_goldens.py --checkpoint $W/model $W/golden &&
 				(cd $W && tar czf "$OUTDIR/lukv-small-golden.tgz" golden) || echo "goldens failed: $?"

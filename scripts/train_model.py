@@ -482,7 +482,13 @@ def main():
             hf_tok.chat_template = f.read()
     tmp = os.path.join(args.out, "_tok")
     hf_tok.save_pretrained(tmp)
-    shutil.copy(os.path.join(tmp, "tokenizer_config.json"), os.path.join(args.out, "tokenizer_config.json"))
+    with open(os.path.join(tmp, "tokenizer_config.json")) as f:
+        tcfg = json.load(f)
+    if args.chat_template:  # in tokenizer_config.json itself, where lukv and older transformers read it
+        with open(args.chat_template) as f:
+            tcfg["chat_template"] = f.read()
+    with open(os.path.join(args.out, "tokenizer_config.json"), "w") as f:
+        json.dump(tcfg, f, indent=2, ensure_ascii=False)
     shutil.rmtree(tmp)
     with open(os.path.join(args.out, "loss.csv"), "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
