@@ -3,9 +3,8 @@ package cpu
 import (
 	"math"
 
-	"gonum.org/v1/gonum/blas/blas32"
-
 	"github.com/lukv/lukv/backend"
+	"github.com/lukv/lukv/backend/cpu/vec"
 )
 
 // Attention appends the new keys and values to the layer's per-head cache, then for every
@@ -47,7 +46,7 @@ func (b *Backend) attention(out, q, k, v backend.Tensor, cache backend.KVCache, 
 			if window > 0 && visible > window {
 				first = visible - window
 			}
-			qrow := blas32.Vector{N: d, Inc: 1, Data: qm.Data[i*qm.C+h*d : i*qm.C+(h+1)*d]}
+			qrow := qm.Data[i*qm.C+h*d : i*qm.C+(h+1)*d]
 			orow := om.Data[i*om.C+h*d : i*om.C+(h+1)*d]
 			ks, vs := keys[first*d:], vals[first*d:]
 			attendRow(orow, qrow, func(j int) []float32 { return ks[j*d : (j+1)*d] }, func(j int) []float32 { return vs[j*d : (j+1)*d] },
@@ -60,10 +59,10 @@ func (b *Backend) attention(out, q, k, v backend.Tensor, cache backend.KVCache, 
 // keys, key(j) and val(j) being entry j's rows (the contiguous and the paged caches
 // differ only in where a row lives, and share this arithmetic, so both give the same
 // bits).
-func attendRow(out []float32, q blas32.Vector, key, val func(j int) []float32, scores []float32, d int, scale float32) {
+func attendRow(out []float32, q []float32, key, val func(j int) []float32, scores []float32, d int, scale float32) {
 	maxs := float32(math.Inf(-1))
 	for j := range scores {
-		s := blas32.Dot(q, blas32.Vector{N: d, Inc: 1, Data: key(j)}) * scale
+		s := vec.DotF32(q, key(j)) * scale
 		scores[j] = s
 		maxs = max(maxs, s)
 	}
@@ -77,8 +76,7 @@ func attendRow(out []float32, q blas32.Vector, key, val func(j int) []float32, s
 		out[x] = 0
 	}
 	inv := float32(1 / sum)
-	acc := blas32.Vector{N: d, Inc: 1, Data: out}
 	for j, p := range scores {
-		blas32.Axpy(p*inv, blas32.Vector{N: d, Inc: 1, Data: val(j)}, acc)
+		vec.Axpy(p*inv, val(j), out)
 	}
 }

@@ -1,0 +1,49 @@
+package vec
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"runtime"
+	"testing"
+
+	"github.com/lukv/lukv/quant"
+)
+
+// Benchmarks at the 790 MB bench model's MLP shape (hidden 2048, intermediate 5632):
+// a decode step's matrix-vector product (bound by weight bytes: GB/s is the figure to set
+// beside the machine's copy bandwidth) and a 512-token prefill's product (bound by
+// arithmetic: GFLOP/s), for each weight type, on GOMAXPROCS threads.
+func benchMatMul(b *testing.B, n int) {
+	const rows, cols = 5632, 2048
+	r := rand.New(rand.NewPCG(1, 1))
+	wf := randF32(r, rows*cols)
+	q, err := quant.Quantize(wf, rows, cols)
+	if err != nil {
+		b.Fatal(err)
+	}
+	mats := []struct {
+		name  string
+		m     Matrix
+		bytes int
+	}{
+		{"f32", Matrix{F32: wf}, 4 * rows * cols},
+		{"bf16", Matrix{BF16: randBF16(r, rows*cols)}, 2 * rows * cols},
+		{"int8", Matrix{Int8: q}, int(q.Bytes())},
+	}
+	x := randF32(r, n*cols)
+	out := make([]float32, n*rows)
+	threads := runtime.GOMAXPROCS(0)
+	for _, c := range mats {
+		c.m.Rows, c.m.Cols = rows, cols
+		b.Run(fmt.Sprintf("%s/%s", c.name, ks.name), func(b *testing.B) {
+			b.SetBytes(int64(c.bytes))
+			for b.Loop() {
+				MatMul(out, x, n, &c.m, threads)
+			}
+			b.ReportMetric(2*float64(n)*rows*cols*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+		})
+	}
+}
+
+func BenchmarkGEMV(b *testing.B)    { benchMatMul(b, 1) }
+func BenchmarkGEMM512(b *testing.B) { benchMatMul(b, 512) }
