@@ -21,6 +21,11 @@ type kernelSet struct {
 	// dotInt8: the sum over whole groups of quant.GroupSize weights.
 	dotInt8 func(x []float32, q []int8, scales []float32) float32
 	axpy    func(alpha float32, x, y []float32)
+	// dotRows, addWeightedRows: see DotRows and AddWeightedRows.
+	dotRows         func(out, q, m []float32)
+	addWeightedRows func(out, w, m []float32)
+	// expSub: see ExpSub; over len(x), a multiple of 8.
+	expSub func(x []float32, m float32) float32
 	// tile computes one mr x nr block of a product from packed panels (gemm.go).
 	tile   func(kn int, px, pw, c []float32, ldc, acc int)
 	mr, nr int
@@ -29,7 +34,7 @@ type kernelSet struct {
 // sets lists the implementations this CPU can run, the pure-Go one first and the
 // fastest last (vec_amd64.go appends); ks is the one in use.
 var (
-	sets = []*kernelSet{{name: "go", dotF32: dotF32Go, dotBF16: dotBF16Go, dotInt8: dotInt8Go, axpy: axpyGo, tile: tileGo, mr: 6, nr: 16}}
+	sets = []*kernelSet{{name: "go", dotF32: dotF32Go, dotBF16: dotBF16Go, dotInt8: dotInt8Go, axpy: axpyGo, dotRows: dotRowsGo, addWeightedRows: addWeightedRowsGo, expSub: expSubGo, tile: tileGo, mr: 6, nr: 16}}
 	ks   = sets[0]
 )
 
@@ -77,6 +82,30 @@ func Axpy(alpha float32, x, y []float32) {
 	for i := m; i < n; i++ {
 		y[i] += alpha * x[i]
 	}
+}
+
+// DotRows sets out[j] = q . m[j*d:(j+1)*d] for j < len(out), d = len(q) (attention's
+// scores of one query against a run of keys).
+func DotRows(out, q, m []float32) {
+	_ = m[:len(out)*len(q)]
+	ks.dotRows(out, q, m)
+}
+
+// AddWeightedRows adds sum over j < len(w) of w[j] * m[j*d:(j+1)*d] to out, d = len(out)
+// (attention's probability-weighted sum of a run of values). Each element of out gets the
+// rows in order, so splitting the rows into runs does not change the result.
+func AddWeightedRows(out, w, m []float32) {
+	_ = m[:len(w)*len(out)]
+	ks.addWeightedRows(out, w, m)
+}
+
+// ExpSub sets x[i] = exp(x[i] - m) and returns their sum; every x[i] must be at most m
+// (softmax after subtracting the maximum). The assembly's exp is within a few float32 ulps
+// of math.Exp; results below 1e-37 may be flushed towards 0.
+func ExpSub(x []float32, m float32) float32 {
+	n := len(x) &^ 7
+	s := ks.expSub(x[:n], m)
+	return s + expSubGo(x[n:], m)
 }
 
 func bf16(h uint16) float32 { return math.Float32frombits(uint32(h) << 16) }
@@ -140,4 +169,34 @@ func axpyGo(alpha float32, x, y []float32) {
 	for i, v := range x {
 		y[i] += alpha * v
 	}
+}
+
+func dotRowsGo(out, q, m []float32) {
+	d := len(q)
+	for j := range out {
+		var s float32
+		for i, v := range m[j*d : (j+1)*d] {
+			s += q[i] * v
+		}
+		out[j] = s
+	}
+}
+
+func addWeightedRowsGo(out, w, m []float32) {
+	d := len(out)
+	for j, p := range w {
+		for i, v := range m[j*d : (j+1)*d] {
+			out[i] += p * v
+		}
+	}
+}
+
+func expSubGo(x []float32, m float32) float32 {
+	var s float32
+	for i, v := range x {
+		e := float32(math.Exp(float64(v - m)))
+		x[i] = e
+		s += e
+	}
+	return s
 }

@@ -18,6 +18,15 @@ func dotInt8AVX2(x *float32, q *int8, scales *float32, groups int) float32
 func axpyAVX2(alpha float32, x, y *float32, n int)
 
 //go:noescape
+func dotRowsAVX2(q, m *float32, d, n int, out *float32)
+
+//go:noescape
+func addWeightedRowsAVX2(w, m *float32, d, n int, out *float32)
+
+//go:noescape
+func expSubAVX2(x *float32, n int, m float32) float32
+
+//go:noescape
 func tile6x16AVX2(kn int, px, pw, c *float32, ldc, acc int)
 
 //go:noescape
@@ -51,6 +60,30 @@ func init() {
 			if len(x) > 0 {
 				axpyAVX2(alpha, &x[0], &y[0], len(x))
 			}
+		},
+		dotRows: func(out, q, m []float32) {
+			d := len(q)
+			if d%8 != 0 || len(out) == 0 {
+				dotRowsGo(out, q, m)
+				return
+			}
+			_ = m[len(out)*d-1]
+			dotRowsAVX2(&q[0], &m[0], d, len(out), &out[0])
+		},
+		addWeightedRows: func(out, w, m []float32) {
+			d := len(out)
+			if d%8 != 0 || len(w) == 0 {
+				addWeightedRowsGo(out, w, m)
+				return
+			}
+			_ = m[len(w)*d-1]
+			addWeightedRowsAVX2(&w[0], &m[0], d, len(w), &out[0])
+		},
+		expSub: func(x []float32, m float32) float32 {
+			if len(x) == 0 {
+				return 0
+			}
+			return expSubAVX2(&x[0], len(x), m)
 		},
 		mr: 6, nr: 16,
 		tile: func(kn int, px, pw, c []float32, ldc, acc int) {

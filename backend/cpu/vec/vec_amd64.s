@@ -436,3 +436,189 @@ tile12x32AVX512put:
 	VMOVUPS Z31, 64(DX)
 	VZEROUPPER
 	RET
+
+// func dotRowsAVX2(q, m *float32, d, n int, out *float32)
+// out[j] = q . m[j*d:(j+1)*d] for j < n, d a multiple of 8 (n >= 1).
+TEXT ·dotRowsAVX2(SB), NOSPLIT, $0-40
+	MOVQ m+8(FP), DI
+	MOVQ d+16(FP), R8
+	MOVQ n+24(FP), R9
+	MOVQ out+32(FP), DX
+drrow:
+	MOVQ q+0(FP), SI
+	MOVQ R8, CX
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+drloop16:
+	CMPQ CX, $16
+	JL   drloop8
+	VMOVUPS (SI), Y4
+	VMOVUPS 32(SI), Y5
+	VFMADD231PS (DI), Y4, Y0
+	VFMADD231PS 32(DI), Y5, Y1
+	ADDQ $64, SI
+	ADDQ $64, DI
+	SUBQ $16, CX
+	JMP  drloop16
+drloop8:
+	CMPQ CX, $8
+	JL   drsum
+	VMOVUPS (SI), Y4
+	VFMADD231PS (DI), Y4, Y0
+	ADDQ $32, SI
+	ADDQ $32, DI
+drsum:
+	VADDPS Y1, Y0, Y0
+	VEXTRACTF128 $1, Y0, X1
+	VADDPS X1, X0, X0
+	VHADDPS X0, X0, X0
+	VHADDPS X0, X0, X0
+	MOVSS X0, (DX)
+	ADDQ $4, DX
+	DECQ R9
+	JNZ  drrow
+	VZEROUPPER
+	RET
+
+// func addWeightedRowsAVX2(w, m *float32, d, n int, out *float32)
+// out += sum over j < n of w[j] * m[j*d:(j+1)*d], d a multiple of 8 (n >= 1): out is held
+// in registers 32 (then 8) columns at a time while every row passes.
+TEXT ·addWeightedRowsAVX2(SB), NOSPLIT, $0-40
+	MOVQ m+8(FP), R10
+	MOVQ d+16(FP), R8
+	MOVQ out+32(FP), DX
+	MOVQ R8, R11
+	SHLQ $2, R11 // row stride in bytes
+	XORQ BX, BX  // columns done
+awslab32:
+	MOVQ R8, AX
+	SUBQ BX, AX
+	CMPQ AX, $32
+	JL   awslab8
+	VMOVUPS (DX), Y0
+	VMOVUPS 32(DX), Y1
+	VMOVUPS 64(DX), Y2
+	VMOVUPS 96(DX), Y3
+	MOVQ w+0(FP), SI
+	MOVQ R10, DI
+	MOVQ n+24(FP), CX
+awrow32:
+	VBROADCASTSS (SI), Y4
+	VFMADD231PS (DI), Y4, Y0
+	VFMADD231PS 32(DI), Y4, Y1
+	VFMADD231PS 64(DI), Y4, Y2
+	VFMADD231PS 96(DI), Y4, Y3
+	ADDQ $4, SI
+	ADDQ R11, DI
+	DECQ CX
+	JNZ  awrow32
+	VMOVUPS Y0, (DX)
+	VMOVUPS Y1, 32(DX)
+	VMOVUPS Y2, 64(DX)
+	VMOVUPS Y3, 96(DX)
+	ADDQ $128, DX
+	ADDQ $128, R10
+	ADDQ $32, BX
+	JMP  awslab32
+awslab8:
+	CMPQ AX, $8
+	JL   awdone
+	VMOVUPS (DX), Y0
+	MOVQ w+0(FP), SI
+	MOVQ R10, DI
+	MOVQ n+24(FP), CX
+awrow8:
+	VBROADCASTSS (SI), Y4
+	VFMADD231PS (DI), Y4, Y0
+	ADDQ $4, SI
+	ADDQ R11, DI
+	DECQ CX
+	JNZ  awrow8
+	VMOVUPS Y0, (DX)
+	ADDQ $32, DX
+	ADDQ $32, R10
+	ADDQ $8, BX
+	MOVQ R8, AX
+	SUBQ BX, AX
+	JMP  awslab8
+awdone:
+	VZEROUPPER
+	RET
+
+// func expSubAVX2(x *float32, n int, m float32) float32
+// x[i] = exp(x[i] - m) for i < n (a multiple of 8, x[i] <= m: softmax), returning the sum.
+// exp as Cephes' expf: 2^k * p(r) with k = round((x-m) * log2 e), r = x - m - k ln 2 (ln 2
+// in two parts), p of degree 7; inputs below -87.3 are clamped there (results ~1e-38).
+// Y5..Y15 hold the constants, Y0 the sum, Y1 m.
+TEXT ·expSubAVX2(SB), NOSPLIT, $0-28
+	MOVQ x+0(FP), SI
+	MOVQ n+8(FP), CX
+	VBROADCASTSS m+16(FP), Y1
+	MOVL $0x3fb8aa3b, AX
+	MOVQ AX, X4
+	VBROADCASTSS X4, Y5
+	MOVL $0x3f318000, AX
+	MOVQ AX, X4
+	VBROADCASTSS X4, Y6
+	MOVL $0xb95e8083, AX
+	MOVQ AX, X4
+	VBROADCASTSS X4, Y7
+	MOVL $0xc2aeac50, AX
+	MOVQ AX, X4
+	VBROADCASTSS X4, Y8
+	MOVL $0x39506967, AX
+	MOVQ AX, X4
+	VBROADCASTSS X4, Y9
+	MOVL $0x3ab743ce, AX
+	MOVQ AX, X4
+	VBROADCASTSS X4, Y10
+	MOVL $0x3c088908, AX
+	MOVQ AX, X4
+	VBROADCASTSS X4, Y11
+	MOVL $0x3d2aa9c1, AX
+	MOVQ AX, X4
+	VBROADCASTSS X4, Y12
+	MOVL $0x3e2aaaaa, AX
+	MOVQ AX, X4
+	VBROADCASTSS X4, Y13
+	MOVL $0x3f000000, AX
+	MOVQ AX, X4
+	VBROADCASTSS X4, Y14
+	MOVL $0x3f800000, AX
+	MOVQ AX, X4
+	VBROADCASTSS X4, Y15
+	VXORPS Y0, Y0, Y0
+	TESTQ CX, CX
+	JZ    expdone
+exploop:
+	VMOVUPS (SI), Y2
+	VSUBPS Y1, Y2, Y2
+	VMAXPS Y8, Y2, Y2
+	VMULPS Y5, Y2, Y3
+	VROUNDPS $0, Y3, Y3
+	VFNMADD231PS Y6, Y3, Y2
+	VFNMADD231PS Y7, Y3, Y2
+	VMOVAPS Y9, Y4
+	VFMADD213PS Y10, Y2, Y4
+	VFMADD213PS Y11, Y2, Y4
+	VFMADD213PS Y12, Y2, Y4
+	VFMADD213PS Y13, Y2, Y4
+	VFMADD213PS Y14, Y2, Y4
+	VFMADD213PS Y15, Y2, Y4
+	VFMADD213PS Y15, Y2, Y4
+	VCVTPS2DQ Y3, Y3
+	VPSLLD $23, Y3, Y3
+	VPADDD Y3, Y4, Y4
+	VMOVUPS Y4, (SI)
+	VADDPS Y4, Y0, Y0
+	ADDQ $32, SI
+	SUBQ $8, CX
+	JNZ  exploop
+expdone:
+	VEXTRACTF128 $1, Y0, X1
+	VADDPS X1, X0, X0
+	VHADDPS X0, X0, X0
+	VHADDPS X0, X0, X0
+	VZEROUPPER
+	MOVSS X0, ret+24(FP)
+	RET

@@ -168,3 +168,77 @@ func TestMatMulBadMatrix(t *testing.T) {
 	}()
 	MatMul(make([]float32, 4), make([]float32, 4), 1, &Matrix{Rows: 2, Cols: 2, F32: make([]float32, 3)}, 1)
 }
+
+// DotRows and AddWeightedRows against float64 references, for head sizes on and off the
+// assembly's multiples of 8 and 32, and AddWeightedRows giving the same bits whether the
+// rows come in one run or one at a time (the paged cache hands them over per block).
+func TestRowKernels(t *testing.T) {
+	eachSet(t, func(t *testing.T) {
+		r := rand.New(rand.NewPCG(11, 12))
+		for _, d := range []int{8, 12, 32, 40, 64, 72, 128} {
+			for _, n := range []int{1, 3, 17} {
+				q, m, w := randF32(r, d), randF32(r, n*d), randF32(r, n)
+				out := make([]float32, n)
+				DotRows(out, q, m)
+				for j := range n {
+					var want, scale float64
+					for i := range d {
+						want += float64(q[i]) * float64(m[j*d+i])
+						scale += math.Abs(float64(q[i]) * float64(m[j*d+i]))
+					}
+					near(t, "DotRows", out[j], want, scale, 1e-6)
+				}
+				acc := randF32(r, d)
+				init := append([]float32(nil), acc...)
+				split := append([]float32(nil), acc...)
+				AddWeightedRows(acc, w, m)
+				for j := range n {
+					AddWeightedRows(split, w[j:j+1], m[j*d:(j+1)*d])
+				}
+				for i := range d {
+					want, scale := float64(init[i]), math.Abs(float64(init[i]))
+					for j := range n {
+						want += float64(w[j]) * float64(m[j*d+i])
+						scale += math.Abs(float64(w[j]) * float64(m[j*d+i]))
+					}
+					near(t, "AddWeightedRows", acc[i], want, scale, 1e-6)
+					if acc[i] != split[i] {
+						t.Fatalf("d=%d n=%d: one run %v, row by row %v", d, n, acc[i], split[i])
+					}
+				}
+			}
+		}
+	})
+}
+
+// ExpSub is within a few ulps of math.Exp over softmax's range (down to the clamp), and
+// returns the sum of what it wrote.
+func TestExpSub(t *testing.T) {
+	eachSet(t, func(t *testing.T) {
+		r := rand.New(rand.NewPCG(13, 14))
+		for _, n := range []int{0, 1, 8, 13, 64, 1000} {
+			x := make([]float32, n)
+			for i := range x {
+				x[i] = float32(-r.Float64() * 90) // [-90, 0]
+			}
+			if n > 2 {
+				x[0], x[1] = 0, -1e-7
+			}
+			m := float32(0.5)
+			in := append([]float32(nil), x...)
+			sum := ExpSub(x, m)
+			var want float64
+			for i, v := range in {
+				e := math.Exp(float64(v - m))
+				want += float64(x[i])
+				if e > 1e-37 && math.Abs(float64(x[i])-e) > 4e-7*e {
+					t.Fatalf("exp(%v) = %v, want %v", v-m, x[i], e)
+				}
+				if e <= 1e-37 && x[i] > 2e-37 {
+					t.Fatalf("exp(%v) = %v, want about 0", v-m, x[i])
+				}
+			}
+			near(t, "ExpSub sum", sum, want, want, 1e-6)
+		}
+	})
+}
