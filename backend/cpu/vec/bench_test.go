@@ -47,3 +47,23 @@ func benchMatMul(b *testing.B, n int) {
 
 func BenchmarkGEMV(b *testing.B)    { benchMatMul(b, 1) }
 func BenchmarkGEMM512(b *testing.B) { benchMatMul(b, 512) }
+
+// BenchmarkMemoryRead streams a 512 MiB buffer through DotF32 on GOMAXPROCS threads: the
+// machine's read bandwidth, the floor a decode step's weight reads are set against.
+func BenchmarkMemoryRead(b *testing.B) {
+	buf := make([]float32, 128<<20)
+	for i := range buf {
+		buf[i] = 1
+	}
+	threads := runtime.GOMAXPROCS(0)
+	const chunk = 1 << 20
+	b.SetBytes(int64(4 * len(buf)))
+	for b.Loop() {
+		ParallelFor(threads, len(buf)/chunk, func(i int) {
+			c := buf[i*chunk : (i+1)*chunk]
+			if DotF32(c, c) != chunk {
+				panic("bad sum")
+			}
+		})
+	}
+}
