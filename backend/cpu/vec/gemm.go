@@ -86,7 +86,8 @@ func gemv(out, x []float32, n int, w *Matrix, threads int) {
 	})
 }
 
-// packs holds the per-task float32 panels of w.
+// packs holds packed panels (of x per product, of w per task): reused, because fresh
+// large buffers cost page faults on every product.
 var packs = sync.Pool{New: func() any { return new([]float32) }}
 
 func gemm(out, x []float32, n int, w *Matrix, threads int) {
@@ -95,9 +96,17 @@ func gemm(out, x []float32, n int, w *Matrix, threads int) {
 	// x packed by groups of mr rows: px[g*K*mr + k*mr + i] = x[g*mr+i][k] (rows past n
 	// are zero), so a tile reads one contiguous run per chunk.
 	groups := (n + mr - 1) / mr
-	px := make([]float32, groups*K*mr)
+	xbuf := packs.Get().(*[]float32)
+	defer packs.Put(xbuf)
+	if cap(*xbuf) < groups*K*mr {
+		*xbuf = make([]float32, groups*K*mr)
+	}
+	px := (*xbuf)[:groups*K*mr]
 	ParallelFor(threads, groups, func(g int) {
 		dst := px[g*K*mr : (g+1)*K*mr]
+		if n < (g+1)*mr {
+			clear(dst) // the rows past n are zero
+		}
 		for i := 0; i < mr && g*mr+i < n; i++ {
 			src := x[(g*mr+i)*K : (g*mr+i+1)*K]
 			for k, v := range src {
