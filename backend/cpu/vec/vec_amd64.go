@@ -12,6 +12,12 @@ func dotF32AVX2(a, b *float32, n int) float32
 func dotBF16AVX2(x *float32, w *uint16, n int) float32
 
 //go:noescape
+func dotF32AVX512(x, w *float32, n int) float32
+
+//go:noescape
+func dotBF16AVX512(x *float32, w *uint16, n int) float32
+
+//go:noescape
 func dotInt8AVX2(x *float32, q *int8, scales *float32, groups int) float32
 
 //go:noescape
@@ -97,6 +103,18 @@ func init() {
 	if cpu.X86.HasAVX512F {
 		avx512 := *avx2
 		avx512.name, avx512.mr, avx512.nr = "avx512", 12, 32
+		avx512.dotF32 = func(a, b []float32) float32 {
+			if len(a) == 0 {
+				return 0
+			}
+			return dotF32AVX512(&a[0], &b[0], len(a))
+		}
+		avx512.dotBF16 = func(x []float32, w []uint16) float32 {
+			if len(x) == 0 {
+				return 0
+			}
+			return dotBF16AVX512(&x[0], &w[0], len(x))
+		}
 		avx512.tile = func(kn int, px, pw, c []float32, ldc, acc int) {
 			_ = c[11*ldc+31]
 			_ = px[kn*12-1]
