@@ -37,6 +37,11 @@ type Backend struct {
 	// them as bf16 (bf16.go; the default: half the memory, and faster since matrix-vector
 	// products are bound by weight bytes). Results are identical either way.
 	WidenBF16 bool
+	// BF16Dot rounds activations to bf16 in products of several rows (prefill) with bf16
+	// weights, to run them on the CPU's bf16 dot-product instructions where it has them
+	// (AVX512-BF16; vec.MatMulRoundX): about twice the arithmetic rate, as llama.cpp
+	// computes BF16 models, at the cost of that rounding (TestBF16DotLogits measures it).
+	BF16Dot bool
 }
 
 // New returns a CPU backend using every core.
@@ -179,6 +184,10 @@ func (b *Backend) MatMul(out, x, w backend.Tensor) {
 		panic(fmt.Sprintf("cpu.MatMul: shapes x[%d,%d] w[%d,%d] out[%d,%d]", xm.R, xm.C, wm.R, wm.C, o.R, o.C))
 	}
 	vm := vec.Matrix{Rows: wm.R, Cols: wm.C, F32: wm.Data, BF16: wm.W16, Int8: wm.Q8}
+	if b.BF16Dot {
+		vec.MatMulRoundX(o.Data, xm.Data, n, &vm, b.threads())
+		return
+	}
 	vec.MatMul(o.Data, xm.Data, n, &vm, b.threads())
 }
 

@@ -67,3 +67,17 @@ func BenchmarkMemoryRead(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkGEMM512RoundX: the bf16 product of BenchmarkGEMM512 with x rounded to bf16 (on
+// bf16 dot-product instructions where the CPU has them).
+func BenchmarkGEMM512RoundX(b *testing.B) {
+	const n, rows, cols = 512, 5632, 2048
+	r := rand.New(rand.NewPCG(1, 1))
+	w := Matrix{Rows: rows, Cols: cols, BF16: randBF16(r, rows*cols)}
+	x := randF32(r, n*cols)
+	out := make([]float32, n*rows)
+	for b.Loop() {
+		MatMulRoundX(out, x, n, &w, runtime.GOMAXPROCS(0))
+	}
+	b.ReportMetric(2*float64(n)*rows*cols*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+}

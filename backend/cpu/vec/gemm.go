@@ -86,68 +86,101 @@ func gemv(out, x []float32, n int, w *Matrix, threads int) {
 	})
 }
 
+// tiler is one blocked-product implementation over panels of element type T: float32
+// (x and w as float32), or uint32 (two bf16 values of consecutive inner indices).
+type tiler[T float32 | uint32] struct {
+	mr, nr int
+	units  func(K int) int // panel elements along an inner dimension of K
+	// packX writes rows of x [rows, K] into dst[u*mr + i]; packW writes units
+	// [u0, u0+un) of row j of w into dst[u*nr].
+	packX func(dst []T, x []float32, rows, K int)
+	packW func(w *Matrix, dst []T, j, u0, un, nr int)
+	tile  func(kn int, px, pw []T, c []float32, ldc, acc int)
+}
+
 // packs holds packed panels (of x per product, of w per task): reused, because fresh
 // large buffers cost page faults on every product.
 var packs = sync.Pool{New: func() any { return new([]float32) }}
+var packs32 = sync.Pool{New: func() any { return new([]uint32) }}
+
+func getPack[T float32 | uint32](n int) (*[]T, func()) {
+	pool := &packs
+	var zero T
+	if _, ok := any(zero).(uint32); ok {
+		pool = &packs32
+	}
+	buf := pool.Get().(*[]T)
+	if cap(*buf) < n {
+		*buf = make([]T, n)
+	}
+	*buf = (*buf)[:n]
+	return buf, func() { pool.Put(buf) }
+}
 
 func gemm(out, x []float32, n int, w *Matrix, threads int) {
-	mr, nr, tile := ks.mr, ks.nr, ks.tile
-	K, N := w.Cols, w.Rows
-	// x packed by groups of mr rows: px[g*K*mr + k*mr + i] = x[g*mr+i][k] (rows past n
-	// are zero), so a tile reads one contiguous run per chunk.
+	gemmWith(&tiler[float32]{mr: ks.mr, nr: ks.nr, units: func(K int) int { return K },
+		packX: packXF32, packW: packWF32, tile: ks.tile}, out, x, n, w, threads)
+}
+
+func gemmWith[T float32 | uint32](t *tiler[T], out, x []float32, n int, w *Matrix, threads int) {
+	mr, nr := t.mr, t.nr
+	K, N, U := w.Cols, w.Rows, t.units(w.Cols)
+	// x packed by groups of mr rows: px[g*U*mr + u*mr + i] (rows past n are zero), so a
+	// tile reads one contiguous run per chunk.
 	groups := (n + mr - 1) / mr
-	xbuf := packs.Get().(*[]float32)
-	defer packs.Put(xbuf)
-	if cap(*xbuf) < groups*K*mr {
-		*xbuf = make([]float32, groups*K*mr)
-	}
-	px := (*xbuf)[:groups*K*mr]
+	xbuf, done := getPack[T](groups * U * mr)
+	defer done()
+	px := *xbuf
 	ParallelFor(threads, groups, func(g int) {
-		dst := px[g*K*mr : (g+1)*K*mr]
-		if n < (g+1)*mr {
-			clear(dst) // the rows past n are zero
+		dst := px[g*U*mr : (g+1)*U*mr]
+		rows := min(mr, n-g*mr)
+		if rows < mr {
+			clear(dst)
 		}
-		for i := 0; i < mr && g*mr+i < n; i++ {
-			src := x[(g*mr+i)*K : (g*mr+i+1)*K]
-			for k, v := range src {
-				dst[k*mr+i] = v
-			}
-		}
+		t.packX(dst, x[g*mr*K:(g*mr+rows)*K], rows, K)
 	})
 	blockCols := 4 * nr
 	if N <= 2*blockCols*threads {
 		blockCols = nr // small matrices: enough tasks for every thread
 	}
 	tasks := (N + blockCols - 1) / blockCols
-	ParallelFor(threads, tasks, func(t int) {
-		j0, j1 := t*blockCols, min((t+1)*blockCols, N)
+	ParallelFor(threads, tasks, func(task int) {
+		j0, j1 := task*blockCols, min((task+1)*blockCols, N)
 		panels := (j1 - j0 + nr - 1) / nr
-		buf := packs.Get().(*[]float32)
-		defer packs.Put(buf)
-		if cap(*buf) < panels*nr*kc {
-			*buf = make([]float32, panels*nr*kc)
-		}
-		pw := (*buf)[:panels*nr*kc]
+		wbuf, done := getPack[T](panels * nr * kc)
+		defer done()
+		pw := *wbuf
 		var edge [16 * 32]float32 // one tile, for tiles past x's or w's last row
-		for k0 := 0; k0 < K; k0 += kc {
-			kn := min(kc, K-k0)
-			w.pack(pw, j0, j1, k0, kn, nr)
+		for u0 := 0; u0 < U; u0 += kc {
+			un := min(kc, U-u0)
+			for p := range panels {
+				d := pw[p*un*nr : (p+1)*un*nr]
+				for j := range nr {
+					if r := j0 + p*nr + j; r < j1 {
+						t.packW(w, d[j:], r, u0, un, nr)
+						continue
+					}
+					for u := range un {
+						d[u*nr+j] = 0
+					}
+				}
+			}
 			acc := 0
-			if k0 > 0 {
+			if u0 > 0 {
 				acc = 1
 			}
 			for p := range panels {
 				jp := j0 + p*nr
 				cols := min(nr, j1-jp)
-				wp := pw[p*kn*nr:]
+				wp := pw[p*un*nr:]
 				for g := range groups {
-					xp := px[g*K*mr+k0*mr:]
+					xp := px[g*U*mr+u0*mr:]
 					rows := min(mr, n-g*mr)
 					if rows == mr && cols == nr {
-						tile(kn, xp, wp, out[g*mr*N+jp:], N, acc)
+						t.tile(un, xp, wp, out[g*mr*N+jp:], N, acc)
 						continue
 					}
-					tile(kn, xp, wp, edge[:], nr, 0)
+					t.tile(un, xp, wp, edge[:], nr, 0)
 					for i := range rows {
 						o := out[(g*mr+i)*N+jp : (g*mr+i)*N+jp+cols]
 						e := edge[i*nr : i*nr+cols]
@@ -165,37 +198,32 @@ func gemm(out, x []float32, n int, w *Matrix, threads int) {
 	})
 }
 
-// pack writes rows [j0, j1) of w, columns [k0, k0+kn), as float32 panels of nr rows:
-// dst[p*kn*nr + k*nr + j] = w[j0+p*nr+j][k0+k], zero past j1.
-func (w *Matrix) pack(dst []float32, j0, j1, k0, kn, nr int) {
+func packXF32(dst []float32, x []float32, rows, K int) {
+	mr := len(dst) / K
+	for i := range rows {
+		for k, v := range x[i*K : (i+1)*K] {
+			dst[k*mr+i] = v
+		}
+	}
+}
+
+// packWF32 widens row j of w (any type), columns [k0, k0+kn), into dst[k*nr].
+func packWF32(w *Matrix, dst []float32, j, k0, kn, nr int) {
 	K := w.Cols
-	panels := (j1 - j0 + nr - 1) / nr
-	for p := range panels {
-		d := dst[p*kn*nr : (p+1)*kn*nr]
-		for j := range nr {
-			r := j0 + p*nr + j
-			if r >= j1 {
-				for k := range kn {
-					d[k*nr+j] = 0
-				}
-				continue
-			}
-			switch {
-			case w.F32 != nil:
-				for k, v := range w.F32[r*K+k0 : r*K+k0+kn] {
-					d[k*nr+j] = v
-				}
-			case w.BF16 != nil:
-				for k, v := range w.BF16[r*K+k0 : r*K+k0+kn] {
-					d[k*nr+j] = bf16(v)
-				}
-			default:
-				q := w.Int8.Q[r*K+k0 : r*K+k0+kn]
-				sc := w.Int8.Scales[(r*K+k0)/quant.GroupSize:]
-				for k, v := range q {
-					d[k*nr+j] = float32(v) * sc[k/quant.GroupSize]
-				}
-			}
+	switch {
+	case w.F32 != nil:
+		for k, v := range w.F32[j*K+k0 : j*K+k0+kn] {
+			dst[k*nr] = v
+		}
+	case w.BF16 != nil:
+		for k, v := range w.BF16[j*K+k0 : j*K+k0+kn] {
+			dst[k*nr] = bf16(v)
+		}
+	default:
+		q := w.Int8.Q[j*K+k0 : j*K+k0+kn]
+		sc := w.Int8.Scales[(j*K+k0)/quant.GroupSize:]
+		for k, v := range q {
+			dst[k*nr] = float32(v) * sc[k/quant.GroupSize]
 		}
 	}
 }

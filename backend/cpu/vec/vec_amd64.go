@@ -36,6 +36,9 @@ func expSubAVX2(x *float32, n int, m float32) float32
 func tile6x16AVX2(kn int, px, pw, c *float32, ldc, acc int)
 
 //go:noescape
+func tile12x32BF16(kn int, px, pw *uint32, c *float32, ldc, acc int)
+
+//go:noescape
 func tile12x32AVX512(kn int, px, pw, c *float32, ldc, acc int)
 
 func init() {
@@ -122,6 +125,15 @@ func init() {
 			tile12x32AVX512(kn, &px[0], &pw[0], &c[0], ldc, acc)
 		}
 		sets = append(sets, &avx512)
+	}
+	if cpu.X86.HasAVX512F && cpu.X86.HasAVX512BF16 {
+		bf16Tiler = &tiler[uint32]{mr: 12, nr: 32, units: pairUnits, packX: packXPairs, packW: packWPairs,
+			tile: func(kn int, px, pw []uint32, c []float32, ldc, acc int) {
+				_ = c[11*ldc+31]
+				_ = px[kn*12-1]
+				_ = pw[kn*32-1]
+				tile12x32BF16(kn, &px[0], &pw[0], &c[0], ldc, acc)
+			}}
 	}
 	ks = sets[len(sets)-1]
 }

@@ -242,3 +242,41 @@ func TestExpSub(t *testing.T) {
 		}
 	})
 }
+
+// MatMulRoundX with bf16 weights computes the product of x rounded to bf16 (on bf16
+// dot-product instructions where the CPU has them, else exactly MatMul), over odd inner
+// dimensions, several chunks and cut tiles.
+func TestMatMulRoundX(t *testing.T) {
+	r := rand.New(rand.NewPCG(15, 16))
+	for _, sh := range []struct{ n, rows, cols int }{{4, 33, 7}, {13, 70, 301}, {25, 40, 1100}, {2, 5, 64}} {
+		x := randF32(r, sh.n*sh.cols)
+		w := Matrix{Rows: sh.rows, Cols: sh.cols, BF16: randBF16(r, sh.rows*sh.cols)}
+		got := randF32(r, sh.n*sh.rows)
+		MatMulRoundX(got, x, sh.n, &w, 3)
+		round := HasBF16Dot() && sh.n >= gemvMinRows
+		if !round {
+			want := make([]float32, len(got))
+			MatMul(want, x, sh.n, &w, 3)
+			for i := range got {
+				if got[i] != want[i] {
+					t.Fatalf("%v: without bf16 dot products MatMulRoundX differs from MatMul", sh)
+				}
+			}
+			continue
+		}
+		for i := range sh.n {
+			for j := range sh.rows {
+				var want, scale float64
+				for k := range sh.cols {
+					p := float64(bf16(toBF16(x[i*sh.cols+k]))) * float64(bf16(w.BF16[j*sh.cols+k]))
+					want += p
+					scale += math.Abs(p)
+				}
+				near(t, "MatMulRoundX", got[i*sh.rows+j], want, scale, 2e-6)
+			}
+		}
+	}
+	if got := toBF16(1 + 1.0/256 + 1.0/512); bf16(got) != 1+2.0/256 { // a tie rounds to even
+		t.Fatalf("toBF16 tie: %v", bf16(got))
+	}
+}
