@@ -18,7 +18,10 @@
 #                                   GGUF files of the same models (-p prompt tokens -n 64)
 #
 # Each lukv row is `lukv-run generate --json` under /usr/bin/time (peak RSS); int8 rows run
-# when lukv-run generate has --weights (int8 weights quantized at load). The bandwidth row is
+# when lukv-run generate has --weights (int8 weights quantized at load). The "go bench" rows
+# are backend/cpu's BenchmarkForward (512 prompt tokens, 64 decode steps, no tokenizer or
+# sampling) with the weights as loaded, with the BF16Dot option (activations rounded to
+# bf16 for AVX512-BF16 dot products, as llama.cpp computes BF16 models) and as int8. The bandwidth row is
 # `go test ./backend/cpu/vec -bench MemoryRead` (a 512 MiB read on the same threads), run in
 # every round; the decode floor of a model is its weight bytes / that bandwidth.
 set -euo pipefail
@@ -34,6 +37,7 @@ root=$(pwd)
 echo "== build"
 go build -o "$dir/lukv-run" ./cmd/lukv-run
 go test -c -o "$dir/vec.test" ./backend/cpu/vec
+go test -c -o "$dir/cpu.test" ./backend/cpu
 if [[ " $models " == *" 790m "* ]] && [ ! -f "$dir/bench-790m/.complete" ]; then
 	go run ./scripts/make-cpu-bench-model -out "$dir/bench-790m"
 fi
@@ -68,6 +72,8 @@ for r in $(seq 1 "$rounds"); do
 	"$dir/vec.test" -test.run XXX -test.bench MemoryRead -test.benchtime 5x -test.cpu "$threads" \
 		| tee "$dir/runs/bandwidth-$r.txt" | grep MemoryRead
 	for m in $models; do
+		LUKV_BENCH_MODEL=$(model_dir "$m") "$dir/cpu.test" -test.run XXX -test.bench Forward \
+			-test.benchtime 1x -test.cpu "$threads" > "$dir/runs/$m-gobench-$r.txt"
 		lukv_run "$m" bf16 "$r"
 		if [ "$int8" = 1 ]; then lukv_run "$m" int8 "$r" --weights int8; fi
 		if [ -n "${LLAMA_BENCH:-}" ]; then
@@ -115,6 +121,14 @@ for m in models:
             continue
         floor = "" if wb is None else f"{bwm / (wb if label == 'bf16' else wb * 0.5 * 1.125):.1f}"
         print(f"| {m} | lukv | {label} | {pt} | {med(pre):.0f} | {med(dec):.1f} | {floor} | {med(rss):.0f} |")
+    gb = {}
+    for r in range(1, rounds + 1):
+        p = os.path.join(runs, f"{m}-gobench-{r}.txt")
+        if os.path.exists(p):
+            for row in re.finditer(r"BenchmarkForward/([\w-]+)/(prefill|decode)\S*\s+\d+\s+\d+ ns/op\s+([\d.]+) tok/s", open(p).read()):
+                gb.setdefault(row.group(1), {}).setdefault(row.group(2), []).append(float(row.group(3)))
+    for w, v in gb.items():
+        print(f"| {m} | lukv (go bench) | {w} | 512 | {med(v.get('prefill', [0])):.0f} | {med(v.get('decode', [0])):.1f} | | |")
     for t in ["bf16", "q8_0"]:
         pre, dec = [], []
         for r in range(1, rounds + 1):
