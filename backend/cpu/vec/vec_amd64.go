@@ -18,6 +18,9 @@ func dotF32AVX512(x, w *float32, n int) float32
 func dotBF16AVX512(x *float32, w *uint16, n int) float32
 
 //go:noescape
+func dotInt8AVX512(x *float32, q *int8, scales *float32, groups int) float32
+
+//go:noescape
 func dotInt8AVX2(x *float32, q *int8, scales *float32, groups int) float32
 
 //go:noescape
@@ -111,6 +114,12 @@ func init() {
 				return 0
 			}
 			return dotF32AVX512(&a[0], &b[0], len(a))
+		}
+		avx512.dotInt8 = func(x []float32, q []int8, scales []float32) float32 {
+			if len(scales) == 0 {
+				return 0
+			}
+			return dotInt8AVX512(&x[0], &q[0], &scales[0], len(scales))
 		}
 		avx512.dotBF16 = func(x []float32, w []uint16) float32 {
 			if len(x) == 0 {
