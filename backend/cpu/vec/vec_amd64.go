@@ -30,6 +30,9 @@ func axpyAVX2(alpha float32, x, y *float32, n int)
 func dotRowsAVX2(q, m *float32, d, n int, out *float32)
 
 //go:noescape
+func dotRows8AVX2(q, m *float32, d, n int, out *float32)
+
+//go:noescape
 func addWeightedRowsAVX2(w, m *float32, d, n int, out *float32)
 
 //go:noescape
@@ -80,7 +83,13 @@ func init() {
 				return
 			}
 			_ = m[len(out)*d-1]
-			dotRowsAVX2(&q[0], &m[0], d, len(out), &out[0])
+			n8 := len(out) &^ 7
+			if n8 > 0 {
+				dotRows8AVX2(&q[0], &m[0], d, n8, &out[0])
+			}
+			if n8 < len(out) {
+				dotRowsAVX2(&q[0], &m[n8*d], d, len(out)-n8, &out[n8])
+			}
 		},
 		addWeightedRows: func(out, w, m []float32) {
 			d := len(out)

@@ -438,7 +438,8 @@ tile12x32AVX512put:
 	RET
 
 // func dotRowsAVX2(q, m *float32, d, n int, out *float32)
-// out[j] = q . m[j*d:(j+1)*d] for j < n, d a multiple of 8 (n >= 1).
+// out[j] = q . m[j*d:(j+1)*d] for j < n, d a multiple of 8 (n >= 1): one accumulator per
+// row, reduced as dotRows8AVX2 reduces (the same bits, however rows are grouped).
 TEXT ·dotRowsAVX2(SB), NOSPLIT, $0-40
 	MOVQ m+8(FP), DI
 	MOVQ d+16(FP), R8
@@ -448,31 +449,17 @@ drrow:
 	MOVQ q+0(FP), SI
 	MOVQ R8, CX
 	VXORPS Y0, Y0, Y0
-	VXORPS Y1, Y1, Y1
-drloop16:
-	CMPQ CX, $16
-	JL   drloop8
-	VMOVUPS (SI), Y4
-	VMOVUPS 32(SI), Y5
-	VFMADD231PS (DI), Y4, Y0
-	VFMADD231PS 32(DI), Y5, Y1
-	ADDQ $64, SI
-	ADDQ $64, DI
-	SUBQ $16, CX
-	JMP  drloop16
 drloop8:
-	CMPQ CX, $8
-	JL   drsum
 	VMOVUPS (SI), Y4
 	VFMADD231PS (DI), Y4, Y0
 	ADDQ $32, SI
 	ADDQ $32, DI
-drsum:
-	VADDPS Y1, Y0, Y0
+	SUBQ $8, CX
+	JNZ  drloop8
+	VHADDPS Y0, Y0, Y0
+	VHADDPS Y0, Y0, Y0
 	VEXTRACTF128 $1, Y0, X1
 	VADDPS X1, X0, X0
-	VHADDPS X0, X0, X0
-	VHADDPS X0, X0, X0
 	MOVSS X0, (DX)
 	ADDQ $4, DX
 	DECQ R9
@@ -962,4 +949,67 @@ i8zdone:
 	VHADDPS X0, X0, X0
 	VZEROUPPER
 	MOVSS X0, ret+32(FP)
+	RET
+
+// func dotRows8AVX2(q, m *float32, d, n int, out *float32)
+// dotRowsAVX2 for n a multiple of 8: eight rows at a time in eight accumulators, whose
+// sums one transposing reduction (six horizontal adds, two lane permutes) stores at once.
+TEXT ·dotRows8AVX2(SB), NOSPLIT, $0-40
+	MOVQ m+8(FP), DI
+	MOVQ d+16(FP), R8
+	MOVQ n+24(FP), R9
+	MOVQ out+32(FP), DX
+	MOVQ R8, R11
+	SHLQ $2, R11 // row stride in bytes
+d8group:
+	MOVQ q+0(FP), SI
+	MOVQ DI, R10
+	MOVQ R8, CX
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	VXORPS Y4, Y4, Y4
+	VXORPS Y5, Y5, Y5
+	VXORPS Y6, Y6, Y6
+	VXORPS Y7, Y7, Y7
+d8loop:
+	VMOVUPS (SI), Y8
+	MOVQ R10, AX
+	VFMADD231PS (AX), Y8, Y0
+	ADDQ R11, AX
+	VFMADD231PS (AX), Y8, Y1
+	ADDQ R11, AX
+	VFMADD231PS (AX), Y8, Y2
+	ADDQ R11, AX
+	VFMADD231PS (AX), Y8, Y3
+	ADDQ R11, AX
+	VFMADD231PS (AX), Y8, Y4
+	ADDQ R11, AX
+	VFMADD231PS (AX), Y8, Y5
+	ADDQ R11, AX
+	VFMADD231PS (AX), Y8, Y6
+	ADDQ R11, AX
+	VFMADD231PS (AX), Y8, Y7
+	ADDQ $32, SI
+	ADDQ $32, R10
+	SUBQ $8, CX
+	JNZ  d8loop
+	VHADDPS Y1, Y0, Y0
+	VHADDPS Y3, Y2, Y2
+	VHADDPS Y5, Y4, Y4
+	VHADDPS Y7, Y6, Y6
+	VHADDPS Y2, Y0, Y0
+	VHADDPS Y6, Y4, Y4
+	VPERM2F128 $0x20, Y4, Y0, Y1
+	VPERM2F128 $0x31, Y4, Y0, Y2
+	VADDPS Y2, Y1, Y1
+	VMOVUPS Y1, (DX)
+	ADDQ $32, DX
+	MOVQ R11, AX
+	SHLQ $3, AX
+	ADDQ AX, DI
+	SUBQ $8, R9
+	JNZ  d8group
+	VZEROUPPER
 	RET
