@@ -202,15 +202,15 @@ func TestRowKernels(t *testing.T) {
 						scale += math.Abs(float64(w[j]) * float64(m[j*d+i]))
 					}
 					near(t, "AddWeightedRows", acc[i], want, scale, 1e-6)
-				if i == 0 {
-					one := make([]float32, 1)
-					for j := range n {
-						DotRows(one, q, m[j*d:(j+1)*d])
-						if one[0] != out[j] {
-							t.Fatalf("d=%d n=%d: DotRows of row %d alone %v, in a run %v", d, n, j, one[0], out[j])
+					if i == 0 {
+						one := make([]float32, 1)
+						for j := range n {
+							DotRows(one, q, m[j*d:(j+1)*d])
+							if one[0] != out[j] {
+								t.Fatalf("d=%d n=%d: DotRows of row %d alone %v, in a run %v", d, n, j, one[0], out[j])
+							}
 						}
 					}
-				}
 					if acc[i] != split[i] {
 						t.Fatalf("d=%d n=%d: one run %v, row by row %v", d, n, acc[i], split[i])
 					}
