@@ -189,8 +189,8 @@ func TestKeepBF16SameLogits(t *testing.T) {
 		}
 		return out, m
 	}
-	want, _ := run(cpu.New())
-	got, m := run(&cpu.Backend{KeepBF16: true})
+	want, _ := run(&cpu.Backend{WidenBF16: true})
+	got, m := run(cpu.New())
 	if !slices.Equal(got, want) {
 		t.Errorf("logits with bf16-kept weights differ (max relative %g)", relErr(got, want))
 	}

@@ -3,9 +3,8 @@ package cpu
 import (
 	"math"
 
-	"gonum.org/v1/gonum/blas/blas32"
-
 	"github.com/lukv/lukv/backend"
+	"github.com/lukv/lukv/backend/cpu/vec"
 )
 
 // Attention appends the new keys and values to the layer's per-head cache, then for every
@@ -47,38 +46,41 @@ func (b *Backend) attention(out, q, k, v backend.Tensor, cache backend.KVCache, 
 			if window > 0 && visible > window {
 				first = visible - window
 			}
-			qrow := blas32.Vector{N: d, Inc: 1, Data: qm.Data[i*qm.C+h*d : i*qm.C+(h+1)*d]}
+			qrow := qm.Data[i*qm.C+h*d : i*qm.C+(h+1)*d]
 			orow := om.Data[i*om.C+h*d : i*om.C+(h+1)*d]
 			ks, vs := keys[first*d:], vals[first*d:]
-			attendRow(orow, qrow, func(j int) []float32 { return ks[j*d : (j+1)*d] }, func(j int) []float32 { return vs[j*d : (j+1)*d] },
+			attendRow(orow, qrow, func(j int) []float32 { return ks[j*d:] }, func(j int) []float32 { return vs[j*d:] },
 				scores[:visible-first], d, scale)
 		}
 	})
 }
 
 // attendRow writes softmax(q.K^T*scale) V for one query over the first len(scores)
-// keys, key(j) and val(j) being entry j's rows (the contiguous and the paged caches
-// differ only in where a row lives, and share this arithmetic, so both give the same
-// bits).
-func attendRow(out []float32, q blas32.Vector, key, val func(j int) []float32, scores []float32, d int, scale float32) {
+// keys. key(j) and val(j) return a run of whole rows starting at entry j (the contiguous
+// cache: all the rest; the paged cache: one row), so both caches share this arithmetic
+// and give the same bits (package vec's row kernels do not depend on how rows are split).
+func attendRow(out []float32, q []float32, key, val func(j int) []float32, scores []float32, d int, scale float32) {
+	for j := 0; j < len(scores); {
+		run := key(j)
+		m := min(len(run)/d, len(scores)-j)
+		vec.DotRows(scores[j:j+m], q, run[:m*d])
+		j += m
+	}
 	maxs := float32(math.Inf(-1))
-	for j := range scores {
-		s := blas32.Dot(q, blas32.Vector{N: d, Inc: 1, Data: key(j)}) * scale
+	for j, s := range scores {
+		s *= scale
 		scores[j] = s
 		maxs = max(maxs, s)
 	}
-	var sum float64
-	for j, s := range scores {
-		e := float32(math.Exp(float64(s - maxs)))
-		scores[j] = e
-		sum += float64(e)
+	inv := 1 / vec.ExpSub(scores, maxs)
+	for j := range scores {
+		scores[j] *= inv
 	}
-	for x := range out {
-		out[x] = 0
-	}
-	inv := float32(1 / sum)
-	acc := blas32.Vector{N: d, Inc: 1, Data: out}
-	for j, p := range scores {
-		blas32.Axpy(p*inv, blas32.Vector{N: d, Inc: 1, Data: val(j)}, acc)
+	clear(out)
+	for j := 0; j < len(scores); {
+		run := val(j)
+		m := min(len(run)/d, len(scores)-j)
+		vec.AddWeightedRows(out, scores[j:j+m], run[:m*d])
+		j += m
 	}
 }

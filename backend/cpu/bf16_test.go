@@ -12,7 +12,7 @@ import (
 // values widened to float32, and holds two bytes per value.
 func TestBF16WeightsMatchWidened(t *testing.T) {
 	r := rand.New(rand.NewPCG(5, 6))
-	const rows, cols, n = 77, 48, 5 // rows not a multiple of MatMul's block of 32
+	const rows, cols, n = 77, 48, 13 // rows not a multiple of any tile
 	w16 := make([]uint16, rows*cols)
 	w32 := make([]float32, rows*cols)
 	for i := range w16 {
@@ -23,9 +23,9 @@ func TestBF16WeightsMatchWidened(t *testing.T) {
 	for i := range x {
 		x[i] = float32(r.NormFloat64())
 	}
-	b := &Backend{KeepBF16: true, Threads: 3}
-	if !b.KeepsBF16() || New().KeepsBF16() {
-		t.Fatal("KeepsBF16 does not follow the option")
+	b := &Backend{Threads: 3}
+	if !b.KeepsBF16() || (&Backend{WidenBF16: true}).KeepsBF16() {
+		t.Fatal("KeepsBF16 does not follow the WidenBF16 option")
 	}
 	wb, err := b.WeightBF16(w16, rows, cols)
 	if err != nil {
@@ -35,12 +35,14 @@ func TestBF16WeightsMatchWidened(t *testing.T) {
 	if wb.(*Mat).DType() != "bfloat16" || wf.(*Mat).DType() != "float32" || wb.(*Mat).Data != nil {
 		t.Errorf("dtypes %s, %s; bf16 Data kept: %v", wb.(*Mat).DType(), wf.(*Mat).DType(), wb.(*Mat).Data != nil)
 	}
-	xm := &Mat{R: n, C: cols, Data: x}
-	got, want := b.Alloc(n, rows), b.Alloc(n, rows)
-	b.MatMul(got, xm, wb)
-	b.MatMul(want, xm, wf)
-	if !slices.Equal(b.Read(got), b.Read(want)) {
-		t.Error("MatMul with bf16 weights differs from the widened weights")
+	for _, xr := range []int{1, n} { // the matrix-vector and the blocked product
+		xm := &Mat{R: xr, C: cols, Data: x[:xr*cols]}
+		got, want := b.Alloc(xr, rows), b.Alloc(xr, rows)
+		b.MatMul(got, xm, wb)
+		b.MatMul(want, xm, wf)
+		if !slices.Equal(b.Read(got), b.Read(want)) {
+			t.Errorf("MatMul of %d rows with bf16 weights differs from the widened weights", xr)
+		}
 	}
 	ids := []int{0, 76, 3, 3}
 	ge, we := b.Alloc(len(ids), cols), b.Alloc(len(ids), cols)

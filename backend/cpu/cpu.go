@@ -1,24 +1,26 @@
-// Package cpu is lukv's reference backend: pure Go, float32 compute, all cores.
-// Every other backend is tested against it.
+// Package cpu is lukv's reference backend: float32 compute on all cores, with the matrix
+// products in package vec (assembly on amd64, pure Go elsewhere). Weight matrices stay in
+// their checkpoint's type (float32, bfloat16, or int8 when asked). Every other backend is
+// tested against it.
 package cpu
 
 import (
 	"fmt"
 	"math"
 	"runtime"
-	"sync"
-
-	"gonum.org/v1/gonum/blas/blas32"
 
 	"github.com/lukv/lukv/backend"
+	"github.com/lukv/lukv/backend/cpu/vec"
+	"github.com/lukv/lukv/quant"
 )
 
 // Mat is a row-major float32 matrix in host memory; a weight matrix may instead be kept
-// as bfloat16 in W16 (bf16.go), with Data nil.
+// as bfloat16 in W16 (bf16.go) or as int8 in Q8 (int8.go), with Data nil.
 type Mat struct {
 	R, C int
-	Data []float32 // [R*C]
-	W16  []uint16  // [R*C] bfloat16 bit patterns of a weight kept as bf16; nil otherwise
+	Data []float32   // [R*C]
+	W16  []uint16    // [R*C] bfloat16 bit patterns of a weight kept as bf16; nil otherwise
+	Q8   *quant.Int8 // a weight kept as int8; nil otherwise
 }
 
 func (m *Mat) Rows() int { return m.R }
@@ -31,9 +33,15 @@ func (m *Mat) Row(i int) []float32 { return m.Data[i*m.C : (i+1)*m.C] }
 // operations (matrix products, attention); 0 means GOMAXPROCS.
 type Backend struct {
 	Threads int
-	// KeepBF16 keeps bf16 checkpoint matrices as bf16 (half the memory; bf16.go) instead
-	// of widening them to float32 at load. Results are identical.
-	KeepBF16 bool
+	// WidenBF16 widens bf16 checkpoint matrices to float32 at load instead of keeping
+	// them as bf16 (bf16.go; the default: half the memory, and faster since matrix-vector
+	// products are bound by weight bytes). Results are identical either way.
+	WidenBF16 bool
+	// BF16Dot rounds activations to bf16 in products of several rows (prefill) with bf16
+	// weights, to run them on the CPU's bf16 dot-product instructions where it has them
+	// (AVX512-BF16; vec.MatMulRoundX): about twice the arithmetic rate, as llama.cpp
+	// computes BF16 models, at the cost of that rounding (TestBF16DotLogits measures it).
+	BF16Dot bool
 }
 
 // New returns a CPU backend using every core.
@@ -80,7 +88,7 @@ func (b *Backend) Rows(t backend.Tensor, i, n int) backend.Tensor {
 
 func (b *Backend) Read(t backend.Tensor) []float32 {
 	m := mat(t)
-	if m.W16 != nil {
+	if m.Data == nil {
 		return m.widenRows(make([]float32, m.R*m.C), 0, m.R)
 	}
 	return append([]float32(nil), m.Data...)
@@ -89,7 +97,7 @@ func (b *Backend) Read(t backend.Tensor) []float32 {
 func (b *Backend) Embed(out, table backend.Tensor, ids []int) {
 	o, tb := mat(out), mat(table)
 	for i, id := range ids {
-		if tb.W16 != nil {
+		if tb.Data == nil {
 			tb.widenRows(o.Row(i), id, id+1)
 			continue
 		}
@@ -168,65 +176,20 @@ func (b *Backend) RoPE(x backend.Tensor, headDim int, positions []int, rope *bac
 	}
 }
 
-// MatMul computes out = x @ w^T. Each output element is a dot product of two contiguous
-// rows (gonum's assembly sdot); work is split over blocks of w's rows so each block
-// stays in cache while every row of x passes over it.
+// MatMul computes out = x @ w^T with package vec's kernels, in w's own element type.
 func (b *Backend) MatMul(out, x, w backend.Tensor) {
 	o, xm, wm := mat(out), mat(x), mat(w)
-	n, in, nout := xm.R, xm.C, wm.R
-	if xm.C != wm.C || o.R != n || o.C != nout {
+	n := xm.R
+	if xm.C != wm.C || o.R != n || o.C != wm.R {
 		panic(fmt.Sprintf("cpu.MatMul: shapes x[%d,%d] w[%d,%d] out[%d,%d]", xm.R, xm.C, wm.R, wm.C, o.R, o.C))
 	}
-	const block = 32
-	blocks := (nout + block - 1) / block
-	parallelFor(b.threads(), blocks, func(blk int) {
-		lo, hi := blk*block, min((blk+1)*block, nout)
-		wd, w0 := wm.Data, 0 // row r of w is row r-w0 of wd
-		if wm.W16 != nil {
-			// bf16: widen this block of rows only, into a pooled scratch buffer.
-			buf := scratch.Get().(*[]float32)
-			defer scratch.Put(buf)
-			if cap(*buf) < block*in {
-				*buf = make([]float32, block*in)
-			}
-			wd, w0 = wm.widenRows(*buf, lo, hi), lo
-		}
-		for i := 0; i < n; i++ {
-			xr := blas32.Vector{N: in, Inc: 1, Data: xm.Data[i*in : (i+1)*in]}
-			orow := o.Data[i*nout:]
-			for r := lo; r < hi; r++ {
-				orow[r] = blas32.Dot(xr, blas32.Vector{N: in, Inc: 1, Data: wd[(r-w0)*in : (r-w0+1)*in]})
-			}
-		}
-	})
-}
-
-// parallelFor runs f(0..n-1) on up to threads goroutines, handing out indices in order.
-func parallelFor(threads, n int, f func(i int)) {
-	if threads <= 1 || n <= 1 {
-		for i := 0; i < n; i++ {
-			f(i)
-		}
+	vm := vec.Matrix{Rows: wm.R, Cols: wm.C, F32: wm.Data, BF16: wm.W16, Int8: wm.Q8}
+	if b.BF16Dot {
+		vec.MatMulRoundX(o.Data, xm.Data, n, &vm, b.threads())
 		return
 	}
-	var mu sync.Mutex
-	next := 0
-	var wg sync.WaitGroup
-	for t := 0; t < min(threads, n); t++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				mu.Lock()
-				i := next
-				next++
-				mu.Unlock()
-				if i >= n {
-					return
-				}
-				f(i)
-			}
-		}()
-	}
-	wg.Wait()
+	vec.MatMul(o.Data, xm.Data, n, &vm, b.threads())
 }
+
+// parallelFor runs f(0..n-1) on up to threads goroutines.
+func parallelFor(threads, n int, f func(i int)) { vec.ParallelFor(threads, n, f) }

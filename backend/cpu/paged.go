@@ -3,8 +3,6 @@ package cpu
 import (
 	"fmt"
 
-	"gonum.org/v1/gonum/blas/blas32"
-
 	"github.com/lukv/lukv/backend"
 	"github.com/lukv/lukv/kvpool"
 )
@@ -285,7 +283,7 @@ func (p *PagedBackend) Attention(out, q, k, v backend.Tensor, cache backend.KVCa
 		scores := make([]float32, hd.n)
 		for i := blk * rowsPerTask; i < min((blk+1)*rowsPerTask, n); i++ {
 			visible := hd.n - n + i + 1
-			qrow := blas32.Vector{N: d, Inc: 1, Data: qm.Data[i*qm.C+h*d : i*qm.C+(h+1)*d]}
+			qrow := qm.Data[i*qm.C+h*d : i*qm.C+(h+1)*d]
 			attendRow(om.Data[i*om.C+h*d:i*om.C+(h+1)*d], qrow, func(j int) []float32 { return c.span(c.p.k, hd, j) },
 				func(j int) []float32 { return c.span(c.p.v, hd, j) }, scores[:visible], d, scale)
 		}
