@@ -130,6 +130,14 @@ func encodeGGML(x []float32, typ GGMLType, rowLen int) ([]byte, error) {
 			return nil, fmt.Errorf("Q8_0 needs rows of whole %d-value blocks, got rows of %d", q8Block, rowLen)
 		}
 		return QuantizeQ8_0(x)
+	case GGMLQ4_K, GGMLQ6_K:
+		if rowLen%kBlock != 0 {
+			return nil, fmt.Errorf("%v needs rows of whole %d-value blocks, got rows of %d", typ, kBlock, rowLen)
+		}
+		if typ == GGMLQ4_K {
+			return quantizeQ4K(x)
+		}
+		return quantizeQ6K(x)
 	}
 	return nil, fmt.Errorf("%w: %v", ErrUnsupportedDType, typ)
 }
