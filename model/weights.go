@@ -154,7 +154,7 @@ func (w *weightLoader) bf16(name string, rows, cols int) (backend.Tensor, error)
 		return nil, err
 	}
 	if !canKeep {
-		w.fallback(fmt.Sprintf("the %s backend cannot hold bf16 weights: it holds the bf16-rounded values as float32", w.b.Name()))
+		w.fallback(fmt.Sprintf("the %s backend takes no bf16 matrices (backend.BF16Weights): it is given the bf16-rounded values as float32", w.b.Name()))
 		for i, x := range data {
 			data[i] = loader.BF16ToFloat32(loader.Float32ToBF16(x))
 		}
