@@ -33,7 +33,13 @@ import (
 // (config.json, *.safetensors, tokenizer.json, optionally tokenizer_config.json and
 // generation_config.json) or a GGUF file (weights, config and tokenizer in one file).
 func Load(path string, b backend.Backend) (*generate.Generator, error) {
-	m, err := model.Load(path, b)
+	return LoadWith(path, b, model.LoadOptions{})
+}
+
+// LoadWith is Load with options: the format the weight matrices are held in (f32, bf16,
+// int8 quantized at load, or auto: the checkpoint's own; see model.LoadOptions).
+func LoadWith(path string, b backend.Backend, opt model.LoadOptions) (*generate.Generator, error) {
+	m, err := model.LoadWith(path, b, opt)
 	if err != nil {
 		return nil, err
 	}

@@ -48,6 +48,8 @@ const (
 	GGMLF32  GGMLType = 0
 	GGMLF16  GGMLType = 1
 	GGMLQ8_0 GGMLType = 8  // blocks of 32: a float16 scale d, then 32 int8 q; x = d*q
+	GGMLQ4_K GGMLType = 12 // super-blocks of 256 with 4-bit quants (gguf_kquants.go)
+	GGMLQ6_K GGMLType = 14 // super-blocks of 256 with 6-bit quants (gguf_kquants.go)
 	GGMLBF16 GGMLType = 30 // bfloat16
 )
 
@@ -65,6 +67,10 @@ func (t GGMLType) String() string {
 		return "F16"
 	case GGMLQ8_0:
 		return "Q8_0"
+	case GGMLQ4_K:
+		return "Q4_K"
+	case GGMLQ6_K:
+		return "Q6_K"
 	case GGMLBF16:
 		return "BF16"
 	}
@@ -72,7 +78,7 @@ func (t GGMLType) String() string {
 }
 
 // rowBytes is the size of a row of n values, ok false for a type lukv does not read or
-// an n that Q8_0 blocks cannot tile.
+// an n that its blocks cannot tile.
 func (t GGMLType) rowBytes(n uint64) (uint64, bool) {
 	switch t {
 	case GGMLF32:
@@ -81,6 +87,10 @@ func (t GGMLType) rowBytes(n uint64) (uint64, bool) {
 		return 2 * n, true
 	case GGMLQ8_0:
 		return n / q8Block * q8Bytes, n%q8Block == 0
+	case GGMLQ4_K:
+		return n / kBlock * q4KBytes, n%kBlock == 0
+	case GGMLQ6_K:
+		return n / kBlock * q6KBytes, n%kBlock == 0
 	}
 	return 0, false
 }
@@ -412,10 +422,11 @@ func (g *GGUFFile) readTensorInfo(r *ggufReader) error {
 	t.Type = GGMLType(typ)
 	row, ok := t.Type.rowBytes(t.Dims[0])
 	if !ok {
-		if t.Type == GGMLQ8_0 {
-			return r.errorf("tensor %q: Q8_0 rows of %d values are not whole 32-value blocks", name, t.Dims[0])
+		if _, known := t.Type.rowBytes(0); known {
+			block := map[GGMLType]int{GGMLQ8_0: q8Block, GGMLQ4_K: kBlock, GGMLQ6_K: kBlock}[t.Type]
+			return r.errorf("tensor %q: %v rows of %d values are not whole %d-value blocks", name, t.Type, t.Dims[0], block)
 		}
-		return fmt.Errorf("%s: tensor %q: %w: %v (lukv reads F32, F16, BF16 and Q8_0)", g.path, name, ErrUnsupportedDType, t.Type)
+		return fmt.Errorf("%s: tensor %q: %w: %v (lukv reads F32, F16, BF16, Q8_0, Q4_K and Q6_K)", g.path, name, ErrUnsupportedDType, t.Type)
 	}
 	t.Size = int64(row * (elems / t.Dims[0]))
 	off, err := r.u64("tensor " + name + " offset")
@@ -469,7 +480,7 @@ func (g *GGUFFile) Tensor(name string) (GGUFTensor, bool) {
 }
 
 // Float32 decodes the named tensor to float32 in file order (row-major in Shape's order:
-// ggml's innermost dimension is contiguous), dequantizing Q8_0.
+// ggml's innermost dimension is contiguous), dequantizing Q8_0, Q4_K and Q6_K.
 func (g *GGUFFile) Float32(name string) ([]float32, error) {
 	if g.data == nil && g.tensors == nil {
 		return nil, fmt.Errorf("%s: %w", g.path, ErrClosed)
@@ -486,6 +497,10 @@ func (g *GGUFFile) Float32(name string) ([]float32, error) {
 		return decodeFloat32(raw, F16), nil
 	case GGMLBF16:
 		return decodeFloat32(raw, BF16), nil
+	case GGMLQ4_K:
+		return dequantizeQ4K(raw, make([]float32, 0, len(raw)/q4KBytes*kBlock)), nil
+	case GGMLQ6_K:
+		return dequantizeQ6K(raw, make([]float32, 0, len(raw)/q6KBytes*kBlock)), nil
 	default: // GGMLQ8_0: validated at open
 		out := make([]float32, 0, len(raw)/q8Bytes*q8Block)
 		for b := 0; b < len(raw); b += q8Bytes {

@@ -16,11 +16,15 @@ func GGUFFileType(typ GGMLType) uint32 {
 		return 7
 	case GGMLBF16:
 		return 32
+	case GGMLQ4_K:
+		return 15 // MOSTLY_Q4_K_M
+	case GGMLQ6_K:
+		return 18
 	}
 	return 0 // F32
 }
 
-// ParseGGMLType reads a weight type name: f32, f16, bf16 or q8_0 (any case).
+// ParseGGMLType reads a weight type name: f32, f16, bf16, q8_0, q4_k or q6_k (any case).
 func ParseGGMLType(s string) (GGMLType, error) {
 	switch strings.ToLower(s) {
 	case "f32":
@@ -31,8 +35,25 @@ func ParseGGMLType(s string) (GGMLType, error) {
 		return GGMLBF16, nil
 	case "q8_0":
 		return GGMLQ8_0, nil
+	case "q4_k":
+		return GGMLQ4_K, nil
+	case "q6_k":
+		return GGMLQ6_K, nil
 	}
-	return 0, fmt.Errorf("%w: weight type %q (want f32, f16, bf16 or q8_0)", ErrUnsupportedDType, s)
+	return 0, fmt.Errorf("%w: weight type %q (want f32, f16, bf16, q8_0, q4_k or q6_k)", ErrUnsupportedDType, s)
+}
+
+// fallbackType is the type a matrix with rows of n values is written in when typ is
+// asked for: a block type whose blocks do not tile the row falls back to Q8_0 (k-quants,
+// as llama.cpp does for such rows) or F16.
+func fallbackType(typ GGMLType, n int) GGMLType {
+	if (typ == GGMLQ4_K || typ == GGMLQ6_K) && n%kBlock != 0 {
+		typ = GGMLQ8_0
+	}
+	if typ == GGMLQ8_0 && n%q8Block != 0 {
+		typ = GGMLF16
+	}
+	return typ
 }
 
 // ConvertToGGUF writes the Llama checkpoint in dir (config.json, generation_config.json,
@@ -121,9 +142,7 @@ func ConvertToGGUF(dir, out string, typ GGMLType, vocab *GGUFVocab) error {
 		t := GGUFWriteTensor{Name: gname, Type: GGMLF32, Shape: info.Shape}
 		if len(info.Shape) == 2 {
 			t.Type = typ
-			if typ == GGMLQ8_0 && info.Shape[1]%q8Block != 0 {
-				t.Type = GGMLF16
-			}
+			t.Type = fallbackType(typ, info.Shape[1])
 		}
 		heads := 0
 		switch {

@@ -150,6 +150,9 @@ type GGUFVocab struct {
 	EOS    []int // eos_token_id, then eot_token_id and eom_token_id when present
 	AddBOS *bool // tokenizer.ggml.add_bos_token; nil when absent
 	AddEOS *bool // tokenizer.ggml.add_eos_token
+	// AddSpacePrefix is tokenizer.ggml.add_space_prefix (SentencePiece: "▁" in front of
+	// the text); nil when absent.
+	AddSpacePrefix *bool
 }
 
 // Token types of tokenizer.ggml.token_type.
@@ -382,8 +385,11 @@ func (m *GGUFModel) ropeScaling(c *Config) error {
 }
 
 // Vocab reads the tokenizer.ggml.* metadata.
-func (m *GGUFModel) Vocab() (*GGUFVocab, error) {
-	f := m.File
+func (m *GGUFModel) Vocab() (*GGUFVocab, error) { return m.File.Vocab() }
+
+// Vocab reads the tokenizer a GGUF file stores (tokenizer.ggml.*), checking that the
+// lists agree in length and the special token ids are in range.
+func (f *GGUFFile) Vocab() (*GGUFVocab, error) {
 	v := &GGUFVocab{BOS: -1}
 	var err error
 	var ok bool
@@ -450,7 +456,7 @@ func (m *GGUFModel) Vocab() (*GGUFVocab, error) {
 			v.EOS = append(v.EOS, e)
 		}
 	}
-	for key, dst := range map[string]**bool{"add_bos_token": &v.AddBOS, "add_eos_token": &v.AddEOS} {
+	for key, dst := range map[string]**bool{"add_bos_token": &v.AddBOS, "add_eos_token": &v.AddEOS, "add_space_prefix": &v.AddSpacePrefix} {
 		b, ok, err := f.metaBool("tokenizer.ggml." + key)
 		if err != nil {
 			return nil, err

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"math"
 	"os"
+
+	"github.com/lukv/lukv/quant"
 )
 
 // GGUFKV is one metadata entry to write. Value is one of uint8, int8, uint16, int16,
@@ -127,33 +129,37 @@ func encodeGGML(x []float32, typ GGMLType, rowLen int) ([]byte, error) {
 		if rowLen%q8Block != 0 {
 			return nil, fmt.Errorf("Q8_0 needs rows of whole %d-value blocks, got rows of %d", q8Block, rowLen)
 		}
-		return QuantizeQ8_0(x), nil
+		return QuantizeQ8_0(x)
+	case GGMLQ4_K, GGMLQ6_K:
+		if rowLen%kBlock != 0 {
+			return nil, fmt.Errorf("%v needs rows of whole %d-value blocks, got rows of %d", typ, kBlock, rowLen)
+		}
+		if typ == GGMLQ4_K {
+			return quantizeQ4K(x)
+		}
+		return quantizeQ6K(x)
 	}
 	return nil, fmt.Errorf("%w: %v", ErrUnsupportedDType, typ)
 }
 
-// QuantizeQ8_0 encodes x (a multiple of 32 values) as Q8_0 blocks, as llama.cpp's
-// reference quantizer does: d = max|x|/127 (stored as float16), q = round(x/d).
-func QuantizeQ8_0(x []float32) []byte {
+// QuantizeQ8_0 encodes x (a multiple of 32 values) as Q8_0 blocks: package quant's int8
+// values (d = max|x|/127, q = round(x/d), as llama.cpp's reference quantizer up to its
+// rounding of x*(1/d)) with d stored as float16. Loading the file as int8 weights thus
+// gives exactly the values quantizing at load gives, with the scale rounded to float16.
+func QuantizeQ8_0(x []float32) ([]byte, error) {
+	m, err := quant.Quantize(x, 1, len(x))
+	if err != nil {
+		return nil, err
+	}
 	out := make([]byte, len(x)/q8Block*q8Bytes)
-	for b := 0; b < len(x)/q8Block; b++ {
-		blk := x[b*q8Block : (b+1)*q8Block]
-		var amax float32
-		for _, v := range blk {
-			amax = max(amax, float32(math.Abs(float64(v))))
-		}
-		d := amax / 127
-		id := float32(0)
-		if d != 0 {
-			id = 1 / d
-		}
+	for b, d := range m.Scales {
 		o := out[b*q8Bytes:]
 		binary.LittleEndian.PutUint16(o, Float32ToF16(d))
-		for i, v := range blk {
-			o[2+i] = byte(int8(math.Round(float64(v * id))))
+		for i, q := range m.Q[b*q8Block : (b+1)*q8Block] {
+			o[2+i] = byte(q)
 		}
 	}
-	return out
+	return out, nil
 }
 
 // ggufWriter writes little-endian values, keeping the first error.

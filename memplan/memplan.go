@@ -25,6 +25,7 @@ import (
 
 	"github.com/lukv/lukv/backend"
 	"github.com/lukv/lukv/loader"
+	"github.com/lukv/lukv/quant"
 )
 
 // ParseSize reads a byte size: a number with an optional unit, binary (KiB, MiB, GiB,
@@ -243,18 +244,40 @@ func BudgetForMemory(maxKV, bytesPerToken int64, chunk, tail int) (int, error) {
 	return int(min(held-extra, math.MaxInt32)), nil
 }
 
-// WeightBytes is the memory backend b holds the weights of cfg in: float32 on the CPU;
+// WeightBytes is the memory backend b holds the weights of cfg in when loaded as format
+// (model.LoadOptions.Weights): float32 on the CPU unless bf16 matrices are kept as bf16;
 // on a device, the checkpoint's own width for bf16/f16 checkpoints (the CUDA backend keeps
-// weights that are exact in 16 bits in 16 bits) and float32 otherwise.
-func WeightBytes(cfg *loader.Config, b backend.Backend) int64 {
+// weights that are exact in 16 bits in 16 bits) and float32 otherwise; with int8, the
+// seven linear projections at one byte per weight plus a float32 scale per
+// quant.GroupSize (on a backend with int8 kernels).
+func WeightBytes(cfg *loader.Config, b backend.Backend, format loader.WeightFormat) int64 {
 	n := ParamCount(cfg)
-	if b.Name() != "cpu" {
-		switch strings.ToLower(cfg.TorchDType) {
-		case "bfloat16", "float16", "bf16", "f16":
-			return 2 * n
-		}
+	stored16 := false
+	switch strings.ToLower(cfg.TorchDType) {
+	case "bfloat16", "float16", "bf16", "f16":
+		stored16 = true
 	}
-	return 4 * n
+	keep, canKeep := b.(backend.BF16Weights)
+	per := int64(4) // bytes per float weight
+	switch {
+	case b.Name() != "cpu" && stored16, format == loader.WeightsBF16 && canKeep:
+		per = 2
+	case canKeep && keep.KeepsBF16() && stored16 && format != loader.WeightsF32:
+		per = 2
+	}
+	if _, ok := b.(backend.Int8Weights); ok && format == loader.WeightsInt8 {
+		proj := ProjectionParams(cfg)
+		return (n-proj)*per + proj + proj/quant.GroupSize*4
+	}
+	return n * per
+}
+
+// ProjectionParams is the number of weights in the linear projections (q, k, v, o, gate,
+// up, down) of every layer: what int8 weights quantize.
+func ProjectionParams(cfg *loader.Config) int64 {
+	H, D, F := int64(cfg.HiddenSize), int64(cfg.HeadDim), int64(cfg.IntermediateSize)
+	q, kv := int64(cfg.NumHeads)*D, int64(cfg.NumKVHeads)*D
+	return int64(cfg.NumLayers) * (2*q*H + 2*kv*H + 3*F*H)
 }
 
 // Request is what a user asked for on the command line.

@@ -5,8 +5,10 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/lukv/lukv/backend"
 	"github.com/lukv/lukv/backend/cpu"
 	"github.com/lukv/lukv/loader"
+	"github.com/lukv/lukv/quant"
 )
 
 func TestParseSize(t *testing.T) {
@@ -130,6 +132,38 @@ func TestResolve(t *testing.T) {
 	for want, req := range bad {
 		if _, _, err := Resolve(llama8B, 1, 2, req); err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("%+v: error %v, want one saying %q", req, err, want)
+		}
+	}
+}
+
+// int8CPU is a CPU backend that says it has int8 kernels.
+type int8CPU struct{ *cpu.Backend }
+
+func (int8CPU) WeightInt8(*quant.Int8) (backend.Tensor, error) { return nil, nil }
+
+func TestWeightBytesByFormat(t *testing.T) {
+	cfg := *llama8B
+	cfg.TorchDType = "bfloat16"
+	n := ParamCount(&cfg)
+	proj := ProjectionParams(&cfg)
+	if proj != 32*(2*4096*4096+2*1024*4096+3*14336*4096) {
+		t.Fatalf("projection weights %d", proj)
+	}
+	for _, c := range []struct {
+		name   string
+		b      backend.Backend
+		format loader.WeightFormat
+		want   int64
+	}{
+		{"cpu f32", &cpu.Backend{KeepBF16: true}, loader.WeightsF32, 4 * n},
+		{"cpu auto, widening", cpu.New(), loader.WeightsAuto, 4 * n},
+		{"cpu auto, keeping bf16", &cpu.Backend{KeepBF16: true}, loader.WeightsAuto, 2 * n},
+		{"cpu bf16", cpu.New(), loader.WeightsBF16, 2 * n},
+		{"cpu int8 without int8 kernels", cpu.New(), loader.WeightsInt8, 4 * n},
+		{"cpu int8", int8CPU{&cpu.Backend{KeepBF16: true}}, loader.WeightsInt8, 2*(n-proj) + proj + proj/8},
+	} {
+		if got := WeightBytes(&cfg, c.b, c.format); got != c.want {
+			t.Errorf("%s: %d bytes, want %d", c.name, got, c.want)
 		}
 	}
 }

@@ -57,32 +57,24 @@ var ErrContextTooLong = errors.New("context too long")
 
 // Load reads a checkpoint onto backend b: a Hugging Face folder (config.json, with
 // generation_config.json when present, and the safetensors weights) or a GGUF file
-// (recognised by its magic).
+// (recognised by its magic). LoadWith takes options (the weights' format).
 func Load(dir string, b backend.Backend) (*Model, error) {
-	if loader.IsGGUF(dir) {
-		g, err := loader.OpenGGUFModel(dir)
-		if err != nil {
-			return nil, err
-		}
-		defer g.Close()
-		return FromCheckpoint(g.Config, g, b)
-	}
-	cfg, err := loader.LoadConfigDir(dir)
-	if err != nil {
-		return nil, err
-	}
-	ck, err := loader.OpenCheckpoint(dir)
-	if err != nil {
-		return nil, err
-	}
-	defer ck.Close()
-	return FromCheckpoint(cfg, ck, b)
+	return LoadWith(dir, b, LoadOptions{})
 }
 
 // FromCheckpoint builds a model from opened weights (a safetensors checkpoint, a GGUF
 // file), checking every tensor's shape and that the weights have exactly the config's
 // number of layers.
 func FromCheckpoint(cfg *loader.Config, ck loader.Weights, b backend.Backend) (*Model, error) {
+	return FromCheckpointWith(cfg, ck, b, LoadOptions{})
+}
+
+// FromCheckpointWith is FromCheckpoint with options.
+func FromCheckpointWith(cfg *loader.Config, ck loader.Weights, b backend.Backend, opt LoadOptions) (*Model, error) {
+	wl, err := newWeightLoader(ck, b, opt)
+	if err != nil {
+		return nil, err
+	}
 	rope, err := NewRoPE(cfg)
 	if err != nil {
 		return nil, err
@@ -94,32 +86,16 @@ func FromCheckpoint(cfg *loader.Config, ck loader.Weights, b backend.Backend) (*
 	H, D, F, V := cfg.HiddenSize, cfg.HeadDim, cfg.IntermediateSize, cfg.VocabSize
 	q, kv := cfg.NumHeads*D, cfg.NumKVHeads*D
 
-	// A backend that keeps bf16 matrices as bf16 gets them so from a checkpoint that can
-	// hand them over unwidened.
-	keep, _ := b.(backend.BF16Weights)
-	raw, _ := ck.(interface {
-		BF16(name string, shape ...int) ([]uint16, bool, error)
-	})
 	// get loads one tensor of shape [rows, cols] (a vector when rows is 0).
 	get := func(name string, rows, cols int) (backend.Tensor, error) {
-		if rows > 0 && keep != nil && keep.KeepsBF16() && raw != nil {
-			data, ok, err := raw.BF16(name, rows, cols)
-			if err != nil {
-				return nil, err
-			}
-			if ok {
-				return keep.WeightBF16(data, rows, cols)
-			}
+		if rows > 0 {
+			return wl.matrix(name, rows, cols)
 		}
-		shape := []int{rows, cols}
-		if rows == 0 {
-			shape, rows = []int{cols}, 1
-		}
-		data, err := ck.Expect(name, shape...)
+		data, err := ck.Expect(name, cols)
 		if err != nil {
 			return nil, err
 		}
-		return b.Weight(data, rows, cols)
+		return b.Weight(data, 1, cols)
 	}
 	type want struct {
 		dst        *backend.Tensor

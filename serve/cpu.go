@@ -13,8 +13,8 @@ import (
 const BlockTokens = 16
 
 // LoadCPU loads the checkpoint in dir onto a CPU backend whose KV caches share one pool
-// of kvBytes bytes (float32 blocks of BlockTokens tokens).
-func LoadCPU(dir string, kvBytes int64, threads int) (*model.Model, *kvpool.Pool, error) {
+// of kvBytes bytes (float32 blocks of BlockTokens tokens), its matrices held as weights.
+func LoadCPU(dir string, kvBytes int64, threads int, weights loader.WeightFormat) (*model.Model, *kvpool.Pool, error) {
 	cfg, err := loader.ModelConfig(dir)
 	if err != nil {
 		return nil, nil, err
@@ -23,11 +23,11 @@ func LoadCPU(dir string, kvBytes int64, threads int) (*model.Model, *kvpool.Pool
 	if err != nil {
 		return nil, nil, fmt.Errorf("--kv-memory: %w", err)
 	}
-	b, err := cpu.NewPaged(&cpu.Backend{Threads: threads}, pool, cfg.HeadDim)
+	b, err := cpu.NewPaged(&cpu.Backend{Threads: threads, KeepBF16: weights != loader.WeightsF32}, pool, cfg.HeadDim)
 	if err != nil {
 		return nil, nil, err
 	}
-	m, err := model.Load(dir, b)
+	m, err := model.LoadWith(dir, b, model.LoadOptions{Weights: weights})
 	if err != nil {
 		return nil, nil, err
 	}

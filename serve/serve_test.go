@@ -20,6 +20,7 @@ import (
 	"github.com/lukv/lukv/backend/cpu"
 	"github.com/lukv/lukv/generate"
 	"github.com/lukv/lukv/kvpool"
+	"github.com/lukv/lukv/loader"
 	"github.com/lukv/lukv/model"
 	"github.com/lukv/lukv/models"
 	"github.com/lukv/lukv/sched"
@@ -44,7 +45,7 @@ func newHarness(t *testing.T, maxRunning, maxWaiting int) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, pool, err := LoadCPU(dir, 64<<20, 0)
+	m, pool, err := LoadCPU(dir, 64<<20, 0, loader.WeightsF32)
 	if err != nil {
 		t.Fatal(err)
 	}

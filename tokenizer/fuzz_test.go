@@ -4,6 +4,8 @@ import (
 	"strings"
 	"testing"
 	"unicode/utf8"
+
+	"github.com/lukv/lukv/loader"
 )
 
 // FuzzParse: arbitrary bytes never make Parse panic, and whatever it
@@ -56,5 +58,42 @@ func FuzzEncodeDecode(f *testing.F) {
 				t.Fatalf("%s: %q stream-decodes to %q", names[k], s, got)
 			}
 		}
+	})
+}
+
+// FuzzSentencePieceGGUF builds SentencePiece vocabularies from arbitrary pieces, scores
+// and types (a GGUF file's tokenizer.ggml.* lists) and encodes and decodes text with
+// them: an error naming the file or ids in range, never a panic.
+func FuzzSentencePieceGGUF(f *testing.F) {
+	f.Add("▁\nt\nh\ne\nhe\nthe\n▁the", []byte{1, 2, 3, 4, 5, 6, 7}, "the the")
+	f.Add("<unk>\n<s>\n<0x41>\na\nab", []byte{2, 3, 6, 1, 4}, "abA b")
+	f.Fuzz(func(t *testing.T, pieces string, meta []byte, text string) {
+		v := &loader.GGUFVocab{Model: "llama", BOS: -1}
+		for i, p := range strings.Split(pieces, "\n") {
+			if i >= 512 {
+				break
+			}
+			b := byte(i)
+			if i < len(meta) {
+				b = meta[i]
+			}
+			v.Tokens = append(v.Tokens, p)
+			v.Scores = append(v.Scores, float32(int8(b)))
+			v.Types = append(v.Types, int32(b%7))
+		}
+		tok, err := FromGGUF(v, "fuzz.gguf")
+		if err != nil {
+			if !strings.Contains(err.Error(), "fuzz.gguf") {
+				t.Fatalf("error does not name the file: %v", err)
+			}
+			return
+		}
+		ids := tok.Encode(text, true)
+		for _, id := range ids {
+			if id < 0 || id >= tok.VocabSize() {
+				t.Fatalf("Encode produced id %d outside [0, %d)", id, tok.VocabSize())
+			}
+		}
+		tok.Decode(ids, false)
 	})
 }

@@ -15,10 +15,10 @@ import (
 // exactly the code a tokenizer.json does; GGUFVocabFromJSON goes the other way for the
 // converter.
 //
-// Byte-level BPE ("gpt2") is supported, with the pre-tokenizers below. SentencePiece
-// vocabularies ("llama": Llama 2, Mistral) store scores instead of merges; turning those
-// into the merges of Hugging Face's tokenizer.json is not implemented, so they are an
-// error.
+// Byte-level BPE ("gpt2") is supported, with the pre-tokenizers below, and SentencePiece
+// BPE vocabularies ("llama": Llama 2, Mistral; sentencepiece.go), which store scores
+// instead of merges: their merges are derived from the scores as transformers' converter
+// does, and the tokenizer is Llama 2's tokenizer.json (byte fallback, "▁" for spaces).
 
 // ggufPreTokenizer is what a tokenizer.ggml.pre name stands for.
 type ggufPreTokenizer struct {
@@ -55,12 +55,17 @@ func FromGGUF(v *loader.GGUFVocab, path string) (*Tokenizer, error) {
 	bad := func(format string, args ...any) error {
 		return fmt.Errorf("tokenizer %s: %s", path, fmt.Sprintf(format, args...))
 	}
-	if v.Model != "gpt2" {
-		return nil, bad("tokenizer.ggml.model %q is not supported (lukv reads byte-level BPE, \"gpt2\"; SentencePiece vocabularies need merges lukv does not derive from scores)", v.Model)
-	}
-	pre, ok := ggufPreTokenizers[v.Pre]
-	if !ok {
-		return nil, bad("tokenizer.ggml.pre %q is not supported (supported: llama-bpe, qwen2, gpt-2)", v.Pre)
+	var pre ggufPreTokenizer
+	switch v.Model {
+	case "gpt2":
+		var ok bool
+		if pre, ok = ggufPreTokenizers[v.Pre]; !ok {
+			return nil, bad("tokenizer.ggml.pre %q is not supported (supported: llama-bpe, qwen2, gpt-2)", v.Pre)
+		}
+	case "llama":
+		pre.addBOS = true // llama.cpp's default for SentencePiece vocabularies
+	default:
+		return nil, bad("tokenizer.ggml.model %q is not supported (lukv reads byte-level BPE, \"gpt2\", and SentencePiece BPE, \"llama\")", v.Model)
 	}
 	if len(v.Types) != 0 && len(v.Types) != len(v.Tokens) {
 		return nil, bad("%d token types for %d tokens", len(v.Types), len(v.Tokens))
@@ -87,35 +92,13 @@ func FromGGUF(v *loader.GGUFVocab, path string) (*Tokenizer, error) {
 			}
 		}
 	}
-	merges := make([][2]string, len(v.Merges))
-	for k, m := range v.Merges {
-		a, b, ok := strings.Cut(m, " ")
-		if !ok || strings.Contains(b, " ") {
-			return nil, bad("tokenizer.ggml.merges[%d] %q: want two tokens separated by one space", k, m)
+	tok := map[string]any{"version": "1.0", "added_tokens": addedTokens}
+	if v.Model == "llama" {
+		if err := sentencePieceJSON(v, vocab, tok); err != nil {
+			return nil, bad("%v", err)
 		}
-		merges[k] = [2]string{a, b}
-	}
-
-	byteLevel := map[string]any{"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": pre.pattern == ""}
-	var preTok any = byteLevel
-	if pre.pattern != "" {
-		preTok = map[string]any{"type": "Sequence", "pretokenizers": []any{
-			map[string]any{"type": "Split", "pattern": map[string]string{"Regex": pre.pattern}, "behavior": "Isolated", "invert": false},
-			byteLevel,
-		}}
-	}
-	var normalizer any
-	if pre.nfc {
-		normalizer = map[string]string{"type": "NFC"}
-	}
-	tok := map[string]any{
-		"version":       "1.0",
-		"added_tokens":  addedTokens,
-		"normalizer":    normalizer,
-		"pre_tokenizer": preTok,
-		"model": map[string]any{"type": "BPE", "vocab": vocab, "merges": merges, "ignore_merges": pre.ignoreMerges,
-			"byte_fallback": false, "fuse_unk": false},
-		"decoder": map[string]any{"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true},
+	} else if err := byteLevelJSON(v, pre, vocab, tok); err != nil {
+		return nil, bad("%v", err)
 	}
 	addBOS, addEOS := pre.addBOS, false
 	if v.AddBOS != nil {
@@ -160,6 +143,37 @@ func FromGGUF(v *loader.GGUFVocab, path string) (*Tokenizer, error) {
 		return nil, bad("%v", err)
 	}
 	return Parse(buf.Bytes(), path)
+}
+
+// byteLevelJSON sets tok's normalizer, pre-tokenizer, model and decoder for a byte-level
+// BPE vocabulary with pre-tokenizer pre.
+func byteLevelJSON(v *loader.GGUFVocab, pre ggufPreTokenizer, vocab map[string]int, tok map[string]any) error {
+	merges := make([][2]string, len(v.Merges))
+	for k, m := range v.Merges {
+		a, b, ok := strings.Cut(m, " ")
+		if !ok || strings.Contains(b, " ") {
+			return fmt.Errorf("tokenizer.ggml.merges[%d] %q: want two tokens separated by one space", k, m)
+		}
+		merges[k] = [2]string{a, b}
+	}
+	byteLevel := map[string]any{"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": pre.pattern == ""}
+	var preTok any = byteLevel
+	if pre.pattern != "" {
+		preTok = map[string]any{"type": "Sequence", "pretokenizers": []any{
+			map[string]any{"type": "Split", "pattern": map[string]string{"Regex": pre.pattern}, "behavior": "Isolated", "invert": false},
+			byteLevel,
+		}}
+	}
+	var normalizer any
+	if pre.nfc {
+		normalizer = map[string]string{"type": "NFC"}
+	}
+	tok["normalizer"] = normalizer
+	tok["pre_tokenizer"] = preTok
+	tok["model"] = map[string]any{"type": "BPE", "vocab": vocab, "merges": merges, "ignore_merges": pre.ignoreMerges,
+		"byte_fallback": false, "fuse_unk": false}
+	tok["decoder"] = map[string]any{"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true}
+	return nil
 }
 
 // GGUFVocabFromJSON turns a byte-level BPE tokenizer.json into the lists a GGUF file

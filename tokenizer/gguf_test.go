@@ -78,7 +78,8 @@ func TestGGUFTokenizerErrors(t *testing.T) {
 		edit func(v *loader.GGUFVocab)
 		says string
 	}{
-		{func(v *loader.GGUFVocab) { v.Model = "llama" }, `tokenizer.ggml.model "llama"`},
+		{func(v *loader.GGUFVocab) { v.Model = "llama" }, "tokenizer.ggml.scores: 0 scores for 3 tokens"}, // SentencePiece needs scores
+		{func(v *loader.GGUFVocab) { v.Model = "bert" }, `tokenizer.ggml.model "bert"`},
 		{func(v *loader.GGUFVocab) { v.Pre = "deepseek-llm" }, `tokenizer.ggml.pre "deepseek-llm"`},
 		{func(v *loader.GGUFVocab) { v.Tokens = []string{"a", "a"} }, "appears twice"},
 		{func(v *loader.GGUFVocab) { v.Merges = []string{"ab"} }, "merges[0]"},

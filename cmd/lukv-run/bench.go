@@ -24,6 +24,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	modelFlag := fs.String("model", "", "Hugging Face checkpoint folder; empty: the embedded default model, "+models.DefaultName)
 	device := fs.String("device", "cpu", "cpu or cuda")
 	threads := fs.Int("threads", 0, "CPU threads (0: all cores)")
+	weightsF := addWeightsFlag(fs)
 	contextsFlag := fs.String("contexts", "", "context lengths to measure, in tokens (default: those of 8192, 32768 and 65536 that fit the model's context with the decode steps, else the largest power of two that does)")
 	ratiosFlag := fs.String("compression", "0.5,0.8,0.9", "compression ratios of the decode rows (each also decoded with the full cache)")
 	steps := fs.Int("decode-steps", 32, "timed decode steps per row (after 2 warmup steps)")
@@ -52,6 +53,10 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return fmt.Errorf("bench: unexpected argument %q", fs.Arg(0))
 	}
 	if err := checkThreads(*threads); err != nil {
+		return err
+	}
+	weights, err := weightsF.format()
+	if err != nil {
 		return err
 	}
 	positive := func(s string) (int, error) {
@@ -118,7 +123,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 
 	start := time.Now()
 	fmt.Fprintf(stderr, "bench: loading %s on %s\n", dir, *device)
-	_, m, _, err := openModel(*modelFlag, *device, *threads, fastPrecision)
+	_, m, _, err := openModel(*modelFlag, *device, *threads, fastPrecision, weights)
 	if err != nil {
 		return err
 	}

@@ -45,8 +45,9 @@ func TestBenchCPU(t *testing.T) {
 	}
 	rep := readBench(t, js)
 	md := rep.Model
-	// lukv-tiny on the CPU: its bf16 matrices stay bf16, the norms are float32; tied
-	// embeddings, so the LM head is the table and a decode step reads all of it.
+	// lukv-tiny on the CPU with --weights auto: the matrices bf16 as stored, the norm
+	// vectors float32; tied embeddings, so the LM head is the table and a decode step
+	// reads all of it.
 	H, nq, nkv, F, V, L := md.Hidden, md.Heads*md.HeadDim, md.KVHeads*md.HeadDim, md.Intermediate, md.Vocab, md.Layers
 	layerParams := int64(L * (H*nq + 2*H*nkv + nq*H + 3*H*F))
 	wantBytes := 2*(layerParams+int64(V*H)) + 4*(int64(L*2*H)+int64(H))

@@ -35,9 +35,9 @@ func (f *chunkFlags) set(name string) bool {
 	return set
 }
 
-// plan checks the flags and the memory for a context of contextTokens followed by tail
+// plan checks the flags and the memory (weights held as weights) for a context of contextTokens followed by tail
 // tokens, before the weights are loaded; it returns the chunk and the compression ratio.
-func (f *chunkFlags) plan(b backend.Backend, cfg *loader.Config, ev *evictFlags, contextTokens, tail int) (int, float64, error) {
+func (f *chunkFlags) plan(b backend.Backend, weights loader.WeightFormat, cfg *loader.Config, ev *evictFlags, contextTokens, tail int) (int, float64, error) {
 	chunk := *f.chunk
 	if !f.set("chunk") {
 		chunk = generate.DefaultChunk(cfg.MaxPositionEmbeddings)
@@ -57,7 +57,7 @@ func (f *chunkFlags) plan(b backend.Backend, cfg *loader.Config, ev *evictFlags,
 	if (req.KVBudget > 0 || req.MaxKVMemory > 0 || f.set("chunk")) && req.Evict && *ev.at != "context" {
 		return 0, 0, fmt.Errorf("--chunk, --kv-budget and --max-kv-memory evict during the prefill: they need --compress-at context, not %s", *ev.at)
 	}
-	p, ratio, err := memplan.Resolve(cfg, memplan.WeightBytes(cfg, b), memplan.KVElemBytes(b), req)
+	p, ratio, err := memplan.Resolve(cfg, memplan.WeightBytes(cfg, b, weights), memplan.KVElemBytes(b), req)
 	if err != nil {
 		return 0, 0, err
 	}

@@ -20,10 +20,10 @@ func runConvert(args []string, stdout, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	to := fs.String("to", "gguf", "output format (gguf)")
 	modelFlag := fs.String("model", "", "Hugging Face checkpoint folder; empty: the embedded default model, "+models.DefaultName)
-	typ := fs.String("type", "f16", "weight type of the matrices: f32, f16, bf16 or q8_0 (norms stay f32)")
+	typ := fs.String("type", "f16", "weight type of the matrices: f32, f16, bf16, q8_0, q4_k or q6_k (norms stay f32; k-quant matrices whose rows are not whole 256-value blocks are written q8_0)")
 	out := fs.String("out", "", "the GGUF file to write")
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: lukv-run convert --to gguf [--model DIR] [--type f32|f16|bf16|q8_0] --out FILE.gguf\n\nWrites a Llama checkpoint as a llama GGUF file (llama.cpp's tensor names and RoPE row\nlayout, the tokenizer in the file) that lukv and llama.cpp open.\n\nFlags:\n")
+		fmt.Fprintf(stderr, "Usage: lukv-run convert --to gguf [--model DIR] [--type f32|f16|bf16|q8_0|q4_k|q6_k] --out FILE.gguf\n\nWrites a Llama checkpoint as a llama GGUF file (llama.cpp's tensor names and RoPE row\nlayout, the tokenizer in the file) that lukv and llama.cpp open.\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {

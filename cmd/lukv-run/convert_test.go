@@ -35,7 +35,7 @@ func TestConvertAndGenerateGGUF(t *testing.T) {
 		says string
 	}{
 		{[]string{"--to", "onnx", "--out", path}, `--to "onnx"`},
-		{[]string{"--type", "q4_k", "--out", path}, `"q4_k"`},
+		{[]string{"--type", "q5_k", "--out", path}, `"q5_k"`},
 		{[]string{"--type", "f16"}, "--out"},
 		{[]string{"--model", t.TempDir(), "--out", path}, "tokenizer.json"},
 	} {

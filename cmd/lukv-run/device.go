@@ -59,11 +59,12 @@ func (p precision) withEnv() (precision, error) {
 // newCUDABackend is set by cuda.go in binaries built with -tags cuda.
 var newCUDABackend func(precision) (backend.Backend, error)
 
-// backendFor returns the backend a --device flag names, at precision prec (cuda only).
-func backendFor(device string, threads int, prec precision) (backend.Backend, error) {
+// backendFor returns the backend a --device flag names, at precision prec (cuda only),
+// for weights held as weights (the CPU keeps bf16 matrices as bf16 unless told f32).
+func backendFor(device string, threads int, prec precision, weights loader.WeightFormat) (backend.Backend, error) {
 	switch device {
 	case "cpu":
-		return &cpu.Backend{Threads: threads}, nil
+		return &cpu.Backend{Threads: threads, KeepBF16: weights != loader.WeightsF32}, nil
 	case "cuda":
 		if newCUDABackend == nil {
 			return nil, errors.New("--device cuda: this lukv-run was built without GPU support; build it with `go build -tags cuda ./cmd/lukv-run` on a machine with the CUDA toolkit (see README)")
@@ -102,9 +103,10 @@ func modelDir(flagValue string) (string, error) {
 }
 
 // openModel resolves --model, makes the --device backend at precision prec and loads the
-// model and its tokenizer onto it. It returns the model's folder too.
-func openModel(modelFlag, device string, threads int, prec precision) (string, *model.Model, *tokenizer.Tokenizer, error) {
-	b, err := backendFor(device, threads, prec)
+// model (its matrices held as weights) and its tokenizer onto it. It returns the model's
+// folder too.
+func openModel(modelFlag, device string, threads int, prec precision, weights loader.WeightFormat) (string, *model.Model, *tokenizer.Tokenizer, error) {
+	b, err := backendFor(device, threads, prec, weights)
 	if err != nil {
 		return "", nil, nil, err
 	}
@@ -112,7 +114,7 @@ func openModel(modelFlag, device string, threads int, prec precision) (string, *
 	if err != nil {
 		return "", nil, nil, err
 	}
-	g, err := lukv.Load(dir, b)
+	g, err := lukv.LoadWith(dir, b, model.LoadOptions{Weights: weights})
 	if err != nil {
 		return "", nil, nil, err
 	}

@@ -103,6 +103,7 @@ func runEval(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	out := fs.String("out", "eval-out", "output folder: results.jsonl (resumable), report.md, report.json, PNG plots")
 	device := fs.String("device", "cpu", "cpu or cuda")
 	threads := fs.Int("threads", 0, "CPU threads (0: all cores)")
+	weightsF := addWeightsFlag(fs)
 	cpuProfile := fs.String("cpuprofile", "", "write a Go CPU profile of the run to this file")
 	resumeUnchecked := fs.Bool("resume-unchecked", false, "resume a --out folder whose cells predate run.json (which model made them cannot be checked)")
 	hostScoring := fs.Bool("host-scoring", false, "score on the host even where the device can (the device's float32 scores may order near-ties differently)")
@@ -154,6 +155,10 @@ func runEval(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return fmt.Errorf("--samples %d: want a positive count", *samples)
 	}
 	if err := checkThreads(*threads); err != nil {
+		return err
+	}
+	weights, err := weightsF.format()
+	if err != nil {
 		return err
 	}
 	if *device != "cpu" && *device != "cuda" {
@@ -245,7 +250,7 @@ func runEval(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return fmt.Errorf("--data %s: want the folder of LongBench's <dataset>.jsonl files (%v)", *lbData, err)
 	}
 
-	dir, m, tok, err := openModel(*modelFlag, *device, *threads, exactPrecision)
+	dir, m, tok, err := openModel(*modelFlag, *device, *threads, exactPrecision, weights)
 	if err != nil {
 		return err
 	}

@@ -60,6 +60,11 @@ func TestBadFlagsBeforeLoading(t *testing.T) {
 		{[]string{"profile", "--model", noModel, "--calibration", cal, "--temperature", "NaN"}, []string{"--temperature"}},
 		{[]string{"bench", "--model", noModel, "--threads", "-1"}, []string{"--threads", "-1"}},
 		{[]string{"bench", "--model", noModel, "--bandwidth", "NaN"}, []string{"--bandwidth"}},
+		{gen("--weights", "int4"), []string{"--weights", "int4"}},
+		{[]string{"bench", "--model", noModel, "--weights", "q4"}, []string{"--weights", "q4"}},
+		{[]string{"profile", "--model", noModel, "--calibration", cal, "--weights", "fp8"}, []string{"--weights", "fp8"}},
+		{[]string{"eval", "ruler", "--model", noModel, "--out", filepath.Join(t.TempDir(), "out"), "--weights", "half"}, []string{"--weights", "half"}},
+		{[]string{"serve", "--model", noModel, "--weights", "int2"}, []string{"--weights", "int2"}},
 	}
 	for _, c := range cases {
 		_, _, err := runCLI(t, c.args...)
@@ -85,6 +90,9 @@ func TestGenerateValidFlagEdges(t *testing.T) {
 		{"--top-p", "1", "--temperature", "0.5"},
 		{"--top-p", "1e-9", "--temperature", "2"},
 		{"--max-new-tokens", "0"},
+		{"--weights", "int8"},
+		{"--weights", "bf16"},
+		{"--weights", "F32"},
 	} {
 		all := append([]string{"generate", "--prompt", "Hello", "--max-new-tokens", "3", "--json"}, args...)
 		if _, _, err := runCLI(t, all...); err != nil {

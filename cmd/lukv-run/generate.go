@@ -58,6 +58,7 @@ func runGenerate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	fs.Var(&stops, "stop", "stop before this string (repeatable)")
 	device := fs.String("device", "cpu", "cpu or cuda")
 	threads := fs.Int("threads", 0, "CPU threads (0: all cores)")
+	weightsF := addWeightsFlag(fs)
 	jsonOut := fs.Bool("json", false, "print one JSON object with the text and stats instead of streaming")
 	chat := fs.Bool("chat", false, "send --prompt as a user message through the model's chat template (tokenizer_config.json's chat_template; tokenizer.FallbackChatTemplate when it has none)")
 	ev := addEvictFlags(fs)
@@ -82,6 +83,10 @@ func runGenerate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if err := checkThreads(*threads); err != nil {
 		return err
 	}
+	weights, err := weightsF.format()
+	if err != nil {
+		return err
+	}
 	if err := ev.check(); err != nil {
 		return err
 	}
@@ -93,7 +98,7 @@ func runGenerate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		return err
 	}
 	// The prompt is tokenized and the memory checked before the weights are loaded.
-	b, err := backendFor(*device, *threads, fastPrecision)
+	b, err := backendFor(*device, *threads, fastPrecision, weights)
 	if err != nil {
 		return err
 	}
@@ -141,12 +146,12 @@ func runGenerate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if *question != "" {
 		ids = append(ids, tok.Encode(*question, false)...)
 	}
-	chunk, ratio, err := cf.plan(b, cfg, ev, contextTokens, len(ids)-contextTokens+*maxNew)
+	chunk, ratio, err := cf.plan(b, weights, cfg, ev, contextTokens, len(ids)-contextTokens+*maxNew)
 	if err != nil {
 		return err
 	}
 	*ev.compression = ratio
-	m, err := model.Load(dir, b)
+	m, err := model.LoadWith(dir, b, model.LoadOptions{Weights: weights})
 	if err != nil {
 		return err
 	}

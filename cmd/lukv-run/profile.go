@@ -32,6 +32,7 @@ func runProfile(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	out := fs.String("out", "curve.npy", "output .npy (a JSON sidecar and a PNG heat map are written beside it)")
 	device := fs.String("device", "cpu", "cpu or cuda")
 	threads := fs.Int("threads", 0, "CPU threads (0: all cores)")
+	weightsF := addWeightsFlag(fs)
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: lukv-run profile --calibration FILE [flags]\n\nProfiles a model offline for LU-KV: prefills the calibration context, scores its tokens,\ndecodes after every question with full attention to measure each token's future\nimportance, relaxes each head's eviction-loss curve to its convex hull and allocates one\nglobal budget greedily. Writes the [99, layers, kv_heads] prune-ratio curve as .npy\n(kvpress's format), a JSON sidecar and a PNG heat map.\n\nFlags:\n")
 		fs.PrintDefaults()
@@ -59,6 +60,10 @@ func runProfile(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err := checkThreads(*threads); err != nil {
 		return err
 	}
+	weights, err := weightsF.format()
+	if err != nil {
+		return err
+	}
 	cal, err := eviction.LoadCalibration(*calibration)
 	if err != nil {
 		return err
@@ -67,7 +72,7 @@ func runProfile(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err != nil {
 		return fmt.Errorf("--scorer: %w", err)
 	}
-	dir, m, tok, err := openModel(*modelFlag, *device, *threads, exactPrecision)
+	dir, m, tok, err := openModel(*modelFlag, *device, *threads, exactPrecision, weights)
 	if err != nil {
 		return err
 	}

@@ -34,6 +34,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	apiKey := fs.String("api-key", "", "require 'Authorization: Bearer KEY' on /v1/ routes (default: $LUKV_API_KEY, else none)")
 	device := fs.String("device", "cpu", "cpu (continuous batching on the GPU is not wired yet)")
 	threads := fs.Int("threads", 0, "CPU threads (0: all cores)")
+	weightsF := addWeightsFlag(fs)
 	kvMemory := fs.String("kv-memory", "256MiB", "KV cache pool shared by all sequences (bytes, or with KiB/MiB/GiB)")
 	maxRunning := fs.Int("max-running", 32, "most sequences decoded together")
 	maxWaiting := fs.Int("max-waiting", 256, "most requests waiting for memory; more get 429")
@@ -63,6 +64,10 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err := checkThreads(*threads); err != nil {
 		return err
 	}
+	weights, err := weightsF.format()
+	if err != nil {
+		return err
+	}
 	if *port < 0 || *port > 65535 {
 		return fmt.Errorf("--port %d: want 0..65535", *port)
 	}
@@ -77,7 +82,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	m, pool, err := serve.LoadCPU(dir, kvBytes, *threads)
+	m, pool, err := serve.LoadCPU(dir, kvBytes, *threads, weights)
 	if err != nil {
 		return err
 	}

@@ -30,6 +30,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/lukv/lukv/loader"
 	"github.com/lukv/lukv/models"
 	"github.com/lukv/lukv/sched"
 	"github.com/lukv/lukv/serve"
@@ -71,7 +72,7 @@ func run(n, concurrency int, maxTime time.Duration, kvMemory int64, threads int)
 	if err != nil {
 		return err
 	}
-	m, pool, err := serve.LoadCPU(dir, kvMemory, threads)
+	m, pool, err := serve.LoadCPU(dir, kvMemory, threads, loader.WeightsF32)
 	if err != nil {
 		return err
 	}
