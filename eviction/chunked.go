@@ -75,6 +75,27 @@ type ChunkedEvictor struct {
 	err        error         // the first error of this chunk's observation
 	seen       int           // tokens seen before this chunk
 	Compacted  int           // chunks after which the cache was compacted
+
+	total, room int       // PlanChunks: the prompt's tokens and the most room a compaction leaves per head
+	reserved    bool      // ReserveRows was done for this prompt
+	lenOnly     []float32 // backing of the length-only score slices fixed allocators count from
+}
+
+// CapacityReserver is a KV cache whose layers can hold buffers larger than their heads'
+// capacities (the CUDA cache): ReserveRows makes layer's buffers hold at least rows
+// rows (all heads together), so that later relayouts within them move rows in place
+// instead of allocating new buffers and freeing the old ones every chunk.
+type CapacityReserver interface {
+	backend.KVCache
+	ReserveRows(layer, rows int) error
+}
+
+// PlanChunks tells the evictor the prompt's length, its chunk size and the room the
+// cache keeps after the last chunk (generate.ChunkedPrefill calls it before the first
+// chunk), so that a CapacityReserver cache is sized once, at the first compaction, for
+// the budgets at the end of the prompt plus one chunk.
+func (e *ChunkedEvictor) PlanChunks(total, chunk, reserve int) {
+	e.total, e.room, e.reserved = total, max(chunk, reserve), false
 }
 
 // NewChunkedEvictor returns an evictor for model m applying method.
@@ -265,55 +286,29 @@ func (e *ChunkedEvictor) EndChunk(cache backend.KVCache, last bool, reserve int)
 		}
 		return e.ensureRoom(cache, reserve)
 	}
+	if ec, ok := cache.(CapacityReserver); ok && !e.reserved && e.total > 0 {
+		// Every later chunk's compaction then fits the buffers allocated here.
+		if err := e.reserveCapacity(ec, e.room); err != nil {
+			return err
+		}
+		e.reserved = true
+	}
 	for l := 0; l < L; l++ {
 		s := e.scores[l]
 		if s == nil {
 			return fmt.Errorf("chunked eviction: layer %d was not scored in the chunk ending at position %d", l, S-1)
 		}
-		padded := make([][]float32, nkv)
-		for h := range padded {
+		for h := range s {
 			if len(s[h]) != len(e.pos[l][h]) {
 				return fmt.Errorf("chunked eviction: layer %d head %d: %d scores for %d tokens", l, h, len(s[h]), len(e.pos[l][h]))
 			}
-			padded[h] = make([]float32, S)
-			for j := range padded[h] {
-				padded[h][j] = float32(math.Inf(-1))
-			}
-			for j, p := range e.pos[l][h] {
-				padded[h][p] = s[h][j]
-			}
 		}
-		ProtectSinkWindow(padded, e.Method.Sink, e.Method.Window)
-		for h := range padded { // an evicted sink stays evicted
-			live := e.pos[l][h]
-			for j, p := 0, 0; p < S; p++ {
-				if j < len(live) && live[j] == p {
-					j++
-				} else {
-					padded[h][p] = float32(math.Inf(-1))
-				}
-			}
+		keep, ok, err := e.keepLive(l, L, S, s)
+		if err == nil && !ok {
+			keep, err = e.keepPadded(l, L, S, s)
 		}
-		counts, err := e.Method.LayerCounts(l, L, padded)
 		if err != nil {
-			return fmt.Errorf("chunked eviction: layer %d after %d tokens: %w", l, S, err)
-		}
-		// Positions evicted earlier rank lowest (-Inf); one the counts reach anyway (an
-		// evicted sink under the sink/window floor) is not in the cache and is skipped.
-		picked := KeepTop(padded, counts)
-		keep := make([][]int, nkv)
-		for h := range keep {
-			keep[h] = make([]int, 0, len(picked[h]))
-			live := e.pos[l][h]
-			i := 0 // picked[h] and live are both ascending positions
-			for _, p := range picked[h] {
-				for i < len(live) && live[i] < p {
-					i++
-				}
-				if i < len(live) && live[i] == p {
-					keep[h] = append(keep[h], i)
-				}
-			}
+			return err
 		}
 		if err := cache.Compact(l, keep, reserve); err != nil {
 			return fmt.Errorf("chunked eviction: layer %d: %w", l, err)
@@ -328,6 +323,163 @@ func (e *ChunkedEvictor) EndChunk(cache backend.KVCache, last bool, reserve int)
 		}
 	}
 	e.Compacted++
+	return nil
+}
+
+// keepPadded is the reference selection of EndChunk for layer l after S tokens: every
+// head's scores s (over its live tokens) laid out over the S positions seen, evicted
+// positions at -Inf, protected, counted and selected as after a one-shot prefill; it
+// returns the kept indices into each head's live tokens. O(S) per head: EndChunk uses it
+// for allocators whose counts follow the scores (AdaKV) and where keepLive cannot decide.
+func (e *ChunkedEvictor) keepPadded(l, L, S int, s [][]float32) ([][]int, error) {
+	nkv := len(s)
+	padded := make([][]float32, nkv)
+	for h := range padded {
+		padded[h] = make([]float32, S)
+		for j := range padded[h] {
+			padded[h][j] = float32(math.Inf(-1))
+		}
+		for j, p := range e.pos[l][h] {
+			padded[h][p] = s[h][j]
+		}
+	}
+	ProtectSinkWindow(padded, e.Method.Sink, e.Method.Window)
+	for h := range padded { // an evicted sink stays evicted
+		live := e.pos[l][h]
+		for j, p := 0, 0; p < S; p++ {
+			if j < len(live) && live[j] == p {
+				j++
+			} else {
+				padded[h][p] = float32(math.Inf(-1))
+			}
+		}
+	}
+	counts, err := e.Method.LayerCounts(l, L, padded)
+	if err != nil {
+		return nil, fmt.Errorf("chunked eviction: layer %d after %d tokens: %w", l, S, err)
+	}
+	// Positions evicted earlier rank lowest (-Inf); one the counts reach anyway (an
+	// evicted sink under the sink/window floor) is not in the cache and is skipped.
+	picked := KeepTop(padded, counts)
+	keep := make([][]int, nkv)
+	for h := range keep {
+		keep[h] = make([]int, 0, len(picked[h]))
+		live := e.pos[l][h]
+		i := 0 // picked[h] and live are both ascending positions
+		for _, p := range picked[h] {
+			for i < len(live) && live[i] < p {
+				i++
+			}
+			if i < len(live) && live[i] == p {
+				keep[h] = append(keep[h], i)
+			}
+		}
+	}
+	return keep, nil
+}
+
+// keepLive is keepPadded in O(live tokens) per head, for allocators whose counts depend
+// only on the number of positions (FixedAllocator: uniform, PyramidKV, LU-KV): the counts
+// for S positions come from scores of that length that are never read, protection goes by
+// position, and each head selects among its live tokens only. An evicted position (-Inf)
+// ranks below every live token with a score above -Inf, so when a head's count is at most
+// the number of those, the live top-count is exactly the padded selection's live part
+// (ties still go to the later token: live indices follow positions). ok is false, with
+// nothing decided, for any other allocator or when some count reaches a live token at
+// -Inf or NaN (keepPadded then decides).
+func (e *ChunkedEvictor) keepLive(l, L, S int, s [][]float32) (keep [][]int, ok bool, err error) {
+	if _, fixed := e.Method.Allocator.(FixedAllocator); !fixed {
+		return nil, false, nil
+	}
+	nkv := len(s)
+	if cap(e.lenOnly) < S {
+		e.lenOnly = make([]float32, S)
+	}
+	shape := make([][]float32, nkv) // S positions per head; a fixed allocator reads only the lengths
+	for h := range shape {
+		shape[h] = e.lenOnly[:S]
+	}
+	counts, err := e.Method.LayerCounts(l, L, shape)
+	if err != nil {
+		return nil, false, fmt.Errorf("chunked eviction: layer %d after %d tokens: %w", l, S, err)
+	}
+	prot := make([][]float32, nkv)
+	for h := range prot {
+		prot[h] = append([]float32(nil), s[h]...)
+	}
+	protectPositions(prot, e.pos[l], S, e.Method.Sink, e.Method.Window)
+	keep = make([][]int, nkv)
+	for h := range keep {
+		above := 0 // live tokens that outrank every evicted position
+		for _, v := range prot[h] {
+			if v > float32(math.Inf(-1)) {
+				above++
+			}
+		}
+		if counts[h] >= S {
+			keep[h] = iotaInts(len(prot[h]))
+			continue
+		}
+		if counts[h] > above {
+			return nil, false, nil
+		}
+		keep[h] = topK(prot[h], counts[h])
+	}
+	return keep, true, nil
+}
+
+// protectPositions is ProtectSinkWindow over S positions for heads that hold only the
+// positions pos[h] (scores[h][j] is position pos[h][j]'s): the same top, the same
+// lowering of unprotected scores at or above it, and the sink (positions < sink) and
+// window (positions >= S-window) set to it.
+func protectPositions(scores [][]float32, pos [][]int, S, sink, window int) {
+	if sink <= 0 && window <= 0 {
+		return
+	}
+	top := aboveAll(scores)
+	below := math.Nextafter32(top, float32(math.Inf(-1)))
+	for h, s := range scores {
+		for j, v := range s {
+			if v >= top {
+				s[j] = below
+			}
+			if p := pos[h][j]; p < sink || p >= S-max(window, 0) {
+				s[j] = top
+			}
+		}
+	}
+}
+
+// reserveCapacity has a cache that can hold buffers larger than its heads' capacity
+// allocate, once, what every layer needs at the end of the prompt: its heads' counts
+// for all the prompt's tokens plus room for one chunk each, so that compacting after
+// every chunk moves rows within the same memory instead of reallocating it.
+func (e *ChunkedEvictor) reserveCapacity(c CapacityReserver, room int) error {
+	L, nkv := c.Layers(), c.KVHeads()
+	if cap(e.lenOnly) < e.total {
+		e.lenOnly = make([]float32, e.total)
+	}
+	shape := make([][]float32, nkv)
+	for h := range shape {
+		shape[h] = e.lenOnly[:e.total]
+	}
+	for l := 0; l < L; l++ {
+		rows := 0
+		if _, fixed := e.Method.Allocator.(FixedAllocator); fixed {
+			counts, err := e.Method.LayerCounts(l, L, shape)
+			if err != nil {
+				return fmt.Errorf("chunked eviction: layer %d, %d tokens: %w", l, e.total, err)
+			}
+			for _, n := range counts {
+				rows += n + room
+			}
+		} else { // AdaKV: its pooled counts average the uniform budget
+			rows = nkv * (uniformBudget(e.total, e.Method.Ratio) + room)
+		}
+		if err := c.ReserveRows(l, rows); err != nil {
+			return fmt.Errorf("chunked eviction: layer %d: %w", l, err)
+		}
+	}
 	return nil
 }
 

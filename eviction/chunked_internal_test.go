@@ -1,6 +1,12 @@
 package eviction
 
-import "testing"
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"slices"
+	"testing"
+)
 
 // TestHeadViewScoresLikeTheLayerView: a KV head scored in its own view (as chunked
 // eviction scores heads that hold different tokens) gets the scores it gets in the
@@ -38,5 +44,97 @@ func TestHeadViewScoresLikeTheLayerView(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// TestChunkedKeepLiveMatchesPadded: EndChunk's O(live) selection (keepLive) keeps exactly
+// what the reference over all S positions (keepPadded) keeps, chunk after chunk, for the
+// fixed allocators, with ties, sink and window, and heads of different lengths; with
+// scores at -Inf it either agrees or declines (and keepPadded decides).
+func TestChunkedKeepLiveMatchesPadded(t *testing.T) {
+	const L, nkv = 3, 4
+	curve := NewBudgetCurve(L, nkv)
+	r := rand.New(rand.NewPCG(17, 3))
+	for i := 0; i < CurveRatios; i++ {
+		for l := 0; l < L; l++ {
+			for h := 0; h < nkv; h++ {
+				x := float64(i) / float64(CurveRatios-1) * (0.5 + r.Float64())
+				curve.Prune[(i*L+l)*nkv+h] = min(x, 1)
+			}
+		}
+	}
+	allocs := []Allocator{UniformAllocator{}, PyramidAllocator{Window: 4, Beta: 20}, LUKVAllocator{Curve: curve}}
+	live, declined := 0, 0
+	for _, a := range allocs {
+		for _, ratio := range []float64{0.5, 0.8, 0.9} {
+			for _, negInf := range []bool{false, true} {
+				e := &ChunkedEvictor{Method: Method{Allocator: a, Ratio: ratio, Sink: 3, Window: 5}, pos: make([][][]int, L)}
+				scores := make([][][]float32, L) // [l][h] over e.pos[l][h]
+				for l := range e.pos {
+					e.pos[l] = make([][]int, nkv)
+					scores[l] = make([][]float32, nkv)
+				}
+				S := 0
+				for chunk := 0; chunk < 12; chunk++ {
+					n := 1 + r.IntN(40)
+					for l := 0; l < L; l++ {
+						for h := 0; h < nkv; h++ {
+							for p := S; p < S+n; p++ {
+								e.pos[l][h] = append(e.pos[l][h], p)
+								v := float32(r.IntN(8)) // ties
+								if negInf && r.IntN(6) == 0 {
+									v = float32(math.Inf(-1))
+								}
+								scores[l][h] = append(scores[l][h], v)
+							}
+						}
+					}
+					S += n
+					for l := 0; l < L; l++ {
+						want, err := e.keepPadded(l, L, S, scores[l])
+						if err != nil {
+							t.Fatal(err)
+						}
+						got, ok, err := e.keepLive(l, L, S, scores[l])
+						if err != nil {
+							t.Fatal(err)
+						}
+						what := fmt.Sprintf("%s@%.1f -inf %v chunk %d layer %d (S %d)", a.Name(), ratio, negInf, chunk, l, S)
+						if !ok {
+							if !negInf {
+								t.Fatalf("%s: keepLive declined scores with no -Inf", what)
+							}
+							declined++
+						} else {
+							live++
+							for h := range want {
+								if !slices.Equal(got[h], want[h]) {
+									t.Fatalf("%s head %d: keepLive keeps %v, keepPadded %v", what, h, got[h], want[h])
+								}
+							}
+						}
+						for h := range want { // evict as EndChunk does
+							kp, ks := make([]int, len(want[h])), make([]float32, len(want[h]))
+							for j, i := range want[h] {
+								kp[j], ks[j] = e.pos[l][h][i], scores[l][h][i]
+							}
+							e.pos[l][h], scores[l][h] = kp, ks
+						}
+					}
+				}
+			}
+		}
+	}
+	if live < 200 {
+		t.Errorf("keepLive decided only %d selections (%d declined)", live, declined)
+	}
+}
+
+// TestChunkedKeepLiveDeclinesAdaKV: AdaKV's counts follow the scores, so keepLive leaves
+// it to keepPadded.
+func TestChunkedKeepLiveDeclinesAdaKV(t *testing.T) {
+	e := &ChunkedEvictor{Method: Method{Allocator: AdaKVAllocator{Safeguard: 0.2}, Ratio: 0.5}, pos: [][][]int{{{0, 1, 2}}}}
+	if _, ok, err := e.keepLive(0, 1, 3, [][]float32{{1, 2, 3}}); ok || err != nil {
+		t.Fatalf("keepLive with AdaKV: ok %v, err %v; want it to decline", ok, err)
 	}
 }
