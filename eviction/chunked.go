@@ -4,7 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"runtime"
 	"slices"
+	"sync"
 
 	"github.com/lukv/lukv/backend"
 	"github.com/lukv/lukv/model"
@@ -28,11 +30,16 @@ import (
 // (never chosen while a live token is left); sink and window are protected over those
 // positions (ProtectSinkWindow); Allocator.Keep picks; picks of evicted positions are
 // dropped. So ties still go to the later token, and a prompt in one chunk keeps exactly
-// what Method.Compress keeps after a one-shot prefill. The cost is O(S) per head per
-// chunk on the host (per-head counts computed straight from S would make it O(kept +
-// chunk)). Selection runs on the host and the cache compacts through KVCache.Compact on
-// every backend: Method.Compress's device path (backend.DeviceCompaction) wants every
-// head of the same length, which heads are not after the first compaction.
+// what Method.Compress keeps after a one-shot prefill. With a FixedAllocator (uniform,
+// PyramidKV, LU-KV) the counts for S come from S alone and selection runs over each
+// head's live tokens (keepLive), O(kept + chunk) per head per chunk; AdaKV, whose counts
+// follow all S scores, pays O(S) per head (keepPadded, the reference keepLive is tested
+// against). Layers select in parallel on the host and the cache compacts through
+// KVCache.Compact on every backend: Method.Compress's device path
+// (backend.DeviceCompaction) wants every head of the same length, which heads are not
+// after the first compaction. A cache that can reserve capacity (CapacityReserver, the
+// CUDA cache) is sized once, at the first compaction, for the end of the prompt
+// (PlanChunks), so later compactions move rows within the same buffers.
 //
 // Compaction waits while the average budget floor(S(1-rho)) is below Sink+Window (the
 // first (Sink+Window)/(1-rho) tokens, so that the sink tokens are not lost while the
@@ -303,24 +310,48 @@ func (e *ChunkedEvictor) EndChunk(cache backend.KVCache, last bool, reserve int)
 				return fmt.Errorf("chunked eviction: layer %d head %d: %d scores for %d tokens", l, h, len(s[h]), len(e.pos[l][h]))
 			}
 		}
-		keep, ok, err := e.keepLive(l, L, S, s)
-		if err == nil && !ok {
-			keep, err = e.keepPadded(l, L, S, s)
+	}
+	// The layers select independently (host work, O(kept + chunk) per head with a fixed
+	// allocator): in parallel, then the cache compacts them one by one.
+	if cap(e.lenOnly) < S {
+		e.lenOnly = make([]float32, S)
+	}
+	keeps := make([][][]int, L)
+	pos, scores := make([][][]int, L), make([][][]float32, L) // the kept tokens' positions and scores
+	errs := make([]error, L)
+	sem := make(chan struct{}, runtime.GOMAXPROCS(0))
+	var wg sync.WaitGroup
+	for l := 0; l < L; l++ {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			keep, ok, err := e.keepLive(l, L, S, e.scores[l])
+			if err == nil && !ok {
+				keep, err = e.keepPadded(l, L, S, e.scores[l])
+			}
+			keeps[l], errs[l] = keep, err
+			if err != nil {
+				return
+			}
+			pos[l], scores[l] = make([][]int, len(keep)), make([][]float32, len(keep))
+			for h := range keep {
+				pos[l][h], scores[l][h] = make([]int, len(keep[h])), make([]float32, len(keep[h]))
+				for j, i := range keep[h] {
+					pos[l][h][j], scores[l][h][j] = e.pos[l][h][i], e.scores[l][h][i]
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	for l := 0; l < L; l++ {
+		if errs[l] != nil {
+			return errs[l]
 		}
-		if err != nil {
-			return err
-		}
-		if err := cache.Compact(l, keep, reserve); err != nil {
+		if err := cache.Compact(l, keeps[l], reserve); err != nil {
 			return fmt.Errorf("chunked eviction: layer %d: %w", l, err)
 		}
-		for h := range keep {
-			kept := make([]int, len(keep[h]))
-			ks := make([]float32, len(keep[h]))
-			for j, i := range keep[h] {
-				kept[j], ks[j] = e.pos[l][h][i], s[h][i]
-			}
-			e.pos[l][h], e.keptScores[l][h] = kept, ks
-		}
+		e.pos[l], e.keptScores[l] = pos[l], scores[l]
 	}
 	e.Compacted++
 	return nil
@@ -392,12 +423,13 @@ func (e *ChunkedEvictor) keepLive(l, L, S int, s [][]float32) (keep [][]int, ok 
 		return nil, false, nil
 	}
 	nkv := len(s)
-	if cap(e.lenOnly) < S {
-		e.lenOnly = make([]float32, S)
+	buf := e.lenOnly // EndChunk sizes it before the layers run in parallel
+	if cap(buf) < S {
+		buf = make([]float32, S)
 	}
 	shape := make([][]float32, nkv) // S positions per head; a fixed allocator reads only the lengths
 	for h := range shape {
-		shape[h] = e.lenOnly[:S]
+		shape[h] = buf[:S]
 	}
 	counts, err := e.Method.LayerCounts(l, L, shape)
 	if err != nil {
