@@ -32,7 +32,9 @@
 # memory (the table says OOM). Each run has a time limit.
 #
 # One call on the GPU machine fits in about 9 minutes with the defaults (runs in order of
-# importance; a run that would start after BENCH_DEADLINE seconds is reported "skipped").
+# importance; a run that would start after BENCH_DEADLINE seconds, or with less than 30 s
+# left before BENCH_END, is reported "skipped"; a run cut by the end says "timeout").
+# For everything, raise BENCH_DEADLINE/BENCH_END or split the contexts over two calls.
 # Every chunked run's JSON has, per chunk, its total, forward, scoring and eviction
 # (keep/compact) time, the device memory in use and the cache's reallocations; the run
 # named timed-* repeats one configuration with LUKV_CUDA_KERNEL_TIMES=1, so its chunks
@@ -50,8 +52,9 @@
 #   BENCH_PEER_CONTEXTS=32768,131072   contexts of transformers + SDPA ("none" to skip)
 #   BENCH_TIMED=131072:0.9        context:ratio of the kernel-timed run ("none" to skip)
 #   BENCH_PARITY=0                1: run gpubin/generate-cuda.test first (the parity tests)
-#   BENCH_RUN_SECONDS=240         limit per lukv-run
-#   BENCH_DEADLINE=400            no lukv-run starts after this many seconds
+#   BENCH_RUN_SECONDS=330         limit per lukv-run (1M at 0.9 needs most of it)
+#   BENCH_DEADLINE=480            no lukv-run starts after this many seconds
+#   BENCH_END=540                 every run is cut to end by this many seconds
 #   BENCH_MODEL_DIR=/tmp/lukv-bench-8b
 #   PYTHON                        interpreter with torch and transformers
 set -uo pipefail
@@ -69,8 +72,9 @@ full_contexts=${BENCH_FULL_CONTEXTS:-32768,131072}
 oneshot_contexts=${BENCH_ONESHOT_CONTEXTS:-none}
 peer_contexts=${BENCH_PEER_CONTEXTS:-32768,131072}
 timed=${BENCH_TIMED:-131072:0.9}
-limit=${BENCH_RUN_SECONDS:-240}
-deadline=${BENCH_DEADLINE:-400}
+limit=${BENCH_RUN_SECONDS:-330}
+deadline=${BENCH_DEADLINE:-480}
+hard_end=${BENCH_END:-540}
 model=${BENCH_MODEL_DIR:-/tmp/lukv-bench-8b}
 start=$SECONDS
 note() { echo "[bench-chunked +$((SECONDS - start))s] $*" | tee -a "$log" >&2; }
@@ -139,7 +143,8 @@ PY
 run() {
 	local name=$1
 	shift
-	if ((SECONDS - start > deadline)); then
+	local left=$((hard_end - (SECONDS - start)))
+	if ((SECONDS - start > deadline || left < 30)); then
 		echo "{\"name\": \"$name\", \"rc\": \"skipped\", \"seconds\": 0, \"baseline_mib\": 0, \"args\": \"$*\"}" >"$out/$name.run"
 		note "$name: skipped (past the ${deadline} s deadline)"
 		return
@@ -149,7 +154,7 @@ run() {
 	nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 100 >"$out/$name.mem" &
 	local smi=$!
 	local t0=$SECONDS
-	timeout -k 10 "$limit" gpubin/lukv-run generate --device cuda --model "$long" --max-new-tokens 16 --json "$@" >"$out/$name.json" 2>"$out/$name.err"
+	timeout -k 10 "$((left < limit ? left : limit))" gpubin/lukv-run generate --device cuda --model "$long" --max-new-tokens 16 --json "$@" >"$out/$name.json" 2>"$out/$name.err"
 	local rc=$?
 	kill "$smi" 2>/dev/null
 	wait "$smi" 2>/dev/null
@@ -164,41 +169,42 @@ full() { # full CONTEXT
 	run "full-chunked-$1" --prompt-file "$(prompt_for "$1")" --chunk "$chunk"
 }
 
-# In order of importance: the 128k speed comparison, the 1M target, then the rest.
-for n in 131072 1048576; do
+# In order of importance: the 128k speed comparison, 32k, the 1M target at the highest
+# ratio, the kernel-timed run, transformers + SDPA, then 512k and the other ratios of 1M.
+ratios_desc=$(tr ',' '\n' <<<"$ratios" | sort -r)
+for n in 131072 32768; do
 	has "$contexts" "$n" || continue
-	for r in $(tr ',' '\n' <<<"$ratios" | sort -r); do
-		evict "$n" "$r"
-		[[ $n == 1048576 ]] && break # the other ratios of 1M come last
-	done
+	for r in $ratios_desc; do evict "$n" "$r"; done
 	has "$full_contexts" "$n" && full "$n"
 done
+has "$contexts" 1048576 && evict 1048576 "$(head -1 <<<"$ratios_desc")"
+if [[ $timed != none ]]; then
+	LUKV_CUDA_KERNEL_TIMES=1 run "timed-lukv-$method-${timed#*:}-${timed%%:*}" --prompt-file "$(prompt_for "${timed%%:*}")" \
+		--chunk "$chunk" --method "$method" --compression "${timed#*:}"
+fi
+left=$((hard_end - (SECONDS - start)))
+if [[ $peer_contexts != none ]] && ((left < 60)); then
+	note "transformers + SDPA skipped ($left s left)"
+elif [[ $peer_contexts != none ]]; then
+	note "transformers + SDPA at $peer_contexts"
+	timeout -k 10 "$((left < 120 ? left : 120))" "$python" scripts/bench_peers.py --model "$model" --contexts "$peer_contexts" --configs sdpa_dynamic \
+		--decode-steps 16 --json "$out/peers.json" 2>&1 | tail -n 20 | tee -a "$log"
+fi
 for n in ${contexts//,/ }; do
-	[[ $n == 131072 || $n == 1048576 ]] && continue
-	for r in ${ratios//,/ }; do evict "$n" "$r"; done
+	[[ $n == 131072 || $n == 32768 || $n == 1048576 ]] && continue
+	for r in $ratios_desc; do evict "$n" "$r"; done
 	has "$full_contexts" "$n" && full "$n"
 done
 for n in ${full_contexts//,/ }; do
 	[[ $n == none ]] || has "$contexts" "$n" || full "$n"
 done
 if has "$contexts" 1048576; then
-	for r in $(tr ',' '\n' <<<"$ratios" | sort -r | tail -n +2); do evict 1048576 "$r"; done
+	for r in $(tail -n +2 <<<"$ratios_desc"); do evict 1048576 "$r"; done
 fi
 if [[ $oneshot_contexts != none ]]; then
 	for n in ${oneshot_contexts//,/ }; do
 		run "full-oneshot-$n" --prompt-file "$(prompt_for "$n")" --chunk "$((n + 8192))"
 	done
-fi
-if [[ $timed != none ]]; then
-	LUKV_CUDA_KERNEL_TIMES=1 run "timed-lukv-$method-${timed#*:}-${timed%%:*}" --prompt-file "$(prompt_for "${timed%%:*}")" \
-		--chunk "$chunk" --method "$method" --compression "${timed#*:}"
-fi
-if [[ $peer_contexts != none ]] && ((SECONDS - start > deadline + 30)); then
-	note "transformers + SDPA skipped (past the deadline)"
-elif [[ $peer_contexts != none ]]; then
-	note "transformers + SDPA at $peer_contexts"
-	timeout -k 10 110 "$python" scripts/bench_peers.py --model "$model" --contexts "$peer_contexts" --configs sdpa_dynamic \
-		--decode-steps 16 --json "$out/peers.json" 2>&1 | tail -n 20 | tee -a "$log"
 fi
 "$python" scripts/bench_chunked_report.py "$out" "$model" "$chunk" | tee "$out/bench-chunked.md"
 note "done: $out/bench-chunked.md"
