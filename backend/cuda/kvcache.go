@@ -224,8 +224,12 @@ func (c *KVCache) relayout(layer int, m kv.Move) error {
 }
 
 // reallocate moves the rows pick of layer into new buffers laid out as to, with
-// max(to.Rows, reserved) rows, and frees the old ones.
+// max(to.Rows, reserved) rows, and frees the old ones. A reserved layer that outgrows
+// its reservation raises it by a quarter, so it does not reallocate on every chunk.
 func (c *KVCache) reallocate(layer int, pick [][]int, to kv.Layer) error {
+	if w := c.want[layer]; w > 0 && to.Rows > w {
+		c.want[layer] = min(to.Rows+to.Rows/4, math.MaxInt32)
+	}
 	rows := max(to.Rows, c.want[layer])
 	nk, nv, err := c.allocRows(layer, rows)
 	if err != nil {
