@@ -83,9 +83,9 @@ type ChunkedEvictor struct {
 	seen       int           // tokens seen before this chunk
 	Compacted  int           // chunks after which the cache was compacted
 
-	total, room int       // PlanChunks: the prompt's tokens and the most room a compaction leaves per head
-	reserved    bool      // ReserveRows was done for this prompt
-	lenOnly     []float32 // backing of the length-only score slices fixed allocators count from
+	total, chunk, room int       // PlanChunks: the prompt's tokens, its chunk and the most room a compaction leaves per head
+	reserved           bool      // ReserveRows was done for this prompt
+	lenOnly            []float32 // backing of the length-only score slices fixed allocators count from
 }
 
 // CapacityReserver is a KV cache whose layers can hold buffers larger than their heads'
@@ -102,7 +102,7 @@ type CapacityReserver interface {
 // chunk), so that a CapacityReserver cache is sized once, at the first compaction, for
 // the budgets at the end of the prompt plus one chunk.
 func (e *ChunkedEvictor) PlanChunks(total, chunk, reserve int) {
-	e.total, e.room, e.reserved = total, max(chunk, reserve), false
+	e.total, e.chunk, e.room, e.reserved = total, chunk, max(chunk, reserve), false
 }
 
 // NewChunkedEvictor returns an evictor for model m applying method.
@@ -483,32 +483,42 @@ func protectPositions(scores [][]float32, pos [][]int, S, sink, window int) {
 }
 
 // reserveCapacity has a cache that can hold buffers larger than its heads' capacity
-// allocate, once, what every layer needs at the end of the prompt: its heads' counts
-// for all the prompt's tokens plus room for one chunk each, so that compacting after
-// every chunk moves rows within the same memory instead of reallocating it.
+// allocate, once, what every layer needs until the end of the prompt: the most its
+// heads keep together after any chunk (counts need not grow with S: PyramidKV's layer
+// budgets fall back to uniform ones for short contexts) plus room for one chunk each,
+// so that compacting after every chunk moves rows within the same memory instead of
+// reallocating it.
 func (e *ChunkedEvictor) reserveCapacity(c CapacityReserver, room int) error {
 	L, nkv := c.Layers(), c.KVHeads()
 	if cap(e.lenOnly) < e.total {
 		e.lenOnly = make([]float32, e.total)
 	}
 	shape := make([][]float32, nkv)
-	for h := range shape {
-		shape[h] = e.lenOnly[:e.total]
-	}
+	_, fixed := e.Method.Allocator.(FixedAllocator)
 	for l := 0; l < L; l++ {
-		rows := 0
-		if _, fixed := e.Method.Allocator.(FixedAllocator); fixed {
-			counts, err := e.Method.LayerCounts(l, L, shape)
-			if err != nil {
-				return fmt.Errorf("chunked eviction: layer %d, %d tokens: %w", l, e.total, err)
+		kept := 0
+		if fixed {
+			for S := min(e.seen, e.total); S > 0; S = min(S+e.chunk, e.total) {
+				for h := range shape {
+					shape[h] = e.lenOnly[:S]
+				}
+				counts, err := e.Method.LayerCounts(l, L, shape)
+				if err != nil {
+					return fmt.Errorf("chunked eviction: layer %d, %d tokens: %w", l, S, err)
+				}
+				sum := 0
+				for _, n := range counts {
+					sum += n
+				}
+				kept = max(kept, sum)
+				if S == e.total || e.chunk < 1 {
+					break
+				}
 			}
-			for _, n := range counts {
-				rows += n + room
-			}
-		} else { // AdaKV: its pooled counts average the uniform budget
-			rows = nkv * (uniformBudget(e.total, e.Method.Ratio) + room)
+		} else { // AdaKV: its pooled counts add up to the uniform budget
+			kept = nkv * uniformBudget(e.total, e.Method.Ratio)
 		}
-		if err := c.ReserveRows(l, rows); err != nil {
+		if err := c.ReserveRows(l, kept+nkv*room); err != nil {
 			return fmt.Errorf("chunked eviction: layer %d: %w", l, err)
 		}
 	}

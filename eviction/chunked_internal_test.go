@@ -6,6 +6,8 @@ import (
 	"math/rand/v2"
 	"slices"
 	"testing"
+
+	"github.com/lukv/lukv/backend"
 )
 
 // TestHeadViewScoresLikeTheLayerView: a KV head scored in its own view (as chunked
@@ -136,5 +138,61 @@ func TestChunkedKeepLiveDeclinesAdaKV(t *testing.T) {
 	e := &ChunkedEvictor{Method: Method{Allocator: AdaKVAllocator{Safeguard: 0.2}, Ratio: 0.5}, pos: [][][]int{{{0, 1, 2}}}}
 	if _, ok, err := e.keepLive(0, 1, 3, [][]float32{{1, 2, 3}}); ok || err != nil {
 		t.Fatalf("keepLive with AdaKV: ok %v, err %v; want it to decline", ok, err)
+	}
+}
+
+// reserveSpy records a CapacityReserver's reservations (only Layers, KVHeads and
+// ReserveRows are called).
+type reserveSpy struct {
+	backend.KVCache
+	layers, kvHeads int
+	rows            []int
+}
+
+func (s *reserveSpy) Layers() int  { return s.layers }
+func (s *reserveSpy) KVHeads() int { return s.kvHeads }
+func (s *reserveSpy) ReserveRows(layer, rows int) error {
+	s.rows[layer] = rows
+	return nil
+}
+
+// TestChunkedReservationCoversEveryChunk: the reservation made at the first compaction
+// holds what every layer's heads keep after every later chunk plus one chunk's room,
+// for the fixed allocators, including PyramidKV, whose budgets for short contexts fall
+// back to uniform ones larger than its final top-layer budget.
+func TestChunkedReservationCoversEveryChunk(t *testing.T) {
+	const L, nkv = 6, 4
+	curve := NewBudgetCurve(L, nkv)
+	for i := range curve.Prune {
+		curve.Prune[i] = float64(i%CurveRatios) / float64(CurveRatios-1) * (0.6 + 0.1*float64(i%5))
+	}
+	for _, a := range []Allocator{UniformAllocator{}, PyramidAllocator{Window: 8, Beta: 20}, LUKVAllocator{Curve: curve}} {
+		for _, c := range []struct{ total, chunk, reserve int }{{3000, 64, 5}, {700, 64, 100}, {5000, 1000, 0}} {
+			e := &ChunkedEvictor{Method: Method{Allocator: a, Ratio: 0.8, Sink: 4, Window: 1}}
+			e.PlanChunks(c.total, c.chunk, c.reserve)
+			e.seen = c.chunk // the first compaction, after the first chunk
+			spy := &reserveSpy{layers: L, kvHeads: nkv, rows: make([]int, L)}
+			if err := e.reserveCapacity(spy, e.room); err != nil {
+				t.Fatal(err)
+			}
+			for S := c.chunk; ; S = min(S+c.chunk, c.total) {
+				for l := 0; l < L; l++ {
+					counts, err := e.Method.LayerCounts(l, L, slices.Repeat([][]float32{make([]float32, S)}, nkv))
+					if err != nil {
+						t.Fatal(err)
+					}
+					need := 0
+					for _, n := range counts {
+						need += n + max(c.chunk, c.reserve)
+					}
+					if need > spy.rows[l] {
+						t.Fatalf("%s %+v: layer %d after %d tokens needs %d rows, %d reserved", a.Name(), c, l, S, need, spy.rows[l])
+					}
+				}
+				if S == c.total {
+					break
+				}
+			}
+		}
 	}
 }
