@@ -27,6 +27,7 @@ type RunIdentity struct {
 	Haystack string            `json:"haystack,omitempty"` // sha256 of the haystack lines (ruler)
 	Words    string            `json:"words,omitempty"`    // sha256 of the word list (ruler)
 	Curves   map[string]string `json:"curves,omitempty"`   // LU-KV curve file name -> sha256
+	Chunk    int               `json:"chunk,omitempty"`    // chunked prefill with eviction (Runner.Chunk); 0: one-shot
 }
 
 // diff names the fields where r and o differ.
@@ -41,6 +42,7 @@ func (r RunIdentity) diff(o RunIdentity) []string {
 	add("model", r.Model, o.Model)
 	add("seed", fmt.Sprint(r.Seed), fmt.Sprint(o.Seed))
 	add("haystack", r.Haystack, o.Haystack)
+	add("chunk", fmt.Sprint(r.Chunk), fmt.Sprint(o.Chunk))
 	add("words", r.Words, o.Words)
 	names := make([]string, 0, len(r.Curves))
 	for n := range r.Curves {

@@ -70,6 +70,10 @@ type Runner struct {
 	// (eviction.Collector.HostOnly): the device's float32 scores can order near-ties
 	// differently, so this reproduces a host-scored run exactly.
 	HostScoring bool
+	// Chunk > 0 makes every evicting cell of RunSample prefill its context Chunk tokens
+	// at a time, evicting after each chunk (eviction.ChunkedEvictor), instead of once
+	// after the shared one-shot prefill; the full cache still clones that prefill.
+	Chunk int
 	// Time accumulates where RunSample spends its time.
 	Time Timing
 }
@@ -168,20 +172,25 @@ func (r *Runner) RunSample(goctx context.Context, s Sample, index int, jobs []Jo
 	scorerOf := make([]int, len(jobs))
 	for i, j := range jobs {
 		scorerOf[i] = -1
-		if j.Method.Scorer != nil {
+		if j.Method.Scorer != nil && r.Chunk <= 0 {
 			scorerOf[i] = obs.add(eviction.Method{Scorer: j.Method.Scorer, Allocator: j.Method.Allocator})
 		}
 	}
 	reserve := len(question) + s.MaxNewTokens
-	base := r.Model.NewCache(len(ctx))
-	defer release(base)
-	start := time.Now()
-	_, err := r.Model.Forward(goctx, ctx, 0, base, model.ForwardOptions{Observer: obs})
-	if err != nil {
-		return err
+	var base backend.KVCache // the shared one-shot prefill, unless every job prefills chunked
+	for _, j := range jobs {
+		if j.Method.Scorer == nil || r.Chunk <= 0 {
+			base = r.Model.NewCache(len(ctx))
+			defer release(base)
+			start := time.Now()
+			if _, err := r.Model.Forward(goctx, ctx, 0, base, model.ForwardOptions{Observer: obs}); err != nil {
+				return err
+			}
+			r.Time.Prefill += time.Since(start) - obs.elapsed
+			r.Time.Score += obs.elapsed
+			break
+		}
 	}
-	r.Time.Prefill += time.Since(start) - obs.elapsed
-	r.Time.Score += obs.elapsed
 	r.Time.Samples++
 	// Every job gets its own copy of the prefilled cache, compressed by its method.
 	cells := make([]Cell, len(jobs))
@@ -196,6 +205,20 @@ func (r *Runner) RunSample(goctx context.Context, s Sample, index int, jobs []Jo
 	for i, j := range jobs {
 		cell := Cell{Task: s.Task, Length: len(prompt) + s.MaxNewTokens, Index: index, Method: j.Method.Name, Ratio: j.Ratio, PromptTokens: len(prompt), Family: s.Family, Split: s.Split}
 		t0 := time.Now()
+		if j.Method.Scorer != nil && r.Chunk > 0 {
+			method := eviction.Method{Scorer: j.Method.Scorer, Allocator: j.Method.Allocator, Ratio: j.Ratio, Sink: r.Sink, Window: r.Window}
+			cache, live, err := r.prefillChunked(goctx, ctx, method, reserve)
+			if cache != nil {
+				reqs[i] = generate.Request{Prompt: prompt, Options: generate.Options{MaxNewTokens: s.MaxNewTokens, Cache: cache, Cached: len(ctx)}}
+			}
+			if err != nil {
+				return fmt.Errorf("%s at %.2f, chunked: %w", j.Method.Name, j.Ratio, err)
+			}
+			cell.KVLiveBefore, cell.KVLiveAfter = live, cache.LiveBytes()
+			r.Time.Compress += time.Since(t0)
+			cells[i] = cell
+			continue
+		}
 		cache, err := base.Clone(reserve)
 		if err != nil {
 			return err
@@ -237,6 +260,22 @@ func (r *Runner) RunSample(goctx context.Context, s Sample, index int, jobs []Jo
 		}
 	}
 	return nil
+}
+
+// prefillChunked prefills the context ids r.Chunk tokens at a time into a new cache,
+// evicting with method after every chunk, and returns the cache and its largest live
+// bytes during the prefill.
+func (r *Runner) prefillChunked(ctx context.Context, ids []int, method eviction.Method, reserve int) (backend.KVCache, int64, error) {
+	ev, err := eviction.NewChunkedEvictor(r.Model, method)
+	if err != nil {
+		return nil, 0, err
+	}
+	cache := r.Model.NewCache(min(r.Chunk, len(ids)))
+	var live int64
+	p := generate.ChunkedPrefill{Chunk: r.Chunk, Evictor: ev, Reserve: reserve,
+		OnChunk: func(st generate.ChunkStats) { live = max(live, st.LiveBytesPeak) }}
+	_, err = p.Run(ctx, r.Model, ids, cache)
+	return cache, live, err
 }
 
 // release frees a cache's device memory now where the backend can (the CUDA cache);

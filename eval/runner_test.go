@@ -139,3 +139,51 @@ func TestRunSampleMatchesRunCell(t *testing.T) {
 		t.Errorf("only %d distinct cache sizes over the jobs: the ratios did not apply", len(distinct))
 	}
 }
+
+// TestRunSampleChunked: with Runner.Chunk one chunk long (the whole context), chunked
+// eviction keeps what one-shot eviction keeps, so every cell is the one-shot cell; with
+// short chunks every evicting cell still answers and ends with the budget's live bytes
+// (the same count of kept tokens as one-shot), and the full cache is untouched.
+func TestRunSampleChunked(t *testing.T) {
+	m, tok := loadDefault(t)
+	hay, _ := ReadLines(filepath.Join("testdata", "haystack.txt"))
+	words, _ := ReadLines(filepath.Join("testdata", "words.txt"))
+	g := &Generator{Tokenizer: tok, Haystack: hay, Words: words, Seed: 12}
+	keydiff, err := eviction.NewScorer("keydiff")
+	if err != nil {
+		t.Fatal(err)
+	}
+	jobs := []Job{{Method: MethodSpec{Name: "full"}},
+		{Method: MethodSpec{Name: "keydiff", Scorer: keydiff, Allocator: eviction.UniformAllocator{}}, Ratio: 0.5},
+		{Method: MethodSpec{Name: "keydiff", Scorer: keydiff, Allocator: eviction.UniformAllocator{}}, Ratio: 0.8}}
+	s, err := g.Make("niah_single_2", 600, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	run := func(chunk int) []Cell {
+		r := &Runner{Model: m, Tokenizer: tok, Sink: 4, Window: 1, Chunk: chunk}
+		var cells []Cell
+		if err := r.RunSample(context.Background(), s, 1, jobs, func(c Cell) error { cells = append(cells, c); return nil }); err != nil {
+			t.Fatal(err)
+		}
+		if len(cells) != len(jobs) {
+			t.Fatalf("chunk %d: %d cells for %d jobs", chunk, len(cells), len(jobs))
+		}
+		return cells
+	}
+	oneShot, whole, short := run(0), run(1<<20), run(96)
+	for i := range jobs {
+		if whole[i] != oneShot[i] {
+			t.Errorf("job %d: one chunk gave %+v, one-shot %+v", i, whole[i], oneShot[i])
+		}
+		if short[i].KVLiveAfter != oneShot[i].KVLiveAfter {
+			t.Errorf("job %d: chunks of 96 keep %d live bytes, one-shot %d", i, short[i].KVLiveAfter, oneShot[i].KVLiveAfter)
+		}
+	}
+	if short[0] != oneShot[0] {
+		t.Errorf("the full cache changed with chunking: %+v vs %+v", short[0], oneShot[0])
+	}
+	if short[2].KVLiveBefore >= oneShot[2].KVLiveBefore {
+		t.Errorf("chunks of 96 at 0.8 peaked at %d live bytes, no less than the one-shot prefill's %d", short[2].KVLiveBefore, oneShot[2].KVLiveBefore)
+	}
+}

@@ -4,7 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"runtime"
 	"slices"
+	"sync"
 
 	"github.com/lukv/lukv/backend"
 	"github.com/lukv/lukv/model"
@@ -28,11 +30,16 @@ import (
 // (never chosen while a live token is left); sink and window are protected over those
 // positions (ProtectSinkWindow); Allocator.Keep picks; picks of evicted positions are
 // dropped. So ties still go to the later token, and a prompt in one chunk keeps exactly
-// what Method.Compress keeps after a one-shot prefill. The cost is O(S) per head per
-// chunk on the host (per-head counts computed straight from S would make it O(kept +
-// chunk)). Selection runs on the host and the cache compacts through KVCache.Compact on
-// every backend: Method.Compress's device path (backend.DeviceCompaction) wants every
-// head of the same length, which heads are not after the first compaction.
+// what Method.Compress keeps after a one-shot prefill. With a FixedAllocator (uniform,
+// PyramidKV, LU-KV) the counts for S come from S alone and selection runs over each
+// head's live tokens (keepLive), O(kept + chunk) per head per chunk; AdaKV, whose counts
+// follow all S scores, pays O(S) per head (keepPadded, the reference keepLive is tested
+// against). Layers select in parallel on the host and the cache compacts through
+// KVCache.Compact on every backend: Method.Compress's device path
+// (backend.DeviceCompaction) wants every head of the same length, which heads are not
+// after the first compaction. A cache that can reserve capacity (CapacityReserver, the
+// CUDA cache) is sized once, at the first compaction, for the end of the prompt
+// (PlanChunks), so later compactions move rows within the same buffers.
 //
 // Compaction waits while the average budget floor(S(1-rho)) is below Sink+Window (the
 // first (Sink+Window)/(1-rho) tokens, so that the sink tokens are not lost while the
@@ -75,6 +82,27 @@ type ChunkedEvictor struct {
 	err        error         // the first error of this chunk's observation
 	seen       int           // tokens seen before this chunk
 	Compacted  int           // chunks after which the cache was compacted
+
+	total, chunk, room int       // PlanChunks: the prompt's tokens, its chunk and the most room a compaction leaves per head
+	reserved           bool      // ReserveRows was done for this prompt
+	lenOnly            []float32 // backing of the length-only score slices fixed allocators count from
+}
+
+// CapacityReserver is a KV cache whose layers can hold buffers larger than their heads'
+// capacities (the CUDA cache): ReserveRows makes layer's buffers hold at least rows
+// rows (all heads together), so that later relayouts within them move rows in place
+// instead of allocating new buffers and freeing the old ones every chunk.
+type CapacityReserver interface {
+	backend.KVCache
+	ReserveRows(layer, rows int) error
+}
+
+// PlanChunks tells the evictor the prompt's length, its chunk size and the room the
+// cache keeps after the last chunk (generate.ChunkedPrefill calls it before the first
+// chunk), so that a CapacityReserver cache is sized once, at the first compaction, for
+// the budgets at the end of the prompt plus one chunk.
+func (e *ChunkedEvictor) PlanChunks(total, chunk, reserve int) {
+	e.total, e.chunk, e.room, e.reserved = total, chunk, max(chunk, reserve), false
 }
 
 // NewChunkedEvictor returns an evictor for model m applying method.
@@ -265,69 +293,235 @@ func (e *ChunkedEvictor) EndChunk(cache backend.KVCache, last bool, reserve int)
 		}
 		return e.ensureRoom(cache, reserve)
 	}
+	if ec, ok := cache.(CapacityReserver); ok && !e.reserved && e.total > 0 {
+		// Every later chunk's compaction then fits the buffers allocated here.
+		if err := e.reserveCapacity(ec, e.room); err != nil {
+			return err
+		}
+		e.reserved = true
+	}
 	for l := 0; l < L; l++ {
 		s := e.scores[l]
 		if s == nil {
 			return fmt.Errorf("chunked eviction: layer %d was not scored in the chunk ending at position %d", l, S-1)
 		}
-		padded := make([][]float32, nkv)
-		for h := range padded {
+		for h := range s {
 			if len(s[h]) != len(e.pos[l][h]) {
 				return fmt.Errorf("chunked eviction: layer %d head %d: %d scores for %d tokens", l, h, len(s[h]), len(e.pos[l][h]))
 			}
-			padded[h] = make([]float32, S)
-			for j := range padded[h] {
-				padded[h][j] = float32(math.Inf(-1))
-			}
-			for j, p := range e.pos[l][h] {
-				padded[h][p] = s[h][j]
-			}
-		}
-		ProtectSinkWindow(padded, e.Method.Sink, e.Method.Window)
-		for h := range padded { // an evicted sink stays evicted
-			live := e.pos[l][h]
-			for j, p := 0, 0; p < S; p++ {
-				if j < len(live) && live[j] == p {
-					j++
-				} else {
-					padded[h][p] = float32(math.Inf(-1))
-				}
-			}
-		}
-		counts, err := e.Method.LayerCounts(l, L, padded)
-		if err != nil {
-			return fmt.Errorf("chunked eviction: layer %d after %d tokens: %w", l, S, err)
-		}
-		// Positions evicted earlier rank lowest (-Inf); one the counts reach anyway (an
-		// evicted sink under the sink/window floor) is not in the cache and is skipped.
-		picked := KeepTop(padded, counts)
-		keep := make([][]int, nkv)
-		for h := range keep {
-			keep[h] = make([]int, 0, len(picked[h]))
-			live := e.pos[l][h]
-			i := 0 // picked[h] and live are both ascending positions
-			for _, p := range picked[h] {
-				for i < len(live) && live[i] < p {
-					i++
-				}
-				if i < len(live) && live[i] == p {
-					keep[h] = append(keep[h], i)
-				}
-			}
-		}
-		if err := cache.Compact(l, keep, reserve); err != nil {
-			return fmt.Errorf("chunked eviction: layer %d: %w", l, err)
-		}
-		for h := range keep {
-			kept := make([]int, len(keep[h]))
-			ks := make([]float32, len(keep[h]))
-			for j, i := range keep[h] {
-				kept[j], ks[j] = e.pos[l][h][i], s[h][i]
-			}
-			e.pos[l][h], e.keptScores[l][h] = kept, ks
 		}
 	}
+	// The layers select independently (host work, O(kept + chunk) per head with a fixed
+	// allocator): in parallel, then the cache compacts them one by one.
+	if cap(e.lenOnly) < S {
+		e.lenOnly = make([]float32, S)
+	}
+	keeps := make([][][]int, L)
+	pos, scores := make([][][]int, L), make([][][]float32, L) // the kept tokens' positions and scores
+	errs := make([]error, L)
+	sem := make(chan struct{}, runtime.GOMAXPROCS(0))
+	var wg sync.WaitGroup
+	for l := 0; l < L; l++ {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			keep, ok, err := e.keepLive(l, L, S, e.scores[l])
+			if err == nil && !ok {
+				keep, err = e.keepPadded(l, L, S, e.scores[l])
+			}
+			keeps[l], errs[l] = keep, err
+			if err != nil {
+				return
+			}
+			pos[l], scores[l] = make([][]int, len(keep)), make([][]float32, len(keep))
+			for h := range keep {
+				pos[l][h], scores[l][h] = make([]int, len(keep[h])), make([]float32, len(keep[h]))
+				for j, i := range keep[h] {
+					pos[l][h][j], scores[l][h][j] = e.pos[l][h][i], e.scores[l][h][i]
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	for l := 0; l < L; l++ {
+		if errs[l] != nil {
+			return errs[l]
+		}
+		if err := cache.Compact(l, keeps[l], reserve); err != nil {
+			return fmt.Errorf("chunked eviction: layer %d: %w", l, err)
+		}
+		e.pos[l], e.keptScores[l] = pos[l], scores[l]
+	}
 	e.Compacted++
+	return nil
+}
+
+// keepPadded is the reference selection of EndChunk for layer l after S tokens: every
+// head's scores s (over its live tokens) laid out over the S positions seen, evicted
+// positions at -Inf, protected, counted and selected as after a one-shot prefill; it
+// returns the kept indices into each head's live tokens. O(S) per head: EndChunk uses it
+// for allocators whose counts follow the scores (AdaKV) and where keepLive cannot decide.
+func (e *ChunkedEvictor) keepPadded(l, L, S int, s [][]float32) ([][]int, error) {
+	nkv := len(s)
+	padded := make([][]float32, nkv)
+	for h := range padded {
+		padded[h] = make([]float32, S)
+		for j := range padded[h] {
+			padded[h][j] = float32(math.Inf(-1))
+		}
+		for j, p := range e.pos[l][h] {
+			padded[h][p] = s[h][j]
+		}
+	}
+	ProtectSinkWindow(padded, e.Method.Sink, e.Method.Window)
+	for h := range padded { // an evicted sink stays evicted
+		live := e.pos[l][h]
+		for j, p := 0, 0; p < S; p++ {
+			if j < len(live) && live[j] == p {
+				j++
+			} else {
+				padded[h][p] = float32(math.Inf(-1))
+			}
+		}
+	}
+	counts, err := e.Method.LayerCounts(l, L, padded)
+	if err != nil {
+		return nil, fmt.Errorf("chunked eviction: layer %d after %d tokens: %w", l, S, err)
+	}
+	// Positions evicted earlier rank lowest (-Inf); one the counts reach anyway (an
+	// evicted sink under the sink/window floor) is not in the cache and is skipped.
+	picked := KeepTop(padded, counts)
+	keep := make([][]int, nkv)
+	for h := range keep {
+		keep[h] = make([]int, 0, len(picked[h]))
+		live := e.pos[l][h]
+		i := 0 // picked[h] and live are both ascending positions
+		for _, p := range picked[h] {
+			for i < len(live) && live[i] < p {
+				i++
+			}
+			if i < len(live) && live[i] == p {
+				keep[h] = append(keep[h], i)
+			}
+		}
+	}
+	return keep, nil
+}
+
+// keepLive is keepPadded in O(live tokens) per head, for allocators whose counts depend
+// only on the number of positions (FixedAllocator: uniform, PyramidKV, LU-KV): the counts
+// for S positions come from scores of that length that are never read, protection goes by
+// position, and each head selects among its live tokens only. An evicted position (-Inf)
+// ranks below every live token with a score above -Inf, so when a head's count is at most
+// the number of those, the live top-count is exactly the padded selection's live part
+// (ties still go to the later token: live indices follow positions). ok is false, with
+// nothing decided, for any other allocator or when some count reaches a live token at
+// -Inf or NaN (keepPadded then decides).
+func (e *ChunkedEvictor) keepLive(l, L, S int, s [][]float32) (keep [][]int, ok bool, err error) {
+	if _, fixed := e.Method.Allocator.(FixedAllocator); !fixed {
+		return nil, false, nil
+	}
+	nkv := len(s)
+	buf := e.lenOnly // EndChunk sizes it before the layers run in parallel
+	if cap(buf) < S {
+		buf = make([]float32, S)
+	}
+	shape := make([][]float32, nkv) // S positions per head; a fixed allocator reads only the lengths
+	for h := range shape {
+		shape[h] = buf[:S]
+	}
+	counts, err := e.Method.LayerCounts(l, L, shape)
+	if err != nil {
+		return nil, false, fmt.Errorf("chunked eviction: layer %d after %d tokens: %w", l, S, err)
+	}
+	prot := make([][]float32, nkv)
+	for h := range prot {
+		prot[h] = append([]float32(nil), s[h]...)
+	}
+	protectPositions(prot, e.pos[l], S, e.Method.Sink, e.Method.Window)
+	keep = make([][]int, nkv)
+	for h := range keep {
+		above := 0 // live tokens that outrank every evicted position
+		for _, v := range prot[h] {
+			if v > float32(math.Inf(-1)) {
+				above++
+			}
+		}
+		if counts[h] >= S {
+			keep[h] = iotaInts(len(prot[h]))
+			continue
+		}
+		if counts[h] > above {
+			return nil, false, nil
+		}
+		keep[h] = topK(prot[h], counts[h])
+	}
+	return keep, true, nil
+}
+
+// protectPositions is ProtectSinkWindow over S positions for heads that hold only the
+// positions pos[h] (scores[h][j] is position pos[h][j]'s): the same top, the same
+// lowering of unprotected scores at or above it, and the sink (positions < sink) and
+// window (positions >= S-window) set to it.
+func protectPositions(scores [][]float32, pos [][]int, S, sink, window int) {
+	if sink <= 0 && window <= 0 {
+		return
+	}
+	top := aboveAll(scores)
+	below := math.Nextafter32(top, float32(math.Inf(-1)))
+	for h, s := range scores {
+		for j, v := range s {
+			if v >= top {
+				s[j] = below
+			}
+			if p := pos[h][j]; p < sink || p >= S-max(window, 0) {
+				s[j] = top
+			}
+		}
+	}
+}
+
+// reserveCapacity has a cache that can hold buffers larger than its heads' capacity
+// allocate, once, what every layer needs until the end of the prompt: the most its
+// heads keep together after any chunk (counts need not grow with S: PyramidKV's layer
+// budgets fall back to uniform ones for short contexts) plus room for one chunk each,
+// so that compacting after every chunk moves rows within the same memory instead of
+// reallocating it.
+func (e *ChunkedEvictor) reserveCapacity(c CapacityReserver, room int) error {
+	L, nkv := c.Layers(), c.KVHeads()
+	if cap(e.lenOnly) < e.total {
+		e.lenOnly = make([]float32, e.total)
+	}
+	shape := make([][]float32, nkv)
+	_, fixed := e.Method.Allocator.(FixedAllocator)
+	for l := 0; l < L; l++ {
+		kept := 0
+		if fixed {
+			for S := min(e.seen, e.total); S > 0; S = min(S+e.chunk, e.total) {
+				for h := range shape {
+					shape[h] = e.lenOnly[:S]
+				}
+				counts, err := e.Method.LayerCounts(l, L, shape)
+				if err != nil {
+					return fmt.Errorf("chunked eviction: layer %d, %d tokens: %w", l, S, err)
+				}
+				sum := 0
+				for _, n := range counts {
+					sum += n
+				}
+				kept = max(kept, sum)
+				if S == e.total || e.chunk < 1 {
+					break
+				}
+			}
+		} else { // AdaKV: its pooled counts add up to the uniform budget
+			kept = nkv * uniformBudget(e.total, e.Method.Ratio)
+		}
+		if err := c.ReserveRows(l, kept+nkv*room); err != nil {
+			return fmt.Errorf("chunked eviction: layer %d: %w", l, err)
+		}
+	}
 	return nil
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/lukv/lukv/backend"
@@ -31,6 +32,71 @@ type ChunkStats struct {
 	BytesPeak     int64 `json:"kv_bytes_peak"`
 	LiveBytes     int64 `json:"kv_live_bytes"`
 	Bytes         int64 `json:"kv_bytes"`
+	// ForwardTime is the chunk's forward pass (with the evictor's scoring), ScoreTime the
+	// evictor's share of it (ObserveLayer, host time including its reads of the device).
+	ForwardTime time.Duration `json:"forward_ns"`
+	ScoreTime   time.Duration `json:"score_ns"`
+	// DeviceUsed is the device memory in use after the chunk (total - free; 0 when the
+	// backend does not say).
+	DeviceUsed int64 `json:"device_used_bytes,omitempty"`
+	// Reallocations counts the cache's layer buffers allocated anew during the chunk
+	// (growth or compaction that did not fit the buffers), when the cache says.
+	Reallocations int `json:"kv_reallocations,omitempty"`
+	// Kernels is the GPU time of the chunk's kernels by kind (KernelKind), in seconds,
+	// when the backend times its kernels (backend.KernelTimer, LUKV_CUDA_KERNEL_TIMES=1).
+	Kernels map[string]float64 `json:"kernel_seconds,omitempty"`
+}
+
+// KernelKind groups a kernel name into the parts of a chunk the bench reports:
+// "attention" (the append, the bf16 copy for the tensor cores and the attention
+// kernels), "compact" (selection and the gathers that move kept or grown rows),
+// "scoring" (device scorers) and "other" (matmuls, norms, elementwise).
+func KernelKind(name string) string {
+	switch {
+	case strings.Contains(name, "attention"), strings.Contains(name, "rope_append"), strings.HasPrefix(name, "kv_to_bf16"), strings.HasPrefix(name, "kv_bf16_to_bf16"):
+		return "attention"
+	case strings.HasPrefix(name, "kv_gather"), strings.HasPrefix(name, "kv_copy"), strings.HasPrefix(name, "select_topk"), strings.HasPrefix(name, "layer_protect"), strings.HasPrefix(name, "memcpy"):
+		return "compact"
+	case strings.HasPrefix(name, "score"):
+		return "scoring"
+	}
+	return "other"
+}
+
+// timedObserver adds the time its observer takes to *spent.
+type timedObserver struct {
+	model.Observer
+	spent *time.Duration
+}
+
+func (o timedObserver) ObserveLayer(layer int, positions []int, x, q, k, v backend.Tensor) {
+	t := time.Now()
+	o.Observer.ObserveLayer(layer, positions, x, q, k, v)
+	*o.spent += time.Since(t)
+}
+
+// chunkPlanner is an evictor that wants the prompt's shape before its first chunk
+// (eviction.ChunkedEvictor sizes a CUDA cache once from it).
+type chunkPlanner interface {
+	PlanChunks(total, chunk, reserve int)
+}
+
+// reallocCounter is a cache that counts its buffer reallocations (backend/cuda).
+type reallocCounter interface {
+	Reallocations() int
+}
+
+// kernelTimer returns b's kernel timer with its period restarted, or nil when the
+// backend has none or timing is off.
+func kernelTimer(b backend.Backend) backend.KernelTimer {
+	kt, ok := b.(backend.KernelTimer)
+	if !ok {
+		return nil
+	}
+	if _, err := kt.KernelTimes(); err != nil {
+		return nil
+	}
+	return kt
 }
 
 // ChunkedPrefill prefills a prompt Chunk tokens at a time. Each chunk's keys and values
@@ -70,28 +136,39 @@ func (p ChunkedPrefill) Run(ctx context.Context, m *model.Model, ids []int, cach
 	if p.Reserve < 0 {
 		return nil, fmt.Errorf("chunked prefill: negative reserve %d", p.Reserve)
 	}
+	if cp, ok := p.Evictor.(chunkPlanner); ok {
+		cp.PlanChunks(len(ids), p.Chunk, p.Reserve)
+	}
+	kt := kernelTimer(m.Backend)
 	var logits []float32
 	for pos := 0; pos < len(ids); pos += p.Chunk {
 		start := time.Now()
 		n := min(p.Chunk, len(ids)-pos)
 		last := pos+n == len(ids)
 		opt := model.ForwardOptions{AllLogits: p.AllLogits}
+		var scoring time.Duration
+		reallocs := 0
+		if rc, ok := cache.(reallocCounter); ok {
+			reallocs = rc.Reallocations()
+		}
 		if p.Evictor != nil {
 			if err := p.Evictor.StartChunk(cache, pos, n); err != nil {
 				return nil, err
 			}
-			opt.Observer = p.Evictor
+			opt.Observer = timedObserver{p.Evictor, &scoring}
 		}
 		out, err := m.Forward(ctx, ids[pos:pos+n], pos, cache, opt)
 		if err != nil {
 			return nil, err
 		}
+		forward := time.Since(start)
 		if p.AllLogits {
 			logits = append(logits, out...)
 		} else {
 			logits = out
 		}
-		st := ChunkStats{Pos0: pos, Tokens: n, LiveBytesPeak: cache.LiveBytes(), BytesPeak: cache.Bytes()}
+		st := ChunkStats{Pos0: pos, Tokens: n, LiveBytesPeak: cache.LiveBytes(), BytesPeak: cache.Bytes(),
+			ForwardTime: forward, ScoreTime: scoring}
 		if p.Evictor != nil {
 			reserve := min(p.Chunk, len(ids)-pos-n)
 			if last {
@@ -105,6 +182,21 @@ func (p ChunkedPrefill) Run(ctx context.Context, m *model.Model, ids []int, cach
 		}
 		st.Time = time.Since(start)
 		st.LiveBytes, st.Bytes = cache.LiveBytes(), cache.Bytes()
+		if rc, ok := cache.(reallocCounter); ok {
+			st.Reallocations = rc.Reallocations() - reallocs
+		}
+		if d, ok := m.Backend.(interface{ MemInfo() (free, total uint64) }); ok {
+			free, total := d.MemInfo()
+			st.DeviceUsed = int64(total - free)
+		}
+		if kt != nil {
+			if times, err := kt.KernelTimes(); err == nil {
+				st.Kernels = map[string]float64{}
+				for _, k := range times {
+					st.Kernels[KernelKind(k.Name)] += k.Seconds
+				}
+			}
+		}
 		if p.OnChunk != nil {
 			p.OnChunk(st)
 		}

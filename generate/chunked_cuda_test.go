@@ -122,3 +122,52 @@ func TestChunkedEvictionCUDA(t *testing.T) {
 		t.Logf("%s: %d of %d kept tokens differ between GPU and CPU", name, differ, kept)
 	}
 }
+
+// TestChunkedEvictionCUDAAllocatesOnce: on the GPU the evictor sizes the cache once, at
+// its first compaction, for the end of the prompt (ChunkedEvictor.PlanChunks,
+// KVCache.ReserveRows): no chunk after that reallocates a layer, the cache's bytes stay
+// at the reservation, and the live bytes end at what the CPU keeps; with LU-KV-like
+// per-head budgets (PyramidKV here: per-layer) as well as uniform ones.
+func TestChunkedEvictionCUDAAllocatesOnce(t *testing.T) {
+	g := loadOn(t, gpu(t))
+	c := loadOn(t, cpu.New())
+	prompt := ids(700, g.Config.VocabSize)
+	scorer, _ := eviction.NewScorer("knorm")
+	for _, alloc := range []eviction.Allocator{eviction.UniformAllocator{}, eviction.PyramidAllocator{Window: 8, Beta: 20}} {
+		method := eviction.Method{Scorer: scorer, Allocator: alloc, Ratio: 0.8, Sink: 4, Window: 1}
+		run := func(m *model.Model) []generate.ChunkStats {
+			ev, err := eviction.NewChunkedEvictor(m, method)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var stats []generate.ChunkStats
+			p := generate.ChunkedPrefill{Chunk: 64, Evictor: ev, Reserve: 8, OnChunk: func(st generate.ChunkStats) { stats = append(stats, st) }}
+			if _, err := p.Run(context.Background(), m, prompt, m.NewCache(64)); err != nil {
+				t.Fatal(err)
+			}
+			if ev.Compacted == 0 {
+				t.Fatalf("%s: no chunk compacted", alloc.Name())
+			}
+			return stats
+		}
+		sg, sc := run(g), run(c)
+		first := -1
+		for i, st := range sg {
+			if first < 0 && st.LiveBytes < st.LiveBytesPeak {
+				first = i // the first compaction
+				continue
+			}
+			if first >= 0 && (st.Reallocations != 0 || st.Bytes != sg[first].Bytes) {
+				t.Errorf("%s chunk %d (after the first compaction in chunk %d): %d reallocations, %d bytes held (reserved %d)",
+					alloc.Name(), i, first, st.Reallocations, st.Bytes, sg[first].Bytes)
+			}
+		}
+		if first < 0 {
+			t.Fatalf("%s: no chunk shrank the cache", alloc.Name())
+		}
+		if got, want := sg[len(sg)-1].LiveBytes, sc[len(sc)-1].LiveBytes; got != want {
+			t.Errorf("%s: GPU ends with %d live bytes, CPU %d", alloc.Name(), got, want)
+		}
+		t.Logf("%s: reserved %d bytes at chunk %d, %d live at the end", alloc.Name(), sg[first].Bytes, first, sg[len(sg)-1].LiveBytes)
+	}
+}

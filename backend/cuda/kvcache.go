@@ -26,7 +26,10 @@ import (
 // array, and the host then flips cur (no launch to advance them; kernels take lenPtr).
 // Growing or compacting a layer gathers the kept rows into new buffers and frees the
 // old ones with cuMemFree (not into the tensor pool), so the device memory is really
-// released: cuMemGetInfo shows it.
+// released: cuMemGetInfo shows it. A layer given a reservation (ReserveRows: chunked
+// eviction sizes it once for the end of the prompt) keeps its buffers instead while the
+// new layout fits them: the kept rows are gathered into a scratch buffer and copied
+// back, with no allocation, free or host synchronisation per chunk.
 type KVCache struct {
 	b                        *Backend
 	layers, kvHeads, headDim int
@@ -34,6 +37,9 @@ type KVCache struct {
 	bf16                     bool    // elements are bfloat16 words (Options.KVBF16 at creation)
 	cur                      []uint8 // [layers] the current device length array (0 or 1)
 	l                        []layerCache
+	rows                     []int // [layers] rows the key and value buffers hold (>= l[i].Rows)
+	want                     []int // [layers] rows reserved by ReserveRows (0: none)
+	reallocs                 int   // layer buffers allocated anew (Reallocations)
 	buf                      *kvBuffers
 	cleanup                  runtime.Cleanup
 }
@@ -64,7 +70,8 @@ func (b *Backend) NewKVCache(layers, kvHeads, headDim, reserve int) backend.KVCa
 			layers, kvHeads, headDim, reserve, maxHeadDim))
 	}
 	defer b.enter()()
-	c := &KVCache{b: b, layers: layers, kvHeads: kvHeads, headDim: headDim, reserve: reserve, bf16: b.opt.KVBF16, cur: make([]uint8, layers)}
+	c := &KVCache{b: b, layers: layers, kvHeads: kvHeads, headDim: headDim, reserve: reserve, bf16: b.opt.KVBF16, cur: make([]uint8, layers),
+		rows: make([]int, layers), want: make([]int, layers)}
 	c.buf = &kvBuffers{k: make([]cu.DevicePtr, layers), v: make([]cu.DevicePtr, layers), meta: make([]cu.DevicePtr, layers)}
 	c.cleanup = runtime.AddCleanup(c, b.pool.freeKV, c.buf)
 	c.l = make([]layerCache, layers)
@@ -130,10 +137,32 @@ func (c *KVCache) metaBytes() int64 { return int64(3*c.kvHeads) * 4 }
 // bytes per element).
 func (c *KVCache) Bytes() int64 {
 	var n int64
-	for _, l := range c.l {
-		n += int64(l.Rows) * int64(c.headDim) * 2 * c.esz()
+	for _, r := range c.rows {
+		n += int64(r) * int64(c.headDim) * 2 * c.esz()
 	}
 	return n
+}
+
+// Reallocations counts the layer buffers allocated anew since the cache was made
+// (generate's chunk stats show that a reserved cache stops reallocating).
+func (c *KVCache) Reallocations() int { return c.reallocs }
+
+// ReserveRows makes layer's key and value buffers hold at least rows rows (all heads
+// together) and keeps them at that size: later growth and compaction that fit move rows
+// within them (eviction.CapacityReserver). Reset drops the reservations.
+func (c *KVCache) ReserveRows(layer, rows int) error {
+	if layer < 0 || layer >= c.layers {
+		return fmt.Errorf("kv cache: reserve rows of layer %d, the cache has %d", layer, c.layers)
+	}
+	if rows < 0 || rows > math.MaxInt32 {
+		return fmt.Errorf("kv cache: reserve %d rows in layer %d: want 0 .. %d", rows, layer, math.MaxInt32)
+	}
+	defer c.b.enter()()
+	c.want[layer] = rows
+	if rows <= c.rows[layer] {
+		return nil
+	}
+	return c.reallocate(layer, c.l[layer].Copy(0).Pick, c.l[layer])
 }
 
 // LiveBytes is the memory of the held entries (4 or 2 bytes per element).
@@ -158,6 +187,7 @@ func (c *KVCache) Release() {
 	}
 	for i := range c.l {
 		c.l[i] = kv.Empty(c.kvHeads, 0)
+		c.rows[i], c.want[i] = 0, 0
 	}
 }
 
@@ -174,6 +204,7 @@ func (c *KVCache) reset() error {
 		freeDevice(c.buf.k[li])
 		freeDevice(c.buf.v[li])
 		c.buf.k[li], c.buf.v[li], c.l[li] = 0, 0, kv.Empty(c.kvHeads, 0)
+		c.rows[li], c.want[li] = 0, 0
 		if err := c.relayout(li, kv.Move{To: kv.Empty(c.kvHeads, c.reserve), Pick: make([][]int, c.kvHeads)}); err != nil {
 			return err
 		}
@@ -181,34 +212,74 @@ func (c *KVCache) reset() error {
 	return nil
 }
 
-// relayout carries out m on layer in new buffers and frees the old ones. The new
-// buffers are allocated before anything changes, so on error the cache is as it was.
+// relayout carries out m on layer: within the layer's buffers when it has a reservation
+// and m.To fits them, else in new buffers (of at least the reserved rows), freeing the
+// old ones. New buffers are allocated before anything changes, so on error the cache is
+// as it was.
 func (c *KVCache) relayout(layer int, m kv.Move) error {
-	nk, nv, err := c.gather(c, layer, m)
+	if c.want[layer] > 0 && c.buf.k[layer] != 0 && m.To.Rows <= c.rows[layer] {
+		return c.relayoutInPlace(layer, m)
+	}
+	return c.reallocate(layer, m.Pick, m.To)
+}
+
+// reallocate moves the rows pick of layer into new buffers laid out as to, with
+// max(to.Rows, reserved) rows, and frees the old ones. A reserved layer that outgrows
+// its reservation raises it by a quarter, so it does not reallocate on every chunk.
+func (c *KVCache) reallocate(layer int, pick [][]int, to kv.Layer) error {
+	if w := c.want[layer]; w > 0 && to.Rows > w {
+		c.want[layer] = min(to.Rows+to.Rows/4, math.MaxInt32)
+	}
+	rows := max(to.Rows, c.want[layer])
+	nk, nv, err := c.allocRows(layer, rows)
 	if err != nil {
+		return err
+	}
+	if err := c.gather(nk, nv, c, layer, kv.Move{To: to, Pick: pick}); err != nil {
+		freeDevice(nk)
+		freeDevice(nv)
 		return err
 	}
 	// cuMemFree waits for the gather that reads the old buffers.
 	freeDevice(c.buf.k[layer])
 	freeDevice(c.buf.v[layer])
-	c.buf.k[layer], c.buf.v[layer] = nk, nv
+	c.buf.k[layer], c.buf.v[layer], c.rows[layer] = nk, nv, rows
+	c.l[layer] = to
+	c.reallocs++
+	return c.uploadMeta(layer)
+}
+
+// relayoutInPlace carries out m within layer's buffers: the picked rows are gathered into
+// the backend's layer scratch at their new offsets and copied back, all on the stream.
+func (c *KVCache) relayoutInPlace(layer int, m kv.Move) error {
+	bytes := int64(m.To.Rows) * int64(c.headDim) * c.esz()
+	s := &c.b.attnTC.kv // shared with the tensor-core attention's bf16 copy: never in use at once
+	if err := s.ensure(max(2*bytes, 8), fmt.Sprintf("kv cache layer %d relayout scratch (%d rows)", layer, m.To.Rows)); err != nil {
+		return err
+	}
+	sk, sv := s.ptr, s.ptr+cu.DevicePtr(bytes)
+	if err := c.gather(sk, sv, c, layer, m); err != nil {
+		return err
+	}
+	if bytes > 0 {
+		if err := cu.MemcpyDtoDAsync(c.buf.k[layer], sk, bytes, cu.NoStream); err != nil {
+			return fmt.Errorf("cuda: kv cache layer %d relayout: %w", layer, err)
+		}
+		if err := cu.MemcpyDtoDAsync(c.buf.v[layer], sv, bytes, cu.NoStream); err != nil {
+			return fmt.Errorf("cuda: kv cache layer %d relayout: %w", layer, err)
+		}
+	}
 	c.l[layer] = m.To
 	return c.uploadMeta(layer)
 }
 
-// gather allocates new key and value buffers for layer laid out as m.To and copies
-// into them the rows m picks from src's layer (src may be c itself). It changes
-// neither cache.
-func (c *KVCache) gather(src *KVCache, layer int, m kv.Move) (nk, nv cu.DevicePtr, err error) {
-	d := c.headDim
-	if m.To.Rows > math.MaxInt32 {
-		return 0, 0, fmt.Errorf("cuda: kv cache layer %d: %d rows per layer do not fit 32-bit row indices", layer, m.To.Rows)
+// allocRows allocates key and value buffers of rows rows for layer.
+func (c *KVCache) allocRows(layer, rows int) (nk, nv cu.DevicePtr, err error) {
+	if rows > math.MaxInt32 {
+		return 0, 0, fmt.Errorf("cuda: kv cache layer %d: %d rows per layer do not fit 32-bit row indices", layer, rows)
 	}
-	if src.bf16 != c.bf16 {
-		return 0, 0, fmt.Errorf("cuda: kv cache layer %d: gathering %s rows into a %s cache", layer, src.DType(), c.DType())
-	}
-	bytes := int64(m.To.Rows) * int64(d) * c.esz()
-	what := fmt.Sprintf("kv cache layer %d (%d rows of %d %s)", layer, m.To.Rows, d, c.DType())
+	bytes := int64(rows) * int64(c.headDim) * c.esz()
+	what := fmt.Sprintf("kv cache layer %d (%d rows of %d %s)", layer, rows, c.headDim, c.DType())
 	if nk, err = allocDevice(bytes, what); err != nil {
 		return 0, 0, err
 	}
@@ -216,23 +287,53 @@ func (c *KVCache) gather(src *KVCache, layer int, m kv.Move) (nk, nv cu.DevicePt
 		freeDevice(nk)
 		return 0, 0, err
 	}
-	var pairs []int32 // (destination row, source row)
-	for _, p := range m.Pairs(src.l[layer]) {
-		pairs = append(pairs, int32(p[0]), int32(p[1]))
-	}
-	if len(pairs) > 0 {
-		if err = c.b.pairs.uploadInt32(pairs, "kv cache relayout"); err != nil {
-			freeDevice(nk)
-			freeDevice(nv)
-			return 0, 0, err
-		}
-		// kv_gather copies 32-bit words: a row is d*esz/4 of them (d % 4 == 0).
-		n := int64(len(pairs) / 2)
-		words := int64(d) * c.esz() / 4
-		c.b.launch("kv_gather", gridFor(n*words, c.b.sms), dim3{256, 1, 1}, 0,
-			nk, nv, src.buf.k[layer], src.buf.v[layer], c.b.pairs.ptr, n, int32(words))
-	}
 	return nk, nv, nil
+}
+
+// gather copies into the buffers nk, nv (laid out as m.To) the rows m picks from src's
+// layer (src may be c itself), in one kv_gather_keep launch over all heads: one upload
+// of the counts, the new and old offsets and each head's picked rows. It changes
+// neither cache's bookkeeping.
+func (c *KVCache) gather(nk, nv cu.DevicePtr, src *KVCache, layer int, m kv.Move) error {
+	if src.bf16 != c.bf16 {
+		return fmt.Errorf("cuda: kv cache layer %d: gathering %s rows into a %s cache", layer, src.DType(), c.DType())
+	}
+	nkv := len(m.Pick)
+	stride, most := 1, 0
+	for _, p := range m.Pick {
+		stride = max(stride, len(p))
+		most = max(most, len(p))
+	}
+	if most == 0 {
+		return nil
+	}
+	from := src.l[layer]
+	if int64(nkv)*int64(stride) > math.MaxInt32 || from.Rows > math.MaxInt32 || m.To.Rows > math.MaxInt32 {
+		return fmt.Errorf("cuda: kv cache layer %d: %d heads x %d rows do not fit 32-bit indices", layer, nkv, stride)
+	}
+	// [counts nkv][new offsets nkv][old offsets nkv][picks nkv x stride]
+	table := make([]int32, 3*nkv+nkv*stride)
+	for h, p := range m.Pick {
+		table[h], table[nkv+h], table[2*nkv+h] = int32(len(p)), int32(m.To.Off[h]), int32(from.Off[h])
+		row := table[3*nkv+h*stride:]
+		for i, j := range p {
+			row[i] = int32(j)
+		}
+	}
+	if err := c.b.pairs.uploadInt32(table, "kv cache relayout rows"); err != nil {
+		return err
+	}
+	words := int64(c.headDim) * c.esz() / 4 // 32-bit words per row (d % 4 == 0)
+	units := int64(most) * words
+	if words%4 == 0 {
+		units /= 4
+	}
+	gx := int(min((units+255)/256, int64(max(8*c.b.sms/nkv, 1))))
+	t := c.b.pairs.ptr
+	c.b.launch("kv_gather_keep", dim3{gx, nkv, 1}, dim3{256, 1, 1}, 0,
+		nk, nv, src.buf.k[layer], src.buf.v[layer],
+		ptrAt(t, 3*nkv, 4), t, ptrAt(t, nkv, 4), int32(nkv), int32(stride), int32(words))
+	return nil
 }
 
 // Clone returns a copy of the cache in new device memory, every head holding the same
@@ -242,7 +343,8 @@ func (c *KVCache) Clone(reserve int) (backend.KVCache, error) {
 		return nil, fmt.Errorf("kv cache: clone with negative reserve %d", reserve)
 	}
 	defer c.b.enter()()
-	n := &KVCache{b: c.b, layers: c.layers, kvHeads: c.kvHeads, headDim: c.headDim, reserve: c.reserve, bf16: c.bf16, cur: make([]uint8, c.layers)}
+	n := &KVCache{b: c.b, layers: c.layers, kvHeads: c.kvHeads, headDim: c.headDim, reserve: c.reserve, bf16: c.bf16, cur: make([]uint8, c.layers),
+		rows: make([]int, c.layers), want: make([]int, c.layers)}
 	n.buf = &kvBuffers{k: make([]cu.DevicePtr, c.layers), v: make([]cu.DevicePtr, c.layers), meta: make([]cu.DevicePtr, c.layers)}
 	n.cleanup = runtime.AddCleanup(n, c.b.pool.freeKV, n.buf)
 	n.l = make([]layerCache, c.layers)
@@ -253,11 +355,14 @@ func (c *KVCache) Clone(reserve int) (backend.KVCache, error) {
 		}
 		n.buf.meta[li] = meta
 		m := c.l[li].Copy(reserve)
-		nk, nv, err := n.gather(c, li, m)
+		nk, nv, err := n.allocRows(li, m.To.Rows)
 		if err != nil {
 			return nil, err
 		}
-		n.buf.k[li], n.buf.v[li], n.l[li] = nk, nv, m.To
+		n.buf.k[li], n.buf.v[li], n.rows[li], n.l[li] = nk, nv, m.To.Rows, m.To
+		if err := n.gather(nk, nv, c, li, m); err != nil {
+			return nil, err
+		}
 		if err := n.uploadMeta(li); err != nil {
 			return nil, err
 		}

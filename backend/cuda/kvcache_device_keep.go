@@ -323,8 +323,9 @@ func (c *KVCache) compactOnDevice(st *scoreState, p *keepPlan) error {
 			// cuMemFree waits for the gathers that read the old buffers.
 			freeDevice(c.buf.k[g.layer])
 			freeDevice(c.buf.v[g.layer])
-			c.buf.k[g.layer], c.buf.v[g.layer] = g.nk, g.nv
+			c.buf.k[g.layer], c.buf.v[g.layer], c.rows[g.layer] = g.nk, g.nv, g.nl.Rows
 			c.l[g.layer] = g.nl
+			c.reallocs++
 			if err := c.uploadMeta(g.layer); err != nil {
 				return err
 			}

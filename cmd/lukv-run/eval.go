@@ -76,6 +76,9 @@ type evalSetup struct {
 // runEval is `lukv-run eval ruler|longbench|formats`. Cancelling ctx (main cancels it on Ctrl-C
 // or SIGTERM) stops it within about a second (eval.DefaultStopWithin), with a partial
 // report and a non-zero exit.
+// evalSink and evalWindow are the tokens every evaluated method protects.
+const evalSink, evalWindow = 4, 1
+
 func runEval(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	suite := ""
 	if len(args) > 0 {
@@ -120,6 +123,7 @@ func runEval(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	lbData := fs.String("data", "", "longbench: folder of LongBench's <dataset>.jsonl files")
 	lbConfig := fs.String("config", "", "longbench: folder with LongBench's dataset2prompt.json and dataset2maxlen.json (default: DATA/config, else DATA/../config)")
 	lbDatasets := fs.String("datasets", "", "longbench: datasets (default: every one with a jsonl and a prompt); known: "+strings.Join(eval.LongBenchDatasets(), ", "))
+	cf := addEvalChunkFlags(fs)
 	if err := fs.Parse(args[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
@@ -177,6 +181,13 @@ func runEval(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	})
 	if err != nil {
 		return err
+	}
+	chunk, budgetRatios, err := cf.resolve(*modelFlag, lengthList, methods, evalSink, evalWindow)
+	if err != nil {
+		return err
+	}
+	if budgetRatios != nil {
+		ratioList = budgetRatios
 	}
 	var hay, words []string
 	var taskList, familyList []string
@@ -297,7 +308,7 @@ func runEval(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		}
 	}
 
-	id := eval.RunIdentity{Suite: suite, Curves: curveHashes}
+	id := eval.RunIdentity{Suite: suite, Curves: curveHashes, Chunk: chunk}
 	if id.Model, err = eval.FingerprintModel(dir); err != nil {
 		return fmt.Errorf("eval: fingerprinting the model: %w", err)
 	}
@@ -305,7 +316,7 @@ func runEval(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		id.Seed, id.Haystack, id.Words = *seed, eval.HashLines(hay), eval.HashLines(words)
 	}
 	res, err := eval.Evaluate(ctx, eval.Options{
-		Runner:          &eval.Runner{Model: m, Tokenizer: tok, Sink: 4, Window: 1, HostScoring: *hostScoring},
+		Runner:          &eval.Runner{Model: m, Tokenizer: tok, Sink: evalSink, Window: evalWindow, HostScoring: *hostScoring, Chunk: chunk},
 		Methods:         methods,
 		Ratios:          ratioList,
 		Items:           items,
