@@ -99,7 +99,7 @@ func (p *pending) joinsGEMV(c gemvCall) bool {
 		return false
 	}
 	g := p.gemv[0]
-	if c.x != g.x || c.n != g.n || c.k != g.k || c.dt != g.dt {
+	if c.x != g.x || c.n != g.n || c.k != g.k || c.dt != g.dt || c.i8 != g.i8 {
 		return false
 	}
 	outBytes := func(c gemvCall) int64 { return int64(c.n) * int64(c.nout) * 4 }

@@ -65,6 +65,7 @@ var kernelModules = []kernelModule{
 		"gemv_f32_n1", "gemv_f32_n2", "gemv_f32_n4", "gemv_f32_n8",
 		"gemv_bf16_n1", "gemv_bf16_n2", "gemv_bf16_n4", "gemv_bf16_n8",
 		"gemv_f16_n1", "gemv_f16_n2", "gemv_f16_n4", "gemv_f16_n8",
+		"gemv_i8_n1", "gemv_i8_n2", "gemv_i8_n4", "gemv_i8_n8", "dequant_i8_f32", "dequant_i8_bf16",
 	}},
 	{"convert", []string{"f32_to_bf16"}}, // cublas.go
 	// KV cache (kvcache.go, fusion.go).
