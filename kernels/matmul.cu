@@ -225,13 +225,10 @@ __host__ __device__ constexpr int ilog2(int v) { return v <= 1 ? 0 : 1 + ilog2(v
 // return a[0] of lane l holds the total of value v = l >> (5 - log2 V) (every lane of
 // that group of 32/V lanes holds it). Step s (offset 16 >> s) halves the values a lane
 // keeps: the lanes with that offset's bit set keep the upper half and send the lower.
-template <int V>
-__device__ __forceinline__ void reduce_scatter(float (&a)[V], int lane) {
-	constexpr int LV = ilog2(V);
-	static_assert((1 << LV) == V && V <= 32, "V must be a power of two <= 32");
-#pragma unroll
-	for (int s = 0; s < LV; s++) {
-		const int h = V >> (s + 1), off = 16 >> s;
+template <int V, int S>
+__device__ __forceinline__ void reduce_scatter_step(float (&a)[V], int lane) {
+	if constexpr (S < ilog2(V)) {
+		constexpr int h = V >> (S + 1), off = 16 >> S;
 		const bool upper = (lane & off) != 0;
 #pragma unroll
 		for (int j = 0; j < h; j++) {
@@ -239,15 +236,99 @@ __device__ __forceinline__ void reduce_scatter(float (&a)[V], int lane) {
 			const float keep = upper ? a[j + h] : a[j];
 			a[j] = keep + __shfl_xor_sync(0xffffffffu, send, off);
 		}
+		reduce_scatter_step<V, S + 1>(a, lane);  // a compile-time recursion: every step unrolled
 	}
+}
+
+template <int V>
+__device__ __forceinline__ void reduce_scatter(float (&a)[V], int lane) {
+	constexpr int LV = ilog2(V);
+	static_assert((1 << LV) == V && V <= 32, "V must be a power of two <= 32");
+	reduce_scatter_step<V, 0>(a, lane);
 #pragma unroll
 	for (int off = 16 >> LV; off >= 1; off >>= 1) a[0] += __shfl_xor_sync(0xffffffffu, a[0], off);
 }
 
-// gemv_block computes out[i, row0 + r] for i < n, r < GV_ROWS (rows < N) with one block.
+// GemvOut is where a decode GEMV block writes. Plain: rows row0 + r (r < GV_ROWS) of one
+// matrix into o0 [n, N], and with res set also res += the result (the residual add that
+// follows the o and down projections). Paired (the gate and up projections followed by
+// SwiGLU): rows row0 and row0 + 1 of the gate matrix (r = 0, 1) and of the up matrix
+// (r = 2, 3); o0 gets the gate rows, o1 the up rows, and swo silu(gate) * up, written
+// last by the same thread (swo may alias o0 or o1, as SwiGLU's out may alias its input).
+struct GemvOut {
+	float* o0;
+	float* o1;
+	float* res;
+	float* swo;
+	int N, row0;
+	bool pair;
+};
+
+// gemv_plan maps block b of a grouped launch to its rows: mr[r] is the matrix (0, 1, 2)
+// of the block's row r and rr[r] its row, clamped to the matrix (rows past N repeat the
+// last one; their sums are not stored).
+__device__ __forceinline__ GemvOut gemv_plan(int b, int B0, int B1, int N0, int N1, int N2, float* o0, float* o1,
+                                             float* o2, float* res, float* swo, int pair, int (&mr)[GV_ROWS],
+                                             int (&rr)[GV_ROWS]) {
+	GemvOut g;
+	g.o1 = o1, g.res = res, g.swo = swo, g.pair = pair != 0;
+	if (g.pair) {
+		g.o0 = o0, g.N = N0, g.row0 = b * 2;
+#pragma unroll
+		for (int r = 0; r < GV_ROWS; r++) mr[r] = r >> 1, rr[r] = min(g.row0 + (r & 1), N0 - 1);
+		return g;
+	}
+	int m = 0, N = N0;
+	float* o = o0;
+	if (b >= B0) {
+		b -= B0, m = 1, N = N1, o = o1;
+		if (b >= B1) b -= B1, m = 2, N = N2, o = o2;
+	}
+	g.o0 = o, g.N = N, g.row0 = b * GV_ROWS;
+#pragma unroll
+	for (int r = 0; r < GV_ROWS; r++) mr[r] = m, rr[r] = min(g.row0 + r, N - 1);
+	return g;
+}
+
+// gemv_store sums the warps' partial results (red[warp][r * NR + i]) in a fixed order and
+// writes them as g says.
+template <int NR>
+__device__ __forceinline__ void gemv_store(const float (&red)[GV_WARPS][GV_ROWS * NR], const GemvOut& g, int n) {
+	constexpr int V = GV_ROWS * NR;
+	const int tid = threadIdx.x;
+	if (!g.pair) {
+		if (tid < V) {
+			float s = 0.f;
+#pragma unroll
+			for (int wi = 0; wi < GV_WARPS; wi++) s += red[wi][tid];
+			const int r = tid / NR, i = tid % NR;
+			if (g.row0 + r < g.N && i < n) {
+				const long long e = (long long)i * g.N + g.row0 + r;
+				g.o0[e] = s;
+				if (g.res) g.res[e] += s;
+			}
+		}
+		return;
+	}
+	if (tid < 2 * NR) {
+		float gs = 0.f, us = 0.f;
+#pragma unroll
+		for (int wi = 0; wi < GV_WARPS; wi++) gs += red[wi][tid], us += red[wi][tid + 2 * NR];
+		const int r = tid / NR, i = tid % NR;
+		if (g.row0 + r < g.N && i < n) {
+			const long long e = (long long)i * g.N + g.row0 + r;
+			g.o0[e] = gs;
+			g.o1[e] = us;
+			g.swo[e] = gs / (1.0f + expf(-gs)) * us;  // kernels/elementwise.cu swiglu
+		}
+	}
+}
+
+// gemv_block computes the GV_ROWS rows wr[r] (each K weights) against the n rows of x and
+// stores them as g says, with one block.
 template <int DT, int NR>
-__device__ __forceinline__ void gemv_block(float* __restrict__ out, const float* __restrict__ x,
-                                           const void* __restrict__ w, int n, int K, int N, int row0) {
+__device__ __forceinline__ void gemv_block(const float* __restrict__ x, const uint4* const (&wr)[GV_ROWS], int n, int K,
+                                           const GemvOut& g) {
 	constexpr int ESZ = DT == DT_F32 ? 4 : 2;
 	constexpr int PER = 16 / ESZ;  // weights per 16-byte chunk
 	constexpr int R = GV_ROWS;
@@ -257,9 +338,6 @@ __device__ __forceinline__ void gemv_block(float* __restrict__ out, const float*
 	const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
 	const int chunks = K / PER;
 
-	const uint4* wr[R];
-#pragma unroll
-	for (int r = 0; r < R; r++) wr[r] = (const uint4*)((const char*)w + (long long)min(row0 + r, N - 1) * K * ESZ);
 	int xoff[NR];  // element offset of x's row i (n*K < 2^31: checked by the host)
 #pragma unroll
 	for (int i = 0; i < NR; i++) xoff[i] = min(i, n - 1) * K;
@@ -308,32 +386,25 @@ __device__ __forceinline__ void gemv_block(float* __restrict__ out, const float*
 	constexpr int LV = ilog2(V);
 	if ((lane & ((32 >> LV) - 1)) == 0) red[warp][lane >> (5 - LV)] = a[0];
 	__syncthreads();
-	if (tid < V) {
-		float s = 0.f;
-#pragma unroll
-		for (int wi = 0; wi < GV_WARPS; wi++) s += red[wi][tid];
-		const int r = tid / NR, i = tid % NR;
-		if (row0 + r < N && i < n) out[(long long)i * N + row0 + r] = s;
-	}
+	gemv_store<NR>(red, g, n);
 }
 
-#define GEMV_FAST_KERNEL(SUFFIX, DT, NR)                                                         \
-	extern "C" __global__ void __launch_bounds__(GV_THREADS) gemv_##SUFFIX##_n##NR(              \
-	    const float* x, int n, int K, float* o0, const void* w0, int N0, int B0, float* o1,      \
-	    const void* w1, int N1, int B1, float* o2, const void* w2, int N2) {                     \
-		int b = blockIdx.x;                                                                      \
-		float* o = o0;                                                                           \
-		const void* w = w0;                                                                      \
-		int N = N0;                                                                              \
-		if (b >= B0) {                                                                           \
-			b -= B0;                                                                             \
-			o = o1, w = w1, N = N1;                                                              \
-			if (b >= B1) {                                                                       \
-				b -= B1;                                                                         \
-				o = o2, w = w2, N = N2;                                                          \
-			}                                                                                    \
-		}                                                                                        \
-		gemv_block<DT, NR>(o, x, w, n, K, N, b * GV_ROWS);                                       \
+// The decode GEMV kernels' parameters: x [n, K]; up to three matrices wj [Nj, K] with
+// outputs oj [n, Nj], Bj blocks each (plain); res, swo and pair as GemvOut says (res only
+// with one matrix; pair: w0 gate, w1 up, N1 == N0, ceil(N0 / 2) blocks).
+#define GEMV_FAST_KERNEL(SUFFIX, DT, NR)                                                                      \
+	extern "C" __global__ void __launch_bounds__(GV_THREADS) gemv_##SUFFIX##_n##NR(                           \
+	    const float* x, int n, int K, float* o0, const void* w0, int N0, int B0, float* o1, const void* w1,   \
+	    int N1, int B1, float* o2, const void* w2, int N2, float* res, float* swo, int pair) {               \
+		constexpr long long ESZ = DT == DT_F32 ? 4 : 2;                                                       \
+		int mr[GV_ROWS], rr[GV_ROWS];                                                                         \
+		const GemvOut g = gemv_plan(blockIdx.x, B0, B1, N0, N1, N2, o0, o1, o2, res, swo, pair, mr, rr);      \
+		const uint4* wr[GV_ROWS];                                                                             \
+		_Pragma("unroll") for (int r = 0; r < GV_ROWS; r++) {                                                 \
+			const void* w = mr[r] == 0 ? w0 : mr[r] == 1 ? w1 : w2;                                           \
+			wr[r] = (const uint4*)((const char*)w + (long long)rr[r] * K * ESZ);                              \
+		}                                                                                                     \
+		gemv_block<DT, NR>(x, wr, n, K, g);                                                                   \
 	}
 
 #define GEMV_FAST_KERNELS(SUFFIX, DT) \
@@ -385,9 +456,8 @@ __device__ __forceinline__ float ld_stream_f32(const float* p) {
 }
 
 template <int NR>
-__device__ __forceinline__ void gemv_i8_block(float* __restrict__ out, const float* __restrict__ x,
-                                              const signed char* __restrict__ w, const float* __restrict__ sc,
-                                              int n, int K, int N, int row0) {
+__device__ __forceinline__ void gemv_i8_block(const float* __restrict__ x, const uint4* const (&wr)[GV_ROWS],
+                                              const float* const (&sr)[GV_ROWS], int n, int K, const GemvOut& g) {
 	constexpr int R = GV_ROWS;
 	constexpr int U = NR <= 4 ? 2 : 1;
 	constexpr int V = R * NR;
@@ -395,14 +465,6 @@ __device__ __forceinline__ void gemv_i8_block(float* __restrict__ out, const flo
 	const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
 	const int chunks = K / 16;
 
-	const uint4* wr[R];
-	const float* sr[R];
-#pragma unroll
-	for (int r = 0; r < R; r++) {
-		const long long row = min(row0 + r, N - 1);
-		wr[r] = (const uint4*)(w + row * K);
-		sr[r] = sc + row * (K / I8_GROUP);
-	}
 	int xoff[NR];
 #pragma unroll
 	for (int i = 0; i < NR; i++) xoff[i] = min(i, n - 1) * K;
@@ -459,34 +521,26 @@ __device__ __forceinline__ void gemv_i8_block(float* __restrict__ out, const flo
 	constexpr int LV = ilog2(V);
 	if ((lane & ((32 >> LV) - 1)) == 0) red[warp][lane >> (5 - LV)] = a[0];
 	__syncthreads();
-	if (tid < V) {
-		float sum = 0.f;
-#pragma unroll
-		for (int wi = 0; wi < GV_WARPS; wi++) sum += red[wi][tid];
-		const int r = tid / NR, i = tid % NR;
-		if (row0 + r < N && i < n) out[(long long)i * N + row0 + r] = sum;
-	}
+	gemv_store<NR>(red, g, n);
 }
 
-#define GEMV_I8_KERNEL(NR)                                                                           \
-	extern "C" __global__ void __launch_bounds__(GV_THREADS) gemv_i8_n##NR(                          \
-	    const float* x, int n, int K, float* o0, const signed char* w0, const float* s0, int N0,     \
-	    int B0, float* o1, const signed char* w1, const float* s1, int N1, int B1, float* o2,        \
-	    const signed char* w2, const float* s2, int N2) {                                            \
-		int b = blockIdx.x;                                                                          \
-		float* o = o0;                                                                               \
-		const signed char* w = w0;                                                                   \
-		const float* s = s0;                                                                         \
-		int N = N0;                                                                                  \
-		if (b >= B0) {                                                                               \
-			b -= B0;                                                                                 \
-			o = o1, w = w1, s = s1, N = N1;                                                          \
-			if (b >= B1) {                                                                           \
-				b -= B1;                                                                             \
-				o = o2, w = w2, s = s2, N = N2;                                                      \
-			}                                                                                        \
-		}                                                                                            \
-		gemv_i8_block<NR>(o, x, w, s, n, K, N, b * GV_ROWS);                                         \
+// gemv_i8_n<NR>: the parameters of gemv_<dt>_n<NR>, with each matrix's scales sj.
+#define GEMV_I8_KERNEL(NR)                                                                                  \
+	extern "C" __global__ void __launch_bounds__(GV_THREADS) gemv_i8_n##NR(                                 \
+	    const float* x, int n, int K, float* o0, const signed char* w0, const float* s0, int N0, int B0,    \
+	    float* o1, const signed char* w1, const float* s1, int N1, int B1, float* o2,                       \
+	    const signed char* w2, const float* s2, int N2, float* res, float* swo, int pair) {                 \
+		int mr[GV_ROWS], rr[GV_ROWS];                                                                       \
+		const GemvOut g = gemv_plan(blockIdx.x, B0, B1, N0, N1, N2, o0, o1, o2, res, swo, pair, mr, rr);    \
+		const uint4* wr[GV_ROWS];                                                                           \
+		const float* sr[GV_ROWS];                                                                           \
+		_Pragma("unroll") for (int r = 0; r < GV_ROWS; r++) {                                               \
+			const signed char* w = mr[r] == 0 ? w0 : mr[r] == 1 ? w1 : w2;                                  \
+			const float* sc = mr[r] == 0 ? s0 : mr[r] == 1 ? s1 : s2;                                       \
+			wr[r] = (const uint4*)(w + (long long)rr[r] * K);                                               \
+			sr[r] = sc + (long long)rr[r] * (K / I8_GROUP);                                                 \
+		}                                                                                                   \
+		gemv_i8_block<NR>(x, wr, sr, n, K, g);                                                              \
 	}
 
 GEMV_I8_KERNEL(1)

@@ -72,6 +72,7 @@ import (
 // rotations sharing positions (never both).
 type pending struct {
 	gemv    []gemvCall
+	epi     gemvEpilogue // done by the held-back matmuls' launch
 	rope    []ropeCall
 	ropeHD  int     // head dim of the held-back rotations
 	ropePos []int32 // their positions
@@ -86,6 +87,59 @@ type ropeCall struct {
 
 func (p *pending) any() bool { return len(p.gemv) > 0 || len(p.rope) > 0 }
 
+// gemvEpilogue is an operation taken into the epilogue of the held-back matmuls'
+// launch (kernels/matmul.cu GemvOut): the residual Add(res, out) after a lone matmul
+// (the o and down projections), or SwiGLU(swo, gate, up) after the gate and up pair.
+// keep holds res or swo alive until the launch.
+type gemvEpilogue struct {
+	res, swo cu.DevicePtr
+	keep     *Tensor
+}
+
+func (e gemvEpilogue) set() bool { return e.res != 0 || e.swo != 0 }
+
+// fuseAdd takes Add(x, y) into the held-back matmul when it is the one matmul held back,
+// y is its whole output, and x is neither read (x of the matmul) nor written by it.
+func (p *pending) fuseAdd(x, y *Tensor) bool {
+	if len(p.gemv) != 1 || p.epi.set() || len(p.rope) > 0 {
+		return false
+	}
+	c := p.gemv[0]
+	if y.ptr != c.out || y.rows != c.n || y.cols != c.nout || x.rows != y.rows || x.cols != y.cols {
+		return false
+	}
+	xb := count(x) * 4
+	if overlaps(x.ptr, xb, c.x, int64(c.n)*int64(c.k)*4) || overlaps(x.ptr, xb, c.out, int64(c.n)*int64(c.nout)*4) {
+		return false
+	}
+	p.epi = gemvEpilogue{res: x.ptr, keep: x}
+	return true
+}
+
+// fuseSwiGLU takes SwiGLU(out, gate, up) into the two held-back matmuls when they write
+// exactly gate and up (same shape), and out is gate, up, or apart from both and from x
+// (each element's gate, up and product are written by one thread, in that order).
+func (p *pending) fuseSwiGLU(out, gate, up *Tensor) bool {
+	if len(p.gemv) != 2 || p.epi.set() || len(p.rope) > 0 {
+		return false
+	}
+	g, u := p.gemv[0], p.gemv[1]
+	same := func(t *Tensor, c gemvCall) bool { return t.ptr == c.out && t.rows == c.n && t.cols == c.nout }
+	if !same(gate, g) || !same(up, u) || out.rows != gate.rows || out.cols != gate.cols {
+		return false
+	}
+	ob := count(out) * 4
+	if out.ptr != gate.ptr && out.ptr != up.ptr &&
+		(overlaps(out.ptr, ob, gate.ptr, ob) || overlaps(out.ptr, ob, up.ptr, ob)) {
+		return false
+	}
+	if overlaps(out.ptr, ob, g.x, int64(g.n)*int64(g.k)*4) {
+		return false
+	}
+	p.epi = gemvEpilogue{swo: out.ptr, keep: out}
+	return true
+}
+
 // overlaps reports whether byte ranges [a, a+an) and [c, c+cn) share a byte.
 func overlaps(a cu.DevicePtr, an int64, c cu.DevicePtr, cn int64) bool {
 	return a < c+cu.DevicePtr(cn) && c < a+cu.DevicePtr(an)
@@ -95,7 +149,7 @@ func overlaps(a cu.DevicePtr, an int64, c cu.DevicePtr, cn int64) bool {
 // rows, inner size and weight type, fewer than maxGEMVGroup so far, and an output that
 // overlaps neither x nor another output (their order would matter).
 func (p *pending) joinsGEMV(c gemvCall) bool {
-	if len(p.gemv) == 0 || len(p.gemv) >= maxGEMVGroup || len(p.rope) > 0 {
+	if len(p.gemv) == 0 || len(p.gemv) >= maxGEMVGroup || len(p.rope) > 0 || p.epi.set() {
 		return false
 	}
 	g := p.gemv[0]
@@ -127,8 +181,9 @@ func (p *pending) joinsRope(c ropeCall, hd int, pos []int32) bool {
 // flush launches whatever is held back. The caller holds the lock.
 func (b *Backend) flush() {
 	if g := b.pend.gemv; len(g) > 0 {
-		b.pend.gemv = nil
-		b.launchGEMV(g)
+		epi := b.pend.epi
+		b.pend.gemv, b.pend.epi = nil, gemvEpilogue{}
+		b.launchGEMV(g, epi)
 	}
 	if r := b.pend.rope; len(r) > 0 {
 		b.pend.rope = nil

@@ -53,7 +53,7 @@ func (b *Backend) MatMul(out, x, w backend.Tensor) {
 func (b *Backend) queueGEMV(call gemvCall) {
 	if b.opt.Unfused {
 		b.flush()
-		b.launchGEMV([]gemvCall{call})
+		b.launchGEMV([]gemvCall{call}, gemvEpilogue{})
 		return
 	}
 	if !b.pend.joinsGEMV(call) {
@@ -124,13 +124,19 @@ var (
 )
 
 // launchGEMV runs up to maxGEMVGroup decode matmuls sharing x in one gemv_* launch:
-// blocks [0, B0) compute calls[0]'s outputs, 4 per block, then calls[1], calls[2].
-func (b *Backend) launchGEMV(calls []gemvCall) {
+// blocks [0, B0) compute calls[0]'s outputs, 4 per block, then calls[1], calls[2]; or,
+// with epi.swo set, calls[0] and calls[1] (gate and up) paired, 2 rows of each per block.
+// epi is done in the kernels' epilogue (kernels/matmul.cu GemvOut).
+func (b *Backend) launchGEMV(calls []gemvCall, epi gemvEpilogue) {
 	const rowsPerBlock = 4 // kernels/matmul.cu GV_ROWS
 	c0 := calls[0]
 	lg := bits.Len(uint(c0.n - 1)) // 1 -> 0, 2 -> 1, 3..4 -> 2, 5..8 -> 3
 	args := []any{c0.x, int32(c0.n), i32(c0.k, "MatMul in")}
 	i32(c0.n*c0.k, "MatMul rows x in") // the kernel's element offsets into x are int
+	pair := epi.swo != 0
+	if (pair && len(calls) != 2) || (epi.res != 0 && len(calls) != 1) {
+		panic(fmt.Sprintf("cuda: GEMV epilogue %+v with %d matmuls", epi, len(calls)))
+	}
 	blocks := 0
 	for i := 0; i < maxGEMVGroup; i++ {
 		var c gemvCall
@@ -138,6 +144,12 @@ func (b *Backend) launchGEMV(calls []gemvCall) {
 			c = calls[i]
 		}
 		nb := (c.nout + rowsPerBlock - 1) / rowsPerBlock
+		if pair {
+			nb = 0
+			if i == 0 {
+				nb = (c.nout + 1) / 2
+			}
+		}
 		blocks += nb
 		args = append(args, c.out, c.w)
 		if c0.i8 {
@@ -148,6 +160,7 @@ func (b *Backend) launchGEMV(calls []gemvCall) {
 			args = append(args, int32(nb))
 		}
 	}
+	args = append(args, epi.res, epi.swo, boolArg(pair))
 	kern := gemvKernels[c0.dt][lg]
 	if c0.i8 {
 		kern = gemvI8Kernels[lg]
