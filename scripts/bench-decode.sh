@@ -91,7 +91,7 @@ note "copy bandwidth $bw B/s"
 
 note "kernel benchmarks (GEMV bf16 and int8, decode attention)"
 (cd backend/cuda && timeout -k 5 150 ../../gpubin/cuda.test -test.run '^$' \
-	-test.bench 'MatMulDecode8B|AttentionDecodeKV' -test.benchtime 30x) >"$out/kernels-bench.txt" 2>&1
+	-test.bench 'MatMulDecode8B|AttentionDecodeKV|AttentionDecodeSplitK' -test.benchtime 30x) >"$out/kernels-bench.txt" 2>&1
 note "kernel benchmarks: status $?"
 
 have_weights=0

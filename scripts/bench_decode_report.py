@@ -153,7 +153,7 @@ def main():
         if name.startswith("BenchmarkMatMulDecode8B") and name.endswith("/n=1"):
             wt = "int8" if "Int8" in name else "bf16"
             row["target_pct"] = GEMV_PCT[wt]
-        elif name.startswith("BenchmarkAttentionDecodeKV/bf16/ctx=32768"):
+        elif name.startswith(("BenchmarkAttentionDecodeKV/bf16/ctx=32768", "BenchmarkAttentionDecodeSplitK/bf16/ctx=32768")):
             row["target_pct"] = ATTN_PCT
         kern.append(row)
     res["kernels"] = kern

@@ -78,6 +78,10 @@ var kernelModules = []kernelModule{
 		"attention_decode_kv0_g1", "attention_decode_kv0_g2", "attention_decode_kv0_g4",
 		"attention_decode_kv1_g1", "attention_decode_kv1_g2", "attention_decode_kv1_g4",
 	}},
+	{"decode_attention", []string{ // attention_decode.go
+		"decode_attn_kv0_g1", "decode_attn_kv0_g2", "decode_attn_kv0_g4", "decode_attn_kv0_g8",
+		"decode_attn_kv1_g1", "decode_attn_kv1_g2", "decode_attn_kv1_g4", "decode_attn_kv1_g8",
+	}},
 	{"attention_tc", []string{
 		"kv_to_bf16", "kv_bf16_to_bf16",
 		"attention_tc_d64_w4", "attention_tc_d128_w4", "attention_tc_d64_w8", "attention_tc_d128_w8",
