@@ -3,6 +3,7 @@
 package cuda
 
 import (
+	"context"
 	"fmt"
 	"math/rand/v2"
 	"testing"
@@ -10,6 +11,8 @@ import (
 	"github.com/lukv/lukv/backend"
 	"github.com/lukv/lukv/backend/backendtest"
 	"github.com/lukv/lukv/backend/cpu"
+	"github.com/lukv/lukv/generate"
+	"github.com/lukv/lukv/model"
 	"github.com/lukv/lukv/quant"
 )
 
@@ -231,4 +234,68 @@ func benchDecodeGEMVInt8(bm *testing.B, n, in int, outs []int) {
 	})
 	bm.ReportMetric(bytes/sec/1e9, "GB/s")
 	bm.ReportMetric(bytes/4.3e12*1e6, "floor-us")
+}
+
+// TestInt8Model: the default model with every matrix (and the LM head) quantized to int8
+// on the GPU decodes like the CPU backend given the same dequantized weights: prompt
+// logits (the prefill's dequantized float32 path) and 8 decode steps (gemv_i8 with the
+// held-back grouping and the Add and SwiGLU epilogues), same tokens, and the split-K
+// decode attention on as well for the last 4 steps.
+func TestInt8Model(t *testing.T) {
+	b := testBackend(t)
+	c := cpu.New()
+	gm, cm := loadTiny(t, b), loadTiny(t, c)
+	quantize := func(gw *backend.Tensor, cw *backend.Tensor) {
+		t.Helper()
+		w := b.Read(*gw)
+		m, err := quant.Quantize(w, (*gw).Rows(), (*gw).Cols())
+		if err != nil {
+			t.Fatal(err)
+		}
+		*gw = uploadInt8(t, b, m)
+		if *cw, err = c.Weight(m.Dequantize(), m.Rows, m.Cols); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range gm.Layers {
+		gl, cl := &gm.Layers[i], &cm.Layers[i]
+		for _, p := range [][2]*backend.Tensor{{&gl.Wq, &cl.Wq}, {&gl.Wk, &cl.Wk}, {&gl.Wv, &cl.Wv}, {&gl.Wo, &cl.Wo},
+			{&gl.Wgate, &cl.Wgate}, {&gl.Wup, &cl.Wup}, {&gl.Wdown, &cl.Wdown}} {
+			quantize(p[0], p[1])
+		}
+	}
+	quantize(&gm.LMHead, &cm.LMHead)
+	ids := []int{1, 450, 2030, 17, 3, 99, 1200, 5, 77, 4000, 12} // 11 rows: the prefill path
+	gc, cc := gm.NewCache(len(ids)+8), cm.NewCache(len(ids)+8)
+	gl, err := gm.Forward(context.Background(), ids, 0, gc, model.ForwardOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl, err := cm.Forward(context.Background(), ids, 0, cc, model.ForwardOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const tol = 1e-3 // float32 on both sides, 8 layers; bf16 rounding anywhere gives ~1e-2
+	backendtest.Check(t, "int8 prompt logits", gl, cl, tol)
+	tok := generate.Argmax(cl)
+	for i := 0; i < 8; i++ {
+		step := func() {
+			if gl, err = gm.Forward(context.Background(), []int{tok}, len(ids)+i, gc, model.ForwardOptions{}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if i >= 4 {
+			withSplitK(step)
+		} else {
+			step()
+		}
+		if cl, err = cm.Forward(context.Background(), []int{tok}, len(ids)+i, cc, model.ForwardOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		backendtest.Check(t, fmt.Sprintf("int8 step %d logits", i), gl, cl, tol)
+		if generate.Argmax(gl) != generate.Argmax(cl) {
+			t.Fatalf("step %d: token %d on the GPU, %d on the CPU", i, generate.Argmax(gl), generate.Argmax(cl))
+		}
+		tok = generate.Argmax(cl)
+	}
 }
