@@ -22,7 +22,10 @@
 #
 #   BENCH_CONTEXTS=8192,32768     contexts (tokens)
 #   BENCH_DECODE_STEPS=32         timed decode steps per row
-#   BENCH_WEIGHTS="bf16 int8"     weight types (int8 needs lukv-run bench --weights)
+#   BENCH_WEIGHTS="bf16 int8"     lukv runs: weight types (int8 needs lukv-run bench
+#                                 --weights); a ":splitk" suffix (bf16:splitk) runs that one
+#                                 with the split-K decode attention (LUKV_CUDA_DECODE_ATTN=splitk;
+#                                 about 70 s more per run)
 #   LUKV_BENCH_SECONDS=60         lukv's budget per weight type (after loading)
 #   PEER_BENCH_SECONDS=150        the peer's budget (after loading); 0 skips the peer
 #   BENCH_MODEL_DIR=/tmp/lukv-bench-8b
@@ -96,7 +99,14 @@ note "kernel benchmarks: status $?"
 
 have_weights=0
 gpubin/lukv-run bench -h 2>&1 | grep -q -- '-weights' && have_weights=1
-for wt in $weights; do
+for run in $weights; do
+	wt=${run%%:*}
+	label=$wt
+	attn=${LUKV_CUDA_DECODE_ATTN:-}
+	if [[ $run == *:splitk ]]; then
+		label=$wt-splitk
+		attn=splitk
+	fi
 	args=()
 	if [[ $wt != bf16 ]]; then
 		if [[ $have_weights == 0 ]]; then
@@ -105,12 +115,12 @@ for wt in $weights; do
 		fi
 		args=(--weights "$wt")
 	fi
-	note "lukv-run bench, $wt weights, contexts $contexts, budget ${lukv_budget}s"
-	rm -f "$out/lukv-$wt.json"
-	timeout -k 20 $((lukv_budget + 240)) gpubin/lukv-run bench --device cuda --model "$model" "${args[@]}" \
+	note "lukv-run bench, $label, contexts $contexts, budget ${lukv_budget}s"
+	rm -f "$out/lukv-$label.json"
+	LUKV_CUDA_DECODE_ATTN=$attn timeout -k 20 $((lukv_budget + 240)) gpubin/lukv-run bench --device cuda --model "$model" "${args[@]}" \
 		--contexts "$contexts" --compression 0.8 --overhead-contexts none --decode-steps "$steps" \
-		--bandwidth "$bw" --max-seconds "$lukv_budget" --json "$out/lukv-$wt.json" >"$out/lukv-$wt.md" 2>>"$log"
-	note "lukv-run bench $wt: status $?"
+		--bandwidth "$bw" --max-seconds "$lukv_budget" --json "$out/lukv-$label.json" >"$out/lukv-$label.md" 2>>"$log"
+	note "lukv-run bench $label: status $?"
 done
 
 prof=(gpubin/lukv-run bench --device cuda --model "$model" --contexts "$first_ctx" --compression 0.8

@@ -72,7 +72,7 @@ def decode_rows(run, bw, wt, bf16_weight_bytes):
         return rows
     wbytes = run["model"]["decode_weight_bytes"]
     estimated = False
-    if wt == "int8" and bf16_weight_bytes and wbytes >= bf16_weight_bytes:
+    if wt.startswith("int8") and bf16_weight_bytes and wbytes >= bf16_weight_bytes:
         # This lukv-run reports the bf16 size for int8 weights: 1 byte and 4/32 bytes of
         # scale per weight instead of 2 bytes.
         wbytes, estimated = bf16_weight_bytes / 2 * 1.125, True
@@ -106,10 +106,14 @@ def main():
         bw = 4.3e12
         res["missing"].append("bandwidth.json (floors use 4.3e12 B/s)")
     res["bandwidth_bytes_per_sec"] = bw
-    runs = {wt: load(p(f"lukv-{wt}.json")) for wt in ("bf16", "int8")}
+    labels = ["bf16", "int8"] + sorted(f[5:-5] for f in os.listdir(a.out)
+                                       if f.startswith("lukv-") and f.endswith(".json") and f[5:-5] not in ("bf16", "int8"))
+    runs = {wt: load(p(f"lukv-{wt}.json")) for wt in labels}
     peers = load(p("peers.json"))
     bf16_wbytes = runs["bf16"]["model"]["decode_weight_bytes"] if runs["bf16"] else None
-    rows = decode_rows(runs["bf16"], bw, "bf16", None) + decode_rows(runs["int8"], bw, "int8", bf16_wbytes)
+    rows = []
+    for wt in labels:
+        rows += decode_rows(runs[wt], bw, wt, bf16_wbytes if wt.startswith("int8") else None)
     peer = {}
     for r in (peers or {}).get("configs", {}).get("static_compile", []):
         if r.get("status") == "ok":
@@ -118,7 +122,7 @@ def main():
     for r in rows:
         r["peer_ms"] = peer.get(r["context"]) if not r["compression"] else None
         r["target_floor"] = r["x_floor"] is not None and r["x_floor"] <= FLOOR_X
-        if r["weights"] == "int8" and bf16_full.get(r["context"]) and r["ms_per_token"]:
+        if r["weights"].startswith("int8") and bf16_full.get(r["context"]) and r["ms_per_token"]:
             r["x_bf16"] = r["ms_per_token"] / bf16_full[r["context"]]
     res["decode"] = rows
 
@@ -139,7 +143,7 @@ def main():
         w(f"| {r['context']} | {kv} | {r['weights']} | {fmt(r['ms_per_token'])} | {fmt(r['floor_ms'])}{est} | "
           f"{fmt(r['x_floor'], '.2f')} | {verdict(r['target_floor'])} | {fmt(r['peer_ms'])} | {x8} |")
     for wt, run in runs.items():
-        if not run:
+        if not run and wt in ("bf16", "int8"):
             res["missing"].append(f"lukv-{wt}.json")
 
     bench = go_benchmarks(read(p("kernels-bench.txt")))
