@@ -3,6 +3,7 @@
 package cuda
 
 import (
+	"context"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -15,6 +16,8 @@ import (
 	"github.com/lukv/lukv/backend"
 	"github.com/lukv/lukv/backend/backendtest"
 	"github.com/lukv/lukv/backend/cpu"
+	"github.com/lukv/lukv/generate"
+	"github.com/lukv/lukv/model"
 )
 
 // withSplitK runs f with the split-K decode kernel on (attention_decode.go).
@@ -149,6 +152,38 @@ func TestPlanSplitK(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// TestSplitKModel: the default model decodes the same with the split-K decode attention
+// as with attention_decode_*: 8 steps after a prompt, float32 accuracy, same tokens.
+func TestSplitKModel(t *testing.T) {
+	b := testBackend(t)
+	ma, mb := loadTiny(t, b), loadTiny(t, b)
+	ids := []int{1, 450, 2030, 17, 3, 99, 1200, 5}
+	ca, cb := ma.NewCache(8), mb.NewCache(8)
+	la, err := ma.Forward(context.Background(), ids, 0, ca, model.ForwardOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := mb.Forward(context.Background(), ids, 0, cb, model.ForwardOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	tok := generate.Argmax(la)
+	for i := 0; i < 8; i++ {
+		if la, err = ma.Forward(context.Background(), []int{tok}, len(ids)+i, ca, model.ForwardOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		var lb []float32
+		withSplitK(func() { lb, err = mb.Forward(context.Background(), []int{tok}, len(ids)+i, cb, model.ForwardOptions{}) })
+		if err != nil {
+			t.Fatal(err)
+		}
+		backendtest.Check(t, fmt.Sprintf("step %d logits, split-K vs attention_decode", i), lb, la, f32Tol)
+		if generate.Argmax(la) != generate.Argmax(lb) {
+			t.Fatalf("step %d: token %d with split-K, %d without", i, generate.Argmax(lb), generate.Argmax(la))
+		}
+		tok = generate.Argmax(la)
 	}
 }
 
