@@ -225,13 +225,10 @@ __host__ __device__ constexpr int ilog2(int v) { return v <= 1 ? 0 : 1 + ilog2(v
 // return a[0] of lane l holds the total of value v = l >> (5 - log2 V) (every lane of
 // that group of 32/V lanes holds it). Step s (offset 16 >> s) halves the values a lane
 // keeps: the lanes with that offset's bit set keep the upper half and send the lower.
-template <int V>
-__device__ __forceinline__ void reduce_scatter(float (&a)[V], int lane) {
-	constexpr int LV = ilog2(V);
-	static_assert((1 << LV) == V && V <= 32, "V must be a power of two <= 32");
-#pragma unroll
-	for (int s = 0; s < LV; s++) {
-		const int h = V >> (s + 1), off = 16 >> s;
+template <int V, int S>
+__device__ __forceinline__ void reduce_scatter_step(float (&a)[V], int lane) {
+	if constexpr (S < ilog2(V)) {
+		constexpr int h = V >> (S + 1), off = 16 >> S;
 		const bool upper = (lane & off) != 0;
 #pragma unroll
 		for (int j = 0; j < h; j++) {
@@ -239,15 +236,99 @@ __device__ __forceinline__ void reduce_scatter(float (&a)[V], int lane) {
 			const float keep = upper ? a[j + h] : a[j];
 			a[j] = keep + __shfl_xor_sync(0xffffffffu, send, off);
 		}
+		reduce_scatter_step<V, S + 1>(a, lane);  // a compile-time recursion: every step unrolled
 	}
+}
+
+template <int V>
+__device__ __forceinline__ void reduce_scatter(float (&a)[V], int lane) {
+	constexpr int LV = ilog2(V);
+	static_assert((1 << LV) == V && V <= 32, "V must be a power of two <= 32");
+	reduce_scatter_step<V, 0>(a, lane);
 #pragma unroll
 	for (int off = 16 >> LV; off >= 1; off >>= 1) a[0] += __shfl_xor_sync(0xffffffffu, a[0], off);
 }
 
-// gemv_block computes out[i, row0 + r] for i < n, r < GV_ROWS (rows < N) with one block.
+// GemvOut is where a decode GEMV block writes. Plain: rows row0 + r (r < GV_ROWS) of one
+// matrix into o0 [n, N], and with res set also res += the result (the residual add that
+// follows the o and down projections). Paired (the gate and up projections followed by
+// SwiGLU): rows row0 and row0 + 1 of the gate matrix (r = 0, 1) and of the up matrix
+// (r = 2, 3); o0 gets the gate rows, o1 the up rows, and swo silu(gate) * up, written
+// last by the same thread (swo may alias o0 or o1, as SwiGLU's out may alias its input).
+struct GemvOut {
+	float* o0;
+	float* o1;
+	float* res;
+	float* swo;
+	int N, row0;
+	bool pair;
+};
+
+// gemv_plan maps block b of a grouped launch to its rows: mr[r] is the matrix (0, 1, 2)
+// of the block's row r and rr[r] its row, clamped to the matrix (rows past N repeat the
+// last one; their sums are not stored).
+__device__ __forceinline__ GemvOut gemv_plan(int b, int B0, int B1, int N0, int N1, int N2, float* o0, float* o1,
+                                             float* o2, float* res, float* swo, int pair, int (&mr)[GV_ROWS],
+                                             int (&rr)[GV_ROWS]) {
+	GemvOut g;
+	g.o1 = o1, g.res = res, g.swo = swo, g.pair = pair != 0;
+	if (g.pair) {
+		g.o0 = o0, g.N = N0, g.row0 = b * 2;
+#pragma unroll
+		for (int r = 0; r < GV_ROWS; r++) mr[r] = r >> 1, rr[r] = min(g.row0 + (r & 1), N0 - 1);
+		return g;
+	}
+	int m = 0, N = N0;
+	float* o = o0;
+	if (b >= B0) {
+		b -= B0, m = 1, N = N1, o = o1;
+		if (b >= B1) b -= B1, m = 2, N = N2, o = o2;
+	}
+	g.o0 = o, g.N = N, g.row0 = b * GV_ROWS;
+#pragma unroll
+	for (int r = 0; r < GV_ROWS; r++) mr[r] = m, rr[r] = min(g.row0 + r, N - 1);
+	return g;
+}
+
+// gemv_store sums the warps' partial results (red[warp][r * NR + i]) in a fixed order and
+// writes them as g says.
+template <int NR>
+__device__ __forceinline__ void gemv_store(const float (&red)[GV_WARPS][GV_ROWS * NR], const GemvOut& g, int n) {
+	constexpr int V = GV_ROWS * NR;
+	const int tid = threadIdx.x;
+	if (!g.pair) {
+		if (tid < V) {
+			float s = 0.f;
+#pragma unroll
+			for (int wi = 0; wi < GV_WARPS; wi++) s += red[wi][tid];
+			const int r = tid / NR, i = tid % NR;
+			if (g.row0 + r < g.N && i < n) {
+				const long long e = (long long)i * g.N + g.row0 + r;
+				g.o0[e] = s;
+				if (g.res) g.res[e] += s;
+			}
+		}
+		return;
+	}
+	if (tid < 2 * NR) {
+		float gs = 0.f, us = 0.f;
+#pragma unroll
+		for (int wi = 0; wi < GV_WARPS; wi++) gs += red[wi][tid], us += red[wi][tid + 2 * NR];
+		const int r = tid / NR, i = tid % NR;
+		if (g.row0 + r < g.N && i < n) {
+			const long long e = (long long)i * g.N + g.row0 + r;
+			g.o0[e] = gs;
+			g.o1[e] = us;
+			g.swo[e] = gs / (1.0f + expf(-gs)) * us;  // kernels/elementwise.cu swiglu
+		}
+	}
+}
+
+// gemv_block computes the GV_ROWS rows wr[r] (each K weights) against the n rows of x and
+// stores them as g says, with one block.
 template <int DT, int NR>
-__device__ __forceinline__ void gemv_block(float* __restrict__ out, const float* __restrict__ x,
-                                           const void* __restrict__ w, int n, int K, int N, int row0) {
+__device__ __forceinline__ void gemv_block(const float* __restrict__ x, const uint4* const (&wr)[GV_ROWS], int n, int K,
+                                           const GemvOut& g) {
 	constexpr int ESZ = DT == DT_F32 ? 4 : 2;
 	constexpr int PER = 16 / ESZ;  // weights per 16-byte chunk
 	constexpr int R = GV_ROWS;
@@ -257,9 +338,6 @@ __device__ __forceinline__ void gemv_block(float* __restrict__ out, const float*
 	const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
 	const int chunks = K / PER;
 
-	const uint4* wr[R];
-#pragma unroll
-	for (int r = 0; r < R; r++) wr[r] = (const uint4*)((const char*)w + (long long)min(row0 + r, N - 1) * K * ESZ);
 	int xoff[NR];  // element offset of x's row i (n*K < 2^31: checked by the host)
 #pragma unroll
 	for (int i = 0; i < NR; i++) xoff[i] = min(i, n - 1) * K;
@@ -308,32 +386,25 @@ __device__ __forceinline__ void gemv_block(float* __restrict__ out, const float*
 	constexpr int LV = ilog2(V);
 	if ((lane & ((32 >> LV) - 1)) == 0) red[warp][lane >> (5 - LV)] = a[0];
 	__syncthreads();
-	if (tid < V) {
-		float s = 0.f;
-#pragma unroll
-		for (int wi = 0; wi < GV_WARPS; wi++) s += red[wi][tid];
-		const int r = tid / NR, i = tid % NR;
-		if (row0 + r < N && i < n) out[(long long)i * N + row0 + r] = s;
-	}
+	gemv_store<NR>(red, g, n);
 }
 
-#define GEMV_FAST_KERNEL(SUFFIX, DT, NR)                                                         \
-	extern "C" __global__ void __launch_bounds__(GV_THREADS) gemv_##SUFFIX##_n##NR(              \
-	    const float* x, int n, int K, float* o0, const void* w0, int N0, int B0, float* o1,      \
-	    const void* w1, int N1, int B1, float* o2, const void* w2, int N2) {                     \
-		int b = blockIdx.x;                                                                      \
-		float* o = o0;                                                                           \
-		const void* w = w0;                                                                      \
-		int N = N0;                                                                              \
-		if (b >= B0) {                                                                           \
-			b -= B0;                                                                             \
-			o = o1, w = w1, N = N1;                                                              \
-			if (b >= B1) {                                                                       \
-				b -= B1;                                                                         \
-				o = o2, w = w2, N = N2;                                                          \
-			}                                                                                    \
-		}                                                                                        \
-		gemv_block<DT, NR>(o, x, w, n, K, N, b * GV_ROWS);                                       \
+// The decode GEMV kernels' parameters: x [n, K]; up to three matrices wj [Nj, K] with
+// outputs oj [n, Nj], Bj blocks each (plain); res, swo and pair as GemvOut says (res only
+// with one matrix; pair: w0 gate, w1 up, N1 == N0, ceil(N0 / 2) blocks).
+#define GEMV_FAST_KERNEL(SUFFIX, DT, NR)                                                                      \
+	extern "C" __global__ void __launch_bounds__(GV_THREADS) gemv_##SUFFIX##_n##NR(                           \
+	    const float* x, int n, int K, float* o0, const void* w0, int N0, int B0, float* o1, const void* w1,   \
+	    int N1, int B1, float* o2, const void* w2, int N2, float* res, float* swo, int pair) {               \
+		constexpr long long ESZ = DT == DT_F32 ? 4 : 2;                                                       \
+		int mr[GV_ROWS], rr[GV_ROWS];                                                                         \
+		const GemvOut g = gemv_plan(blockIdx.x, B0, B1, N0, N1, N2, o0, o1, o2, res, swo, pair, mr, rr);      \
+		const uint4* wr[GV_ROWS];                                                                             \
+		_Pragma("unroll") for (int r = 0; r < GV_ROWS; r++) {                                                 \
+			const void* w = mr[r] == 0 ? w0 : mr[r] == 1 ? w1 : w2;                                           \
+			wr[r] = (const uint4*)((const char*)w + (long long)rr[r] * K * ESZ);                              \
+		}                                                                                                     \
+		gemv_block<DT, NR>(x, wr, n, K, g);                                                                   \
 	}
 
 #define GEMV_FAST_KERNELS(SUFFIX, DT) \
@@ -345,3 +416,181 @@ __device__ __forceinline__ void gemv_block(float* __restrict__ out, const float*
 GEMV_FAST_KERNELS(f32, DT_F32)
 GEMV_FAST_KERNELS(bf16, DT_BF16)
 GEMV_FAST_KERNELS(f16, DT_F16)
+
+// ---------------------------------------------------------------------------------
+// int8 weights (package quant's layout: w [N, K] int8 row-major, K % 32 == 0, one
+// float32 scale per 32 consecutive weights of a row, scales [N, K/32]):
+//
+// gemv_i8_n<NR> (decode, n <= NR <= 8): gemv_<dt>_n<NR>'s blocking (GV_ROWS = 4 rows of
+//   w per block of 256 threads, 16-byte chunks t, t+256, ... of each row per thread, U
+//   chunks per row in flight, the same grouped launch of up to three matrices sharing x
+//   and the same fixed-order reduction), reading 16 int8 weights per 16-byte load plus
+//   the chunk's scale (one float per two chunks: 12.5% more bytes than the int8
+//   values). Each weight is widened without a conversion instruction (the byte, offset
+//   to unsigned, is placed under the exponent of 2^23 by a byte permute and 2^23 + 128
+//   subtracted: exact) and multiplied by its scale in float32, so the weight used is
+//   exactly quant.Dequantize's; 3 instructions per weight, then one FMA per row of x.
+//   Bound: memory (N*K*1.125 bytes) for NR <= 2; at NR = 8 the ~11 instructions per
+//   weight bound it near 60% of bandwidth.
+// dequant_i8_bf16 / dequant_i8_f32: out[e] = q[e] * scale[e / 32] (bf16: rounded to
+//   nearest even), the prefill path: the dequantized matrix goes to the tensor-core GEMM
+//   (bf16) or the tiled kernel (f32). Launch: grid-stride over 16-weight chunks, block
+//   256. Bound: memory, 1.125 + 2 (or 4) bytes per weight.
+
+#define I8_GROUP 32
+
+// widen4 writes the 4 int8 weights of word v (little-endian order) times s to f.
+__device__ __forceinline__ void widen4_i8(unsigned int v, float s, float* f) {
+	const unsigned int u = v ^ 0x80808080u;  // q + 128 in each byte: 1..255
+#pragma unroll
+	for (int k = 0; k < 4; k++) {
+		const float e = __uint_as_float(__byte_perm(u, 0x4B000000u, 0x7540u + k)) - 8388736.0f;  // exactly q
+		f[k] = __fmul_rn(e, s);
+	}
+}
+
+__device__ __forceinline__ float ld_stream_f32(const float* p) {
+	float r;
+	asm("ld.global.nc.L1::no_allocate.f32 %0, [%1];" : "=f"(r) : "l"(p));
+	return r;
+}
+
+template <int NR>
+__device__ __forceinline__ void gemv_i8_block(const float* __restrict__ x, const uint4* const (&wr)[GV_ROWS],
+                                              const float* const (&sr)[GV_ROWS], int n, int K, const GemvOut& g) {
+	constexpr int R = GV_ROWS;
+	constexpr int U = NR <= 4 ? 2 : 1;
+	constexpr int V = R * NR;
+	__shared__ float red[GV_WARPS][V];
+	const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+	const int chunks = K / 16;
+
+	int xoff[NR];
+#pragma unroll
+	for (int i = 0; i < NR; i++) xoff[i] = min(i, n - 1) * K;
+
+	float a[V];
+#pragma unroll
+	for (int e = 0; e < V; e++) a[e] = 0.f;
+
+	for (int base = 0; base < chunks; base += GV_THREADS * U) {
+		uint4 raw[U][R];
+		float s[U][R];
+#pragma unroll
+		for (int u = 0; u < U; u++) {
+			const int c = base + u * GV_THREADS + tid;
+#pragma unroll
+			for (int r = 0; r < R; r++) {
+				raw[u][r] = c < chunks ? ld_stream(wr[r] + c) : make_uint4(0u, 0u, 0u, 0u);
+				s[u][r] = c < chunks ? ld_stream_f32(sr[r] + (c >> 1)) : 0.f;
+			}
+		}
+#pragma unroll
+		for (int u = 0; u < U; u++) {
+			const int c = base + u * GV_THREADS + tid;
+			if (c < chunks) {
+				const unsigned int* rw[R];
+#pragma unroll
+				for (int r = 0; r < R; r++) rw[r] = &raw[u][r].x;
+				// Four words of 4 weights: widen one word of every row, then use it
+				// against the matching 4 values of every row of x.
+#pragma unroll
+				for (int q = 0; q < 4; q++) {
+					float wv[R][4];
+#pragma unroll
+					for (int r = 0; r < R; r++) widen4_i8(rw[r][q], s[u][r], wv[r]);
+#pragma unroll
+					for (int i = 0; i < NR; i++) {
+						const float4 t = __ldg((const float4*)(x + xoff[i] + c * 16) + q);
+#pragma unroll
+						for (int r = 0; r < R; r++) {
+							float acc = a[r * NR + i];
+							acc = fmaf(t.x, wv[r][0], acc);
+							acc = fmaf(t.y, wv[r][1], acc);
+							acc = fmaf(t.z, wv[r][2], acc);
+							acc = fmaf(t.w, wv[r][3], acc);
+							a[r * NR + i] = acc;
+						}
+					}
+				}
+			}
+		}
+	}
+
+	reduce_scatter<V>(a, lane);
+	constexpr int LV = ilog2(V);
+	if ((lane & ((32 >> LV) - 1)) == 0) red[warp][lane >> (5 - LV)] = a[0];
+	__syncthreads();
+	gemv_store<NR>(red, g, n);
+}
+
+// gemv_i8_n<NR>: the parameters of gemv_<dt>_n<NR>, with each matrix's scales sj.
+#define GEMV_I8_KERNEL(NR)                                                                                  \
+	extern "C" __global__ void __launch_bounds__(GV_THREADS) gemv_i8_n##NR(                                 \
+	    const float* x, int n, int K, float* o0, const signed char* w0, const float* s0, int N0, int B0,    \
+	    float* o1, const signed char* w1, const float* s1, int N1, int B1, float* o2,                       \
+	    const signed char* w2, const float* s2, int N2, float* res, float* swo, int pair) {                 \
+		int mr[GV_ROWS], rr[GV_ROWS];                                                                       \
+		const GemvOut g = gemv_plan(blockIdx.x, B0, B1, N0, N1, N2, o0, o1, o2, res, swo, pair, mr, rr);    \
+		const uint4* wr[GV_ROWS];                                                                           \
+		const float* sr[GV_ROWS];                                                                           \
+		_Pragma("unroll") for (int r = 0; r < GV_ROWS; r++) {                                               \
+			const signed char* w = mr[r] == 0 ? w0 : mr[r] == 1 ? w1 : w2;                                  \
+			const float* sc = mr[r] == 0 ? s0 : mr[r] == 1 ? s1 : s2;                                       \
+			wr[r] = (const uint4*)(w + (long long)rr[r] * K);                                               \
+			sr[r] = sc + (long long)rr[r] * (K / I8_GROUP);                                                 \
+		}                                                                                                   \
+		gemv_i8_block<NR>(x, wr, sr, n, K, g);                                                              \
+	}
+
+GEMV_I8_KERNEL(1)
+GEMV_I8_KERNEL(2)
+GEMV_I8_KERNEL(4)
+GEMV_I8_KERNEL(8)
+
+__device__ __forceinline__ unsigned int bf16_rne_bits(float f) {
+	unsigned int u = __float_as_uint(f);
+	if ((u & 0x7fffffffu) > 0x7f800000u) return ((u >> 16) | 0x40u) & 0xffffu;  // NaN
+	u += 0x7fffu + ((u >> 16) & 1u);
+	return u >> 16;
+}
+
+// dequant_i8_chunks widens 16-weight chunks [first, count/16) with a grid stride; store
+// writes chunk c's 16 values.
+template <typename Store>
+__device__ __forceinline__ void dequant_i8_chunks(const signed char* __restrict__ q, const float* __restrict__ sc,
+                                                  long long count, Store store) {
+	const long long chunks = count / 16;
+	const long long stride = (long long)gridDim.x * blockDim.x;
+	for (long long c = (long long)blockIdx.x * blockDim.x + threadIdx.x; c < chunks; c += stride) {
+		const uint4 raw = ld_stream((const uint4*)q + c);
+		const float s = sc[c >> 1];
+		float v[16];
+		widen4_i8(raw.x, s, v);
+		widen4_i8(raw.y, s, v + 4);
+		widen4_i8(raw.z, s, v + 8);
+		widen4_i8(raw.w, s, v + 12);
+		store(c, v);
+	}
+}
+
+extern "C" __global__ void __launch_bounds__(256) dequant_i8_f32(float* __restrict__ out, const signed char* __restrict__ q,
+                                                                 const float* __restrict__ sc, long long count) {
+	dequant_i8_chunks(q, sc, count, [&](long long c, const float* v) {
+		float4* o = (float4*)(out + c * 16);
+#pragma unroll
+		for (int k = 0; k < 4; k++) o[k] = make_float4(v[4 * k], v[4 * k + 1], v[4 * k + 2], v[4 * k + 3]);
+	});
+}
+
+extern "C" __global__ void __launch_bounds__(256) dequant_i8_bf16(unsigned short* __restrict__ out, const signed char* __restrict__ q,
+                                                                  const float* __restrict__ sc, long long count) {
+	dequant_i8_chunks(q, sc, count, [&](long long c, const float* v) {
+		uint4* o = (uint4*)(out + c * 16);
+		unsigned int p[8];
+#pragma unroll
+		for (int k = 0; k < 8; k++) p[k] = bf16_rne_bits(v[2 * k]) | (bf16_rne_bits(v[2 * k + 1]) << 16);
+		o[0] = make_uint4(p[0], p[1], p[2], p[3]);
+		o[1] = make_uint4(p[4], p[5], p[6], p[7]);
+	});
+}

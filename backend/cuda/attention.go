@@ -222,6 +222,7 @@ func (b *Backend) Attention(out, q, k, v backend.Tensor, cache backend.KVCache, 
 	// a few rows: the decode kernel; otherwise the float32 flash kernel.
 	switch dp, ok := planDecode(n, heads, kvh, d, maxLen, b.sms, c.bf16); {
 	case b.attentionTC(om, qm, c, layer, n, heads, maxLen, scale):
+	case n == 1 && b.decodeSplitK(om, qm, c, layer, heads, maxLen, scale): // attention_decode.go
 	case ok:
 		b.attentionDecode(dp, om, qm, c, layer, n, heads, scale)
 	default:

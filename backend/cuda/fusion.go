@@ -14,41 +14,37 @@ package cuda
 //                           bf16 (Options.KVBF16): 1.07 GB -> 0.25 ms (f32: 0.50 ms)
 //   floor                   3.74 ms with bf16 KV (3.99 with f32); 1.2x = 4.49 ms
 //
-// Expected with this path (estimates, not yet measured: the GEMV at 3.7-4.0 TB/s on the
-// large matrices, the decode attention near 3 TB/s, ~1 us of launch gap per kernel, and
-// 2.5-4 us for each tiny kernel, which is launch, ramp and, for RMSNorm of one row, a
-// single block's serial reduction, not bytes):
+// Measured at 8k, full cache (results/gpu/2026-11-28-h200-run3/kernel-profile, GPU time
+// per token with the timing on: 6.65 ms; the step is 6.18 ms without it): gemv_bf16_n1 4254 us
+// (129 launches, 3.53 TB/s), attention_decode_kv1_g4 1007 us (1.07 TB/s: ~18 us fixed
+// per call, latency, not bytes), rmsnorm 768 us (65 x 11.8 us: one row per block,
+// its loads one after another), add_inplace 276 us, kv_rope_append 172 us, swiglu 150 us.
 //
-//   GEMVs (gemv_bf16_n1, 4 launches per layer: q/k/v grouped, o, gate/up grouped,
-//   down; + LM head)                                          15.01 GB  ~3.8-4.1 ms
-//   attention (attention_decode_kv1_g4, combine fused)         1.07 GB  ~0.35-0.45 ms
-//   tiny kernels: 2 RMSNorm, rope+append, 2 Add, SwiGLU per layer = 6 x 32 = 192
-//   launches x 2.5-4 us                                                 ~0.5-0.8 ms
-//   launch gaps of the 5 large kernels per layer, 160 x ~1 us          ~0.15 ms
-//   per step: embed, 9 activation memsets, final norm, logits read      ~0.05 ms
-//   total                                                               ~4.9-5.5 ms
+// What this path does about it, with the expected effect (predictions, to be checked by
+// scripts/bench-decode.sh):
+//   - rmsnorm keeps the row in registers, all its loads in flight: ~2.5 us per row
+//     (-0.6 ms per step);
+//   - the residual Add after the o and down projections and the SwiGLU after gate/up
+//     run in the GEMV's epilogue (gemvEpilogue below): 8 launches per layer instead of
+//     11 (-0.4 ms);
+//   - the split-K decode attention of attention_decode.go (opt-in,
+//     LUKV_CUDA_DECODE_ATTN=splitk): the whole key tile in flight per block, no
+//     redundant exponentials, fewer splits to merge; ~3 TB/s would take 1.0 ms to
+//     ~0.35 ms at 8k and ~2.2 ms to ~1.1 ms at 32k.
+//   Together: ~5.0 ms per step at 8k (~4.4 ms with the split-K attention) against the
+//   4.49 ms of 1.2x the floor. int8 weights (int8.go) read 8.4 GB instead of 15.0 GB:
+//   ~2.3 ms of GEMV at 85% of bandwidth, ~3.3-3.9 ms per step.
+// What remains: the GEMV's ramp and tail per launch (~5 us on the small q/k/v and o
+// matrices, where it reaches 80% of bandwidth against 94% on the LM head) and the launch
+// gaps (~1 us each): a CUDA graph of the whole step, which needs every launch on a
+// stream of its own (the legacy default stream cannot be captured), the token id and
+// positions read from device memory, and the attention grids sized per length class
+// so that a captured step stays valid as the cache grows.
 //
-// That is ~1.3-1.5x the bf16-KV floor (from 2.8x; 11 launches per layer instead of 18,
-// ~370 per step instead of ~590). Before: the GEMV at ~2.35 TB/s (6.4 ms), the float32
-// KV read at ~1.2 TB/s with a serial split-K combine, and ~3 ms of small kernels. What
-// remains to reach 1.2x (4.49 ms): mostly the ~0.7-1 ms of tiny kernels and launch
-// gaps, i.e. launches, not bytes. Next steps, in order of gain:
-//   1. Fuse RMSNorm into the GEMV that follows it (each block recomputes the row's
-//      inverse RMS from x, already in L2, and scales x as it reads it), the residual
-//      Add into the epilogue of the o and down GEMVs, SwiGLU into the gate/up GEMV
-//      epilogue (interleave the two matrices so one block owns gate row o and up row
-//      o): 5 fewer launches per layer, ~0.4-0.6 ms. The held-back mechanism below
-//      (pending) already gives the hook; each is one more pattern.
-//   2. CUDA graphs for the whole step (the launch sequence is the same every step;
-//      only positions, cache lengths and the split counts change, which would have to
-//      move to device memory), removing the remaining launch gaps: ~0.2 ms.
-//   3. The GEMV at >= 4.1 TB/s on every shape (the small q/k/v and o matrices, 33-50
-//      MB, lose most to the ramp at their start and end; a persistent kernel over all
-//      of a layer's matrices would hide it).
-//
-// The numbers to check on the H200: BenchmarkMatMulDecode8B (GB/s per shape),
-// BenchmarkAttentionDecode8k/32k (GB/s, f32 and bf16 KV) and lukv-run bench's decode
-// rows; cmd/lukv-run's LUKV_CUDA_FUSE=0 measures the held-back fusion's share.
+// The numbers to check on the H200: BenchmarkMatMulDecode8B and ...Int8 (GB/s per
+// shape), BenchmarkAttentionDecodeKV and ...SplitK (GB/s) and lukv-run bench's decode
+// rows, all in scripts/bench-decode.sh; cmd/lukv-run's LUKV_CUDA_FUSE=0 measures the
+// held-back fusion's share.
 //
 // Held-back operations ("pending"): MatMul of at most gemvMaxRows rows on the decode
 // GEMV, RoPE and Attention do not launch at once when Options.Unfused is off. A decode
@@ -58,7 +54,8 @@ package cuda
 // and k, one launch), and an Attention whose q and k are the held-back tensors does the
 // rotations inside its cache append (kv_rope_append), one launch instead of three. Every
 // other entry point (enter) launches whatever is held back first, so nothing can observe
-// a result before it is computed; only the moment of the launch moves.
+// a result before it is computed; only the moment of the launch moves. Add and SwiGLU
+// may instead join held-back matmuls as their epilogue (fuseAdd, fuseSwiGLU).
 
 import (
 	"slices"
@@ -72,6 +69,7 @@ import (
 // rotations sharing positions (never both).
 type pending struct {
 	gemv    []gemvCall
+	epi     gemvEpilogue // done by the held-back matmuls' launch
 	rope    []ropeCall
 	ropeHD  int     // head dim of the held-back rotations
 	ropePos []int32 // their positions
@@ -86,6 +84,59 @@ type ropeCall struct {
 
 func (p *pending) any() bool { return len(p.gemv) > 0 || len(p.rope) > 0 }
 
+// gemvEpilogue is an operation taken into the epilogue of the held-back matmuls'
+// launch (kernels/matmul.cu GemvOut): the residual Add(res, out) after a lone matmul
+// (the o and down projections), or SwiGLU(swo, gate, up) after the gate and up pair.
+// keep holds res or swo alive until the launch.
+type gemvEpilogue struct {
+	res, swo cu.DevicePtr
+	keep     *Tensor
+}
+
+func (e gemvEpilogue) set() bool { return e.res != 0 || e.swo != 0 }
+
+// fuseAdd takes Add(x, y) into the held-back matmul when it is the one matmul held back,
+// y is its whole output, and x is neither read (x of the matmul) nor written by it.
+func (p *pending) fuseAdd(x, y *Tensor) bool {
+	if len(p.gemv) != 1 || p.epi.set() || len(p.rope) > 0 {
+		return false
+	}
+	c := p.gemv[0]
+	if y.ptr != c.out || y.rows != c.n || y.cols != c.nout || x.rows != y.rows || x.cols != y.cols {
+		return false
+	}
+	xb := count(x) * 4
+	if overlaps(x.ptr, xb, c.x, int64(c.n)*int64(c.k)*4) || overlaps(x.ptr, xb, c.out, int64(c.n)*int64(c.nout)*4) {
+		return false
+	}
+	p.epi = gemvEpilogue{res: x.ptr, keep: x}
+	return true
+}
+
+// fuseSwiGLU takes SwiGLU(out, gate, up) into the two held-back matmuls when they write
+// exactly gate and up (same shape), and out is gate, up, or apart from both and from x
+// (each element's gate, up and product are written by one thread, in that order).
+func (p *pending) fuseSwiGLU(out, gate, up *Tensor) bool {
+	if len(p.gemv) != 2 || p.epi.set() || len(p.rope) > 0 {
+		return false
+	}
+	g, u := p.gemv[0], p.gemv[1]
+	same := func(t *Tensor, c gemvCall) bool { return t.ptr == c.out && t.rows == c.n && t.cols == c.nout }
+	if !same(gate, g) || !same(up, u) || out.rows != gate.rows || out.cols != gate.cols {
+		return false
+	}
+	ob := count(out) * 4
+	if out.ptr != gate.ptr && out.ptr != up.ptr &&
+		(overlaps(out.ptr, ob, gate.ptr, ob) || overlaps(out.ptr, ob, up.ptr, ob)) {
+		return false
+	}
+	if overlaps(out.ptr, ob, g.x, int64(g.n)*int64(g.k)*4) {
+		return false
+	}
+	p.epi = gemvEpilogue{swo: out.ptr, keep: out}
+	return true
+}
+
 // overlaps reports whether byte ranges [a, a+an) and [c, c+cn) share a byte.
 func overlaps(a cu.DevicePtr, an int64, c cu.DevicePtr, cn int64) bool {
 	return a < c+cu.DevicePtr(cn) && c < a+cu.DevicePtr(an)
@@ -95,11 +146,11 @@ func overlaps(a cu.DevicePtr, an int64, c cu.DevicePtr, cn int64) bool {
 // rows, inner size and weight type, fewer than maxGEMVGroup so far, and an output that
 // overlaps neither x nor another output (their order would matter).
 func (p *pending) joinsGEMV(c gemvCall) bool {
-	if len(p.gemv) == 0 || len(p.gemv) >= maxGEMVGroup || len(p.rope) > 0 {
+	if len(p.gemv) == 0 || len(p.gemv) >= maxGEMVGroup || len(p.rope) > 0 || p.epi.set() {
 		return false
 	}
 	g := p.gemv[0]
-	if c.x != g.x || c.n != g.n || c.k != g.k || c.dt != g.dt {
+	if c.x != g.x || c.n != g.n || c.k != g.k || c.dt != g.dt || c.i8 != g.i8 {
 		return false
 	}
 	outBytes := func(c gemvCall) int64 { return int64(c.n) * int64(c.nout) * 4 }
@@ -127,8 +178,9 @@ func (p *pending) joinsRope(c ropeCall, hd int, pos []int32) bool {
 // flush launches whatever is held back. The caller holds the lock.
 func (b *Backend) flush() {
 	if g := b.pend.gemv; len(g) > 0 {
-		b.pend.gemv = nil
-		b.launchGEMV(g)
+		epi := b.pend.epi
+		b.pend.gemv, b.pend.epi = nil, gemvEpilogue{}
+		b.launchGEMV(g, epi)
 	}
 	if r := b.pend.rope; len(r) > 0 {
 		b.pend.rope = nil

@@ -27,6 +27,10 @@ const gemvMaxRows = 8
 // rounded to bf16, float32 accumulation).
 func (b *Backend) MatMul(out, x, w backend.Tensor) {
 	defer b.lock()()
+	if w8, ok := w.(*Int8Tensor); ok {
+		b.matmulInt8(out, x, w8)
+		return
+	}
 	wm := b.tensor(w, "MatMul w")
 	o, xm := b.f32Held(out, "MatMul out"), b.f32Held(x, "MatMul x")
 	n, in, nout := xm.rows, xm.cols, wm.rows
@@ -37,19 +41,31 @@ func (b *Backend) MatMul(out, x, w backend.Tensor) {
 		return
 	}
 	if n <= gemvMaxRows && in > 0 && (int64(in)*wm.dt.size())%16 == 0 && xm.ptr%16 == 0 && wm.ptr%16 == 0 {
-		call := gemvCall{out: o.ptr, x: xm.ptr, w: wm.ptr, n: n, k: in, nout: nout, dt: wm.dt, keep: [3]*Tensor{o, xm, wm}}
-		if b.opt.Unfused {
-			b.flush()
-			b.launchGEMV([]gemvCall{call})
-			return
-		}
-		if !b.pend.joinsGEMV(call) {
-			b.flush()
-		}
-		b.pend.gemv = append(b.pend.gemv, call)
+		b.queueGEMV(gemvCall{out: o.ptr, x: xm.ptr, w: wm.ptr, n: n, k: in, nout: nout, dt: wm.dt, keep: [3]*Tensor{o, xm, wm}})
 		return
 	}
 	b.flush()
+	b.matmulDense(o, xm, wm)
+}
+
+// queueGEMV holds a decode matmul back to group it with the next one sharing x
+// (fusion.go), or launches it at once with Options.Unfused.
+func (b *Backend) queueGEMV(call gemvCall) {
+	if b.opt.Unfused {
+		b.flush()
+		b.launchGEMV([]gemvCall{call}, gemvEpilogue{})
+		return
+	}
+	if !b.pend.joinsGEMV(call) {
+		b.flush()
+	}
+	b.pend.gemv = append(b.pend.gemv, call)
+}
+
+// matmulDense is MatMul off the grouped GEMV: the generic matrix-vector kernel for a few
+// rows, else cuBLAS or the tiled kernel. Nothing is held back.
+func (b *Backend) matmulDense(o, xm, wm *Tensor) {
+	n, in, nout := xm.rows, xm.cols, wm.rows
 	if in == 0 {
 		b.zero(o)
 		return
@@ -78,13 +94,17 @@ func (b *Backend) zero(t *Tensor) {
 	}
 }
 
-// gemvCall is one decode MatMul: out [n, nout] = x [n, k] @ w [nout, k]^T. The device
-// pointers are taken when the call is made; keep holds the tensors alive until launch.
+// gemvCall is one decode MatMul: out [n, nout] = x [n, k] @ w [nout, k]^T, w of type dt,
+// or int8 with its scales (i8). The device pointers are taken when the call is made;
+// keep and keepI8 hold the tensors alive until launch.
 type gemvCall struct {
 	out, x, w  cu.DevicePtr
+	scales     cu.DevicePtr
 	n, k, nout int
 	dt         dtype
+	i8         bool
 	keep       [3]*Tensor
+	keepI8     *Int8Tensor
 }
 
 // maxGEMVGroup is the most matmuls one gemv_* launch takes (kernels/matmul.cu).
@@ -104,13 +124,19 @@ var (
 )
 
 // launchGEMV runs up to maxGEMVGroup decode matmuls sharing x in one gemv_* launch:
-// blocks [0, B0) compute calls[0]'s outputs, 4 per block, then calls[1], calls[2].
-func (b *Backend) launchGEMV(calls []gemvCall) {
+// blocks [0, B0) compute calls[0]'s outputs, 4 per block, then calls[1], calls[2]; or,
+// with epi.swo set, calls[0] and calls[1] (gate and up) paired, 2 rows of each per block.
+// epi is done in the kernels' epilogue (kernels/matmul.cu GemvOut).
+func (b *Backend) launchGEMV(calls []gemvCall, epi gemvEpilogue) {
 	const rowsPerBlock = 4 // kernels/matmul.cu GV_ROWS
 	c0 := calls[0]
 	lg := bits.Len(uint(c0.n - 1)) // 1 -> 0, 2 -> 1, 3..4 -> 2, 5..8 -> 3
 	args := []any{c0.x, int32(c0.n), i32(c0.k, "MatMul in")}
 	i32(c0.n*c0.k, "MatMul rows x in") // the kernel's element offsets into x are int
+	pair := epi.swo != 0
+	if (pair && len(calls) != 2) || (epi.res != 0 && len(calls) != 1) {
+		panic(fmt.Sprintf("cuda: GEMV epilogue %+v with %d matmuls", epi, len(calls)))
+	}
 	blocks := 0
 	for i := 0; i < maxGEMVGroup; i++ {
 		var c gemvCall
@@ -118,11 +144,26 @@ func (b *Backend) launchGEMV(calls []gemvCall) {
 			c = calls[i]
 		}
 		nb := (c.nout + rowsPerBlock - 1) / rowsPerBlock
+		if pair {
+			nb = 0
+			if i == 0 {
+				nb = (c.nout + 1) / 2
+			}
+		}
 		blocks += nb
-		args = append(args, c.out, c.w, i32(c.nout, "MatMul out"))
+		args = append(args, c.out, c.w)
+		if c0.i8 {
+			args = append(args, c.scales)
+		}
+		args = append(args, i32(c.nout, "MatMul out"))
 		if i < maxGEMVGroup-1 {
 			args = append(args, int32(nb))
 		}
 	}
-	b.launch(gemvKernels[c0.dt][lg], dim3{blocks, 1, 1}, dim3{256, 1, 1}, 0, args...)
+	args = append(args, epi.res, epi.swo, boolArg(pair))
+	kern := gemvKernels[c0.dt][lg]
+	if c0.i8 {
+		kern = gemvI8Kernels[lg]
+	}
+	b.launch(kern, dim3{blocks, 1, 1}, dim3{256, 1, 1}, 0, args...)
 }

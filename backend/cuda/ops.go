@@ -90,25 +90,35 @@ func (b *Backend) AddBias(x, bias backend.Tensor) {
 	}
 }
 
-// Add: x += y.
+// Add: x += y. Unless Options.Unfused, when y is the output of the one decode matmul held
+// back, the add is done by that matmul's launch (fusion.go fuseAdd).
 func (b *Backend) Add(x, y backend.Tensor) {
-	defer b.enter()()
-	xm, ym := b.f32(x, "Add x"), b.f32(y, "Add y")
+	defer b.lock()()
+	xm, ym := b.f32Held(x, "Add x"), b.f32Held(y, "Add y")
 	if xm.rows != ym.rows || xm.cols != ym.cols {
 		shapePanic("Add", xm, ym)
 	}
+	if !b.opt.Unfused && b.pend.fuseAdd(xm, ym) {
+		return
+	}
+	b.flush()
 	if n := count(xm); n > 0 {
 		b.launch("add_inplace", gridFor(n, b.sms), dim3{256, 1, 1}, 0, xm.ptr, ym.ptr, n)
 	}
 }
 
-// SwiGLU: out = silu(gate) * up.
+// SwiGLU: out = silu(gate) * up. Unless Options.Unfused, when gate and up are the outputs
+// of the two decode matmuls held back, their launch computes it (fusion.go fuseSwiGLU).
 func (b *Backend) SwiGLU(out, gate, up backend.Tensor) {
-	defer b.enter()()
-	o, g, u := b.f32(out, "SwiGLU out"), b.f32(gate, "SwiGLU gate"), b.f32(up, "SwiGLU up")
+	defer b.lock()()
+	o, g, u := b.f32Held(out, "SwiGLU out"), b.f32Held(gate, "SwiGLU gate"), b.f32Held(up, "SwiGLU up")
 	if count(o) != count(g) || count(g) != count(u) {
 		shapePanic("SwiGLU", o, g, u)
 	}
+	if !b.opt.Unfused && b.pend.fuseSwiGLU(o, g, u) {
+		return
+	}
+	b.flush()
 	if n := count(o); n > 0 {
 		b.launch("swiglu", gridFor(n, b.sms), dim3{256, 1, 1}, 0, o.ptr, g.ptr, u.ptr, n)
 	}

@@ -65,6 +65,7 @@ var kernelModules = []kernelModule{
 		"gemv_f32_n1", "gemv_f32_n2", "gemv_f32_n4", "gemv_f32_n8",
 		"gemv_bf16_n1", "gemv_bf16_n2", "gemv_bf16_n4", "gemv_bf16_n8",
 		"gemv_f16_n1", "gemv_f16_n2", "gemv_f16_n4", "gemv_f16_n8",
+		"gemv_i8_n1", "gemv_i8_n2", "gemv_i8_n4", "gemv_i8_n8", "dequant_i8_f32", "dequant_i8_bf16",
 	}},
 	{"convert", []string{"f32_to_bf16"}}, // cublas.go
 	// KV cache (kvcache.go, fusion.go).
@@ -76,6 +77,10 @@ var kernelModules = []kernelModule{
 		"attention_combine",
 		"attention_decode_kv0_g1", "attention_decode_kv0_g2", "attention_decode_kv0_g4",
 		"attention_decode_kv1_g1", "attention_decode_kv1_g2", "attention_decode_kv1_g4",
+	}},
+	{"decode_attention", []string{ // attention_decode.go
+		"decode_attn_kv0_g1", "decode_attn_kv0_g2", "decode_attn_kv0_g4", "decode_attn_kv0_g8",
+		"decode_attn_kv1_g1", "decode_attn_kv1_g2", "decode_attn_kv1_g4", "decode_attn_kv1_g8",
 	}},
 	{"attention_tc", []string{
 		"kv_to_bf16", "kv_bf16_to_bf16",
