@@ -46,6 +46,12 @@ type Config struct {
 	// MaxWaiting is the most requests waiting for admission; more are refused with
 	// ErrQueueFull (default 256).
 	MaxWaiting int
+	// PrefillChunk, when positive, prefills prompts PrefillChunk tokens at a time, one
+	// chunk between two decode steps of the running sequences, so that a long prompt
+	// does not stall them for its whole prefill (and its activations stay small). A
+	// request with eviction (Method) is prefilled in one pass: its scorer reads the
+	// whole prompt's queries, keys and values at once.
+	PrefillChunk int
 }
 
 // Request is one generation.
@@ -94,6 +100,7 @@ type seq struct {
 	sampler *generate.Sampler
 	logits  []float32
 	pos     int
+	filled  int // prompt tokens prefilled so far (chunked prefill)
 }
 
 // Scheduler runs requests with continuous batching. Create it with New; stop it with
@@ -108,10 +115,11 @@ type Scheduler struct {
 	closed  bool
 	wake    chan struct{}
 
-	running   []*seq // owned by the loop
-	committed int    // blocks promised to running sequences; owned by the loop
-	nRunning  atomic.Int64
-	nWaiting  atomic.Int64
+	running    []*seq // owned by the loop
+	prefilling *seq   // the admitted sequence whose prompt is being prefilled in chunks; owned by the loop
+	committed  int    // blocks promised to running sequences; owned by the loop
+	nRunning   atomic.Int64
+	nWaiting   atomic.Int64
 
 	stop   context.CancelFunc
 	exited chan struct{}
@@ -128,8 +136,8 @@ func New(cfg Config) (*Scheduler, error) {
 	if cfg.MaxWaiting == 0 {
 		cfg.MaxWaiting = 256
 	}
-	if cfg.MaxRunning < 0 || cfg.MaxWaiting < 0 {
-		return nil, fmt.Errorf("sched: MaxRunning %d and MaxWaiting %d must be positive", cfg.MaxRunning, cfg.MaxWaiting)
+	if cfg.MaxRunning < 0 || cfg.MaxWaiting < 0 || cfg.PrefillChunk < 0 {
+		return nil, fmt.Errorf("sched: MaxRunning %d, MaxWaiting %d and PrefillChunk %d must not be negative", cfg.MaxRunning, cfg.MaxWaiting, cfg.PrefillChunk)
 	}
 	ctx, stop := context.WithCancel(context.Background())
 	s := &Scheduler{cfg: cfg, m: cfg.Model, pool: cfg.Pool, wake: make(chan struct{}, 1), stop: stop, exited: make(chan struct{})}
@@ -231,6 +239,10 @@ func (s *Scheduler) loop(ctx context.Context) {
 		for _, sq := range s.running {
 			s.finish(sq, ErrClosed)
 		}
+		if s.prefilling != nil {
+			s.finish(s.prefilling, ErrClosed)
+			s.prefilling = nil
+		}
 		s.mu.Lock()
 		for _, sq := range s.waiting {
 			sq.err = ErrClosed
@@ -241,8 +253,11 @@ func (s *Scheduler) loop(ctx context.Context) {
 	}()
 	for {
 		s.dropCancelled()
-		admitted := s.admit()
-		if len(s.running) == 0 && admitted == nil {
+		var admitted *seq
+		if s.prefilling == nil {
+			admitted = s.admit()
+		}
+		if len(s.running) == 0 && admitted == nil && s.prefilling == nil {
 			select {
 			case <-s.wake:
 				continue
@@ -257,7 +272,17 @@ func (s *Scheduler) loop(ctx context.Context) {
 			return
 		}
 		if admitted != nil {
-			s.prefill(admitted)
+			sq := admitted
+			sq.cache = s.m.NewCache(0)
+			sq.sampler = generate.NewSampler(sq.req.Temperature, sq.req.TopP, sq.req.Seed)
+			if s.cfg.PrefillChunk > 0 && sq.req.Method == nil && len(sq.req.Prompt) > s.cfg.PrefillChunk {
+				s.prefilling = sq
+			} else {
+				s.prefill(sq)
+			}
+		}
+		if s.prefilling != nil {
+			s.prefillChunk()
 		}
 		s.decode(ctx)
 		s.nRunning.Store(int64(len(s.running)))
@@ -301,12 +326,38 @@ func (s *Scheduler) admit() *seq {
 	return nil
 }
 
-// prefill runs an admitted request's prompt, compresses its cache when it has a Method,
-// and adds it to the running batch.
+// prefillChunk runs the next chunk of the sequence being prefilled in chunks; after the
+// last one the sequence joins the running batch.
+func (s *Scheduler) prefillChunk() {
+	sq := s.prefilling
+	if err := sq.ctx.Err(); err != nil {
+		s.prefilling = nil
+		s.finish(sq, err)
+		return
+	}
+	p := sq.req.Prompt
+	n := min(s.cfg.PrefillChunk, len(p)-sq.filled)
+	logits, err := s.m.Forward(sq.ctx, p[sq.filled:sq.filled+n], sq.filled, sq.cache, model.ForwardOptions{})
+	if err != nil {
+		s.prefilling = nil
+		s.finish(sq, fmt.Errorf("sched: prefill: %w", err))
+		return
+	}
+	sq.filled += n
+	if sq.filled < len(p) {
+		return
+	}
+	s.prefilling = nil
+	sq.res.KVBytesPeak = sq.cache.Bytes()
+	sq.logits = logits
+	s.running = append(s.running, sq)
+	s.nRunning.Store(int64(len(s.running)))
+}
+
+// prefill runs an admitted request's prompt in one pass, compresses its cache when it
+// has a Method, and adds it to the running batch.
 func (s *Scheduler) prefill(sq *seq) {
 	r := sq.req
-	sq.cache = s.m.NewCache(0)
-	sq.sampler = generate.NewSampler(r.Temperature, r.TopP, r.Seed)
 	var opt model.ForwardOptions
 	var col *eviction.Collector
 	if r.Method != nil {
