@@ -19,6 +19,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/lukv/lukv/backend"
 	"github.com/lukv/lukv/eviction"
@@ -52,6 +53,19 @@ type Config struct {
 	// request with eviction (Method) is prefilled in one pass: its scorer reads the
 	// whole prompt's queries, keys and values at once.
 	PrefillChunk int
+	// OnStep, when set, receives every batched decode step's statistics, on the
+	// scheduler's goroutine (it must not block).
+	OnStep func(Step)
+}
+
+// Step describes one batched decode step.
+type Step struct {
+	Batch int // sequences decoded
+	// Time is the step's forward pass (the logits are on the host at its end).
+	Time time.Duration
+	// LiveKVBytes is the KV memory the step's caches hold after it, which its attention
+	// read (backend.KVCache.LiveBytes summed over the batch).
+	LiveKVBytes int64
 }
 
 // Request is one generation.
@@ -440,7 +454,9 @@ func (s *Scheduler) decode(ctx context.Context) {
 	if len(segs) == 0 {
 		return
 	}
+	start := time.Now()
 	logits, err := s.m.ForwardBatch(ctx, segs)
+	took := time.Since(start)
 	if err != nil {
 		// A failed step (the server stopping, or a backend error) ends every sequence in it.
 		for _, sq := range active {
@@ -449,8 +465,15 @@ func (s *Scheduler) decode(ctx context.Context) {
 		s.running = slices.DeleteFunc(s.running, func(sq *seq) bool { return slices.Contains(active, sq) })
 		return
 	}
+	var live int64
 	for i, sq := range active {
 		sq.logits = logits[i]
 		sq.res.KVBytesPeak = max(sq.res.KVBytesPeak, sq.cache.Bytes())
+		if s.cfg.OnStep != nil {
+			live += sq.cache.LiveBytes()
+		}
+	}
+	if s.cfg.OnStep != nil {
+		s.cfg.OnStep(Step{Batch: len(active), Time: took, LiveKVBytes: live})
 	}
 }

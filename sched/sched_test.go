@@ -291,7 +291,8 @@ func waitFor(t *testing.T, cond func() bool) {
 // request run alone, and the pool ends empty.
 func TestChunkedPrefill(t *testing.T) {
 	m, pool, g := load(t, 8192)
-	s, err := New(Config{Model: m, Pool: pool, MaxRunning: 3, MaxWaiting: 64, PrefillChunk: 5})
+	var steps []Step // OnStep runs on the scheduler's goroutine, read after Close
+	s, err := New(Config{Model: m, Pool: pool, MaxRunning: 3, MaxWaiting: 64, PrefillChunk: 5, OnStep: func(st Step) { steps = append(steps, st) }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -336,6 +337,23 @@ func TestChunkedPrefill(t *testing.T) {
 	}
 	if used := pool.UsedBlocks(); used != 0 {
 		t.Fatalf("%d blocks still used after every request finished", used)
+	}
+	s.Close()
+	// Every generated token but each request's last came out of a decode step.
+	batched, most := 0, 0
+	for _, st := range steps {
+		batched += st.Batch
+		most = max(most, st.Batch)
+		if st.Time <= 0 || st.LiveKVBytes <= 0 {
+			t.Fatalf("step %+v: want a positive time and live KV bytes", st)
+		}
+	}
+	tokens := 0
+	for _, r := range got {
+		tokens += len(r.Tokens) - 1
+	}
+	if batched != tokens || most < 2 || most > 3 {
+		t.Errorf("steps decoded %d sequence-tokens (want %d), at most %d at once (want 2 or 3)", batched, tokens, most)
 	}
 	if _, err := New(Config{Model: m, Pool: pool, PrefillChunk: -1}); err == nil {
 		t.Error("a negative PrefillChunk: no error")
