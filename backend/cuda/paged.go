@@ -61,9 +61,10 @@ type PagedBackend struct {
 	// (default 64; tests lower or raise it to cover both paths).
 	PrefillRows int
 
-	desc           devBuf // the launch descriptor (int32)
-	partO, partML  devBuf // split-K partials
-	scratch, pairs devBuf // row copies (Keys, Values, Compact)
+	desc           devBuf     // the launch descriptor (int32)
+	ring           pinnedRing // its staging memory (paged_upload.go)
+	partO, partML  devBuf     // split-K partials
+	scratch, pairs devBuf     // row copies (Keys, Values, Compact)
 }
 
 var _ backend.Backend = (*PagedBackend)(nil)
@@ -105,9 +106,13 @@ func (p *PagedBackend) Pool() *kvpool.Pool { return p.pool }
 // be used afterwards.
 func (p *PagedBackend) Release() {
 	defer p.enter()()
+	if err := cu.Synchronize(); err != nil {
+		panic(fmt.Errorf("cuda paged: release: %w", err))
+	}
 	for _, d := range []*devBuf{&p.desc, &p.partO, &p.partML, &p.scratch, &p.pairs} {
 		d.free()
 	}
+	p.ring.free()
 	freeDevice(p.k)
 	freeDevice(p.v)
 	p.k, p.v = 0, 0

@@ -195,7 +195,7 @@ func (p *PagedBackend) attend(out, q, k, v backend.Tensor, caches []*PagedKVCach
 	for _, pl := range plans {
 		w += copy(desc[w:], pl.writes)
 	}
-	if err := p.desc.uploadInt32(desc, "paged attention descriptor"); err != nil {
+	if err := p.uploadAsync(&p.desc, desc, "paged attention descriptor"); err != nil {
 		for _, pl := range plans {
 			pl.undo()
 		}
@@ -289,7 +289,7 @@ func (p *PagedBackend) prefill(out, q, k, v backend.Tensor, c *PagedKVCache, lay
 		shapePanic("paged Attention (prefill)", km, vm)
 	}
 	desc := append(append([]int32(nil), pl.slots...), pl.writes...)
-	if err := p.desc.uploadInt32(desc, "paged append descriptor"); err != nil {
+	if err := p.uploadAsync(&p.desc, desc, "paged append descriptor"); err != nil {
 		panic(err)
 	}
 	kv := 0
