@@ -239,7 +239,13 @@ func (s *Scheduler) Close() {
 // finish ends a running or admitted sequence: its cache goes back to the pool.
 func (s *Scheduler) finish(sq *seq, err error) {
 	if sq.cache != nil {
-		sq.cache.Reset()
+		// A cache that holds device memory of its own (the GPU paged cache's block tables)
+		// frees it now; the blocks go back to the pool either way.
+		if r, ok := sq.cache.(interface{ Release() }); ok {
+			r.Release()
+		} else {
+			sq.cache.Reset()
+		}
 		sq.cache = nil
 	}
 	s.committed -= sq.commit

@@ -434,6 +434,7 @@ func (c *PagedKVCache) Clone(reserve int) (backend.KVCache, error) {
 		}
 		if err := n.uploadTable(li); err != nil {
 			n.resetLocked()
+			pool.Free(ids...) // the later layers' blocks
 			return nil, err
 		}
 	}
