@@ -21,11 +21,13 @@
 // paged_append_<kv>: k, v [rows, kvHeads*hd] (float32, already rotated) go to their
 //   slots (rounded to nearest even for bf16), and the table writes are made. Threads over
 //   (entry, 4-dim group), grid-stride. Attention reads the tables only in later launches.
-// paged_attention_<kv>_t<T>: grid (rows * kvHeads, splits), 128 threads (4 warps). A
-//   block takes one (row, KV head) and keys [split*chunk, min(visible, (split+1)*chunk))
-//   for all the query heads of the group (GQA: each key is read once for the group, up
-//   to 8 query heads). A warp takes every 4th key; lane l holds dims [4l + 128t, +4) for
-//   t < T (hd <= 128*T), so a key row is read by the warp in one coalesced pass. Online
+// paged_attention_<kv>_t<T>_g<G>: grid (rows * kvHeads, splits), 128 threads (4 warps).
+//   A block takes one (row, KV head) and keys [split*chunk, min(visible, (split+1)*chunk))
+//   for all the query heads of the group (GQA: each key is read once for the group of at
+//   most G query heads; G is the group rounded up to 1, 2, 4 or 8, so that registers hold
+//   only what the group needs). A warp takes every 4th key, 4 keys in flight; lane l holds
+//   dims [4l + 128t, +4) for t < T (hd <= 128*T), so a key row is read by the warp in one
+//   coalesced pass. Online
 //   softmax in float32 per warp, the 4 warps merged in shared memory. With one split
 //   the block writes out; else it writes its unnormalised output and (max, sum) to the
 //   partials [split, row, head, *] and paged_combine merges them.
@@ -42,7 +44,7 @@
 #include <cuda_bf16.h>
 
 #define PAGED_WARPS 4
-#define PAGED_GMAX 8
+#define PAGED_UNROLL 4
 
 struct f32kv {
 	typedef float elem;
@@ -114,13 +116,13 @@ __device__ __forceinline__ seqInfo load_seq(const int* seqs, int s) {
 	return r;
 }
 
-template <typename KV, int T>
+template <typename KV, int T, int G>
 __device__ void paged_attention(float* __restrict__ out, float* __restrict__ part_o, float* __restrict__ part_ml,
                                 const float* __restrict__ q, const typename KV::elem* __restrict__ kpool,
                                 const typename KV::elem* __restrict__ vpool, const int* __restrict__ seqs,
                                 const int* __restrict__ lens, const int* __restrict__ rowseq, int rows, int heads,
                                 int kvHeads, int hd, int bt, float scale, int chunk) {
-	extern __shared__ float smem[]; // [PAGED_WARPS][PAGED_GMAX][hd + 2]
+	extern __shared__ float smem[]; // [PAGED_WARPS][G][hd + 2]
 	const int item = blockIdx.x;
 	const int row = item / kvHeads, g = item - row * kvHeads;
 	const int split = blockIdx.y;
@@ -134,11 +136,11 @@ __device__ void paged_attention(float* __restrict__ out, float* __restrict__ par
 	const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
 	const int* table = s.table + (long long)g * s.stride;
 
-	float qv[PAGED_GMAX][T][4];
-	float acc[PAGED_GMAX][T][4];
-	float m[PAGED_GMAX], l[PAGED_GMAX];
+	float qv[G][T][4];
+	float acc[G][T][4];
+	float m[G], l[G];
 #pragma unroll
-	for (int h = 0; h < PAGED_GMAX; h++) {
+	for (int h = 0; h < G; h++) {
 		m[h] = -INFINITY;
 		l[h] = 0.f;
 #pragma unroll
@@ -152,11 +154,11 @@ __device__ void paged_attention(float* __restrict__ out, float* __restrict__ par
 		}
 	}
 
-	for (int j0 = begin + warp; j0 < end; j0 += 2 * PAGED_WARPS) {
-		// Two keys per warp in flight: load both rows, then score them.
-		float kk[2][T][4], vv[2][T][4];
+	for (int j0 = begin + warp; j0 < end; j0 += PAGED_UNROLL * PAGED_WARPS) {
+		// PAGED_UNROLL keys per warp in flight: load their rows, then score them.
+		float kk[PAGED_UNROLL][T][4], vv[PAGED_UNROLL][T][4];
 #pragma unroll
-		for (int u = 0; u < 2; u++) {
+		for (int u = 0; u < PAGED_UNROLL; u++) {
 			const int j = j0 + u * PAGED_WARPS;
 			const long long prow = j < end ? (long long)table[j / bt] * bt + j % bt : 0;
 #pragma unroll
@@ -172,11 +174,11 @@ __device__ void paged_attention(float* __restrict__ out, float* __restrict__ par
 			}
 		}
 #pragma unroll
-		for (int u = 0; u < 2; u++) {
+		for (int u = 0; u < PAGED_UNROLL; u++) {
 			const int j = j0 + u * PAGED_WARPS;
 			if (j >= end) break; // uniform across the warp
 #pragma unroll
-			for (int h = 0; h < PAGED_GMAX; h++) {
+			for (int h = 0; h < G; h++) {
 				if (h >= group) break;
 				float dot = 0.f;
 #pragma unroll
@@ -200,9 +202,9 @@ __device__ void paged_attention(float* __restrict__ out, float* __restrict__ par
 	// Merge the warps: each writes (max, sum, output) per query head of the group.
 	const int w = hd + 2;
 #pragma unroll
-	for (int h = 0; h < PAGED_GMAX; h++) {
+	for (int h = 0; h < G; h++) {
 		if (h >= group) break;
-		float* sp = smem + (warp * PAGED_GMAX + h) * w;
+		float* sp = smem + (warp * G + h) * w;
 		if (lane == 0) {
 			sp[0] = m[h];
 			sp[1] = l[h];
@@ -221,10 +223,10 @@ __device__ void paged_attention(float* __restrict__ out, float* __restrict__ par
 	for (int x = threadIdx.x; x < group * hd; x += blockDim.x) {
 		const int h = x / hd, d = x - h * hd;
 		float M = -INFINITY;
-		for (int wi = 0; wi < PAGED_WARPS; wi++) M = fmaxf(M, smem[(wi * PAGED_GMAX + h) * w]);
+		for (int wi = 0; wi < PAGED_WARPS; wi++) M = fmaxf(M, smem[(wi * G + h) * w]);
 		float L = 0.f, O = 0.f;
 		for (int wi = 0; wi < PAGED_WARPS; wi++) {
-			const float* sp = smem + (wi * PAGED_GMAX + h) * w;
+			const float* sp = smem + (wi * G + h) * w;
 			if (sp[1] == 0.f) continue; // a warp that saw no key (its max is -inf)
 			const float f = __expf(sp[0] - M);
 			L += sp[1] * f;
@@ -244,19 +246,25 @@ __device__ void paged_attention(float* __restrict__ out, float* __restrict__ par
 	}
 }
 
-#define PAGED_ATTENTION(NAME, KV, T)                                                                              \
+#define PAGED_ATTENTION(NAME, KV, T, G)                                                                           \
 	extern "C" __global__ void __launch_bounds__(32 * PAGED_WARPS) NAME(                                             \
 	    float* out, float* part_o, float* part_ml, const float* q, const KV::elem* kpool, const KV::elem* vpool,     \
 	    const int* seqs, const int* lens, const int* rowseq, int rows, int heads, int kvHeads, int hd, int bt,        \
 	    float scale, int chunk) {                                                                                    \
-		paged_attention<KV, T>(out, part_o, part_ml, q, kpool, vpool, seqs, lens, rowseq, rows, heads, kvHeads, hd, \
-		                       bt, scale, chunk);                                                                     \
+		paged_attention<KV, T, G>(out, part_o, part_ml, q, kpool, vpool, seqs, lens, rowseq, rows, heads, kvHeads,  \
+		                          hd, bt, scale, chunk);                                                              \
 	}
 
-PAGED_ATTENTION(paged_attention_f32_t1, f32kv, 1)
-PAGED_ATTENTION(paged_attention_f32_t2, f32kv, 2)
-PAGED_ATTENTION(paged_attention_bf16_t1, bf16kv, 1)
-PAGED_ATTENTION(paged_attention_bf16_t2, bf16kv, 2)
+#define PAGED_ATTENTION_GROUPS(KVNAME, KV, T)                    \
+	PAGED_ATTENTION(paged_attention_##KVNAME##_t##T##_g1, KV, T, 1) \
+	PAGED_ATTENTION(paged_attention_##KVNAME##_t##T##_g2, KV, T, 2) \
+	PAGED_ATTENTION(paged_attention_##KVNAME##_t##T##_g4, KV, T, 4) \
+	PAGED_ATTENTION(paged_attention_##KVNAME##_t##T##_g8, KV, T, 8)
+
+PAGED_ATTENTION_GROUPS(f32, f32kv, 1)
+PAGED_ATTENTION_GROUPS(f32, f32kv, 2)
+PAGED_ATTENTION_GROUPS(bf16, bf16kv, 1)
+PAGED_ATTENTION_GROUPS(bf16, bf16kv, 2)
 
 extern "C" __global__ void paged_combine(float* __restrict__ out, const float* __restrict__ part_o,
                                          const float* __restrict__ part_ml, const int* __restrict__ seqs,

@@ -30,17 +30,27 @@ import (
 	"github.com/lukv/lukv/kvpool"
 )
 
-// pagedKernels are the kernels of kernels/paged_attention.cu by KV element type
-// (0: float32, 1: bfloat16): append, and attention by dims per lane group (t1: head dim
-// <= 128, t2: <= 256).
-var pagedKernels = [2][3]string{
-	{"paged_append_f32", "paged_attention_f32_t1", "paged_attention_f32_t2"},
-	{"paged_append_bf16", "paged_attention_bf16_t1", "paged_attention_bf16_t2"},
-}
+// pagedAppendKernels are the append kernels of kernels/paged_attention.cu by KV element
+// type (0: float32, 1: bfloat16); pagedAttentionKernels the attention kernels by element
+// type, dims per lane group (0: head dim <= 128, 1: <= 256) and query heads per KV head
+// (rounded up to 1, 2, 4, 8: index 0..3).
+var (
+	pagedAppendKernels    = [2]string{"paged_append_f32", "paged_append_bf16"}
+	pagedAttentionKernels = [2][2][4]string{
+		{
+			{"paged_attention_f32_t1_g1", "paged_attention_f32_t1_g2", "paged_attention_f32_t1_g4", "paged_attention_f32_t1_g8"},
+			{"paged_attention_f32_t2_g1", "paged_attention_f32_t2_g2", "paged_attention_f32_t2_g4", "paged_attention_f32_t2_g8"},
+		},
+		{
+			{"paged_attention_bf16_t1_g1", "paged_attention_bf16_t1_g2", "paged_attention_bf16_t1_g4", "paged_attention_bf16_t1_g8"},
+			{"paged_attention_bf16_t2_g1", "paged_attention_bf16_t2_g2", "paged_attention_bf16_t2_g4", "paged_attention_bf16_t2_g8"},
+		},
+	}
+)
 
 const (
 	pagedWarps     = 4 // PAGED_WARPS
-	pagedMaxGroup  = 8 // PAGED_GMAX: query heads per KV head
+	pagedMaxGroup  = 8 // query heads per KV head, at most
 	pagedSeqWords  = 8 // int32 words per sequence in the descriptor
 	pagedMinChunk  = 256
 	pagedCopyBlock = 256

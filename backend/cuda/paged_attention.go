@@ -207,7 +207,7 @@ func (p *PagedBackend) attend(out, q, k, v backend.Tensor, caches []*PagedKVCach
 		kv = 1
 	}
 	entries := int64(total) * int64(kvh)
-	p.launch(pagedKernels[kv][0], gridFor(entries*int64(d), p.sms), dim3{256, 1, 1}, 0,
+	p.launch(pagedAppendKernels[kv], gridFor(entries*int64(d), p.sms), dim3{256, 1, 1}, 0,
 		p.k, p.v, km.ptr, vm.ptr, at(slotsAt), entries, int32(d), at(writesAt), int32(nw))
 
 	// Split-K: enough blocks for a few per SM, at least pagedMinChunk keys per split.
@@ -226,12 +226,16 @@ func (p *PagedBackend) attend(out, q, k, v backend.Tensor, caches []*PagedKVCach
 		}
 		partO, partML = p.partO.ptr, p.partML.ptr
 	}
-	t := 1
+	t := 0
 	if d > 128 {
-		t = 2
+		t = 1
 	}
-	smem := pagedWarps * pagedMaxGroup * (d + 2) * 4
-	p.launch(pagedKernels[kv][t], dim3{items, splits, 1}, dim3{32 * pagedWarps, 1, 1}, smem,
+	gi, g := 0, 1 // the group rounded up to a power of two, and its index
+	for g < heads/kvh {
+		gi, g = gi+1, 2*g
+	}
+	smem := pagedWarps * g * (d + 2) * 4
+	p.launch(pagedAttentionKernels[kv][t][gi], dim3{items, splits, 1}, dim3{32 * pagedWarps, 1, 1}, smem,
 		om.ptr, partO, partML, qm.ptr, p.k, p.v, at(0), at(lensAt), at(rowseqAt),
 		int32(total), int32(heads), int32(kvh), int32(d), int32(p.pool.BlockTokens()), scale, int32(chunk))
 	if splits > 1 {
@@ -297,6 +301,6 @@ func (p *PagedBackend) prefill(out, q, k, v backend.Tensor, c *PagedKVCache, lay
 		kv = 1
 	}
 	entries := int64(n) * int64(c.kvHeads)
-	p.launch(pagedKernels[kv][0], gridFor(entries*int64(c.headDim), p.sms), dim3{256, 1, 1}, 0,
+	p.launch(pagedAppendKernels[kv], gridFor(entries*int64(c.headDim), p.sms), dim3{256, 1, 1}, 0,
 		p.k, p.v, km.ptr, vm.ptr, p.desc.ptr, entries, int32(c.headDim), p.desc.ptr+cu.DevicePtr(4*len(pl.slots)), int32(len(pl.writes)/3))
 }
