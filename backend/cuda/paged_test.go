@@ -15,6 +15,7 @@ import (
 	"github.com/lukv/lukv/backend"
 	"github.com/lukv/lukv/backend/backendtest"
 	"github.com/lukv/lukv/backend/cpu"
+	"github.com/lukv/lukv/eviction"
 	"github.com/lukv/lukv/generate"
 	"github.com/lukv/lukv/kvpool"
 	"github.com/lukv/lukv/sched"
@@ -294,7 +295,7 @@ func TestPagedPoolFullAndRelease(t *testing.T) {
 // TestPagedServeOnGPU: the continuous-batching scheduler over the paged GPU cache (the
 // default model, float32 KV, batched decode through AttentionBatch) gives every one of
 // 6 concurrent greedy requests exactly the tokens of the same request generated alone on
-// the plain GPU backend, and gives every block back.
+// the plain GPU backend; requests with eviction run and evict; every block comes back.
 func TestPagedServeOnGPU(t *testing.T) {
 	b := testBackend(t)
 	plain := loadTiny(t, b)
@@ -347,6 +348,22 @@ func TestPagedServeOnGPU(t *testing.T) {
 		}
 		if !reflect.DeepEqual(got[i], want.Tokens) {
 			t.Errorf("request %d: scheduled on the paged GPU cache %v, alone %v", i, got[i], want.Tokens)
+		}
+	}
+	// Eviction through the scheduler on the GPU: the device scores, the host plans, the
+	// paged cache compacts (Compact) and gives the blocks back.
+	for _, scorer := range []string{"expected-attention", "knorm"} {
+		sc, err := eviction.NewScorer(scorer)
+		if err != nil {
+			t.Fatal(err)
+		}
+		meth := &eviction.Method{Scorer: sc, Allocator: eviction.UniformAllocator{}, Ratio: 0.5, Sink: 2, Window: 2}
+		res, err := s.Generate(context.Background(), sched.Request{Prompt: prompts[0], MaxTokens: 8, IgnoreEOS: true, Method: meth})
+		if err != nil {
+			t.Fatalf("%s: %v", scorer, err)
+		}
+		if len(res.Tokens) != 8 || res.EvictedEntries == 0 {
+			t.Errorf("%s: %d tokens, %d entries evicted; want 8 and some", scorer, len(res.Tokens), res.EvictedEntries)
 		}
 	}
 	if u := pool.UsedBlocks(); u != 0 {
