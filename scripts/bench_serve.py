@@ -25,6 +25,7 @@ import http.client
 import json
 import os
 import random
+import socket
 import statistics
 import sys
 import threading
@@ -56,6 +57,7 @@ def stream_one(host, port, body, res):
     """One streamed completion: records ttft, gaps, tokens (SSE content events), status."""
     t0 = time.perf_counter()
     conn = http.client.HTTPConnection(host, port, timeout=3600)
+    res["conn"] = conn  # the main thread shuts its socket down at the level's deadline
     try:
         conn.request("POST", "/v1/completions", body=json.dumps(body), headers={"Content-Type": "application/json"})
         r = conn.getresponse()
@@ -135,8 +137,32 @@ def client(args):
             th.join(max(0.0, deadline - time.perf_counter()))
         wall = time.perf_counter() - t0
         timed_out = sum(th.is_alive() for th in threads)
+        if timed_out:
+            # Cut the unfinished requests (the server cancels a sequence whose client goes)
+            # and wait until the server is idle, so they do not run into the next level.
+            for th, r in zip(threads, results):
+                if th.is_alive() and r.get("conn") is not None and r["conn"].sock is not None:
+                    r["cut"] = True
+                    try:
+                        r["conn"].sock.shutdown(socket.SHUT_RDWR)
+                    except OSError:
+                        pass
+            for th in threads:
+                th.join(10)
+            for _ in range(60):
+                try:
+                    h = http.client.HTTPConnection(host, port, timeout=5)
+                    h.request("GET", "/health")
+                    st = json.loads(h.getresponse().read())
+                    h.close()
+                    if st.get("running", 0) == 0 and st.get("waiting", 0) == 0:
+                        break
+                except (OSError, ValueError):
+                    pass
+                time.sleep(1)
+            print(f"[bench-serve] compression {c}: {timed_out} requests cut at the {args.level_seconds:.0f}s limit", file=sys.stderr, flush=True)
         _, steps, _ = read_steps(args.step_log, skip)
-        ok = [r for r in results if r.get("status") == 200 and "error" not in r and r.get("events")]
+        ok = [r for r in results if r.get("status") == 200 and "error" not in r and r.get("events") and not r.get("cut")]
         ttft = [r["ttft"] for r in ok if "ttft" in r]
         gaps = [g for r in ok for g in r["gaps"]]
         gen = sum(r.get("usage", {}).get("completion_tokens", r.get("events", 0)) for r in ok)
