@@ -155,15 +155,19 @@ func TestWeightBytesByFormat(t *testing.T) {
 		format loader.WeightFormat
 		want   int64
 	}{
-		{"cpu f32", &cpu.Backend{KeepBF16: true}, loader.WeightsF32, 4 * n},
-		{"cpu auto, widening", cpu.New(), loader.WeightsAuto, 4 * n},
-		{"cpu auto, keeping bf16", &cpu.Backend{KeepBF16: true}, loader.WeightsAuto, 2 * n},
+		{"cpu f32", cpu.New(), loader.WeightsF32, 4 * n},
+		{"cpu auto, widening", &cpu.Backend{WidenBF16: true}, loader.WeightsAuto, 4 * n},
+		{"cpu auto, keeping bf16", cpu.New(), loader.WeightsAuto, 2 * n},
 		{"cpu bf16", cpu.New(), loader.WeightsBF16, 2 * n},
-		{"cpu int8 without int8 kernels", cpu.New(), loader.WeightsInt8, 4 * n},
-		{"cpu int8", int8CPU{&cpu.Backend{KeepBF16: true}}, loader.WeightsInt8, 2*(n-proj) + proj + proj/8},
+		{"cpu int8 without int8 kernels", plainBackend{cpu.New()}, loader.WeightsInt8, 4 * n},
+		{"cpu int8", int8CPU{cpu.New()}, loader.WeightsInt8, 2*(n-proj) + proj + proj/8},
 	} {
 		if got := WeightBytes(&cfg, c.b, c.format); got != c.want {
 			t.Errorf("%s: %d bytes, want %d", c.name, got, c.want)
 		}
 	}
 }
+
+// plainBackend hides every optional capability of the backend it wraps (bf16 and int8
+// weights): a backend that only takes float32 matrices.
+type plainBackend struct{ backend.Backend }

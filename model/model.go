@@ -301,6 +301,13 @@ func (m *Model) forward(ctx context.Context, segs []Segment, lastOnly bool, obs 
 		}
 		if len(segs) == 1 {
 			attend(att, q, k, v, segs[0].Cache, li)
+		} else if ba, ok := b.(backend.BatchedAttention); ok && c.SlidingWindow == nil {
+			// One call for every sequence (a paged cache's batched decode step).
+			caches, rows := make([]backend.KVCache, len(segs)), make([]int, len(segs))
+			for i, sg := range segs {
+				caches[i], rows[i] = sg.Cache, len(sg.IDs)
+			}
+			ba.AttentionBatch(att, q, k, v, caches, rows, li, scale)
 		} else {
 			// Each sequence attends over its own cache: its rows, through views.
 			r0 := 0

@@ -105,7 +105,7 @@ func TestInt8Weights(t *testing.T) {
 }
 
 // Each format holds the matrices it names on the CPU backend, whatever the backend's
-// KeepBF16 option says, except auto, which follows it.
+// WidenBF16 option says, except auto, which follows it.
 func TestWeightFormats(t *testing.T) {
 	dir := filepath.Join("..", "models", "lukv-tiny") // stored as bf16
 	for _, c := range []struct {
@@ -119,12 +119,12 @@ func TestWeightFormats(t *testing.T) {
 		{loader.WeightsBF16, false, "bfloat16"},
 		{loader.WeightsInt8, true, "bfloat16"}, // the embedding, not quantized, as stored
 	} {
-		m, err := LoadWith(dir, &cpu.Backend{KeepBF16: c.keep}, LoadOptions{Weights: c.format, Log: &bytes.Buffer{}})
+		m, err := LoadWith(dir, &cpu.Backend{WidenBF16: !c.keep}, LoadOptions{Weights: c.format, Log: &bytes.Buffer{}})
 		if err != nil {
 			t.Fatal(err)
 		}
 		if d := m.Embed.(*cpu.Mat).DType(); d != c.want {
-			t.Errorf("%s with KeepBF16 %v: embedding held as %s, want %s", c.format, c.keep, d, c.want)
+			t.Errorf("%s keeping bf16 %v: embedding held as %s, want %s", c.format, c.keep, d, c.want)
 		}
 	}
 	if _, err := LoadWith(dir, cpu.New(), LoadOptions{Weights: "int4"}); err == nil || !strings.Contains(err.Error(), "int4") {

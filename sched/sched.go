@@ -19,6 +19,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/lukv/lukv/backend"
 	"github.com/lukv/lukv/eviction"
@@ -46,6 +47,25 @@ type Config struct {
 	// MaxWaiting is the most requests waiting for admission; more are refused with
 	// ErrQueueFull (default 256).
 	MaxWaiting int
+	// PrefillChunk, when positive, prefills prompts PrefillChunk tokens at a time, one
+	// chunk between two decode steps of the running sequences, so that a long prompt
+	// does not stall them for its whole prefill (and its activations stay small). A
+	// request with eviction (Method) is prefilled in one pass: its scorer reads the
+	// whole prompt's queries, keys and values at once.
+	PrefillChunk int
+	// OnStep, when set, receives every batched decode step's statistics, on the
+	// scheduler's goroutine (it must not block).
+	OnStep func(Step)
+}
+
+// Step describes one batched decode step.
+type Step struct {
+	Batch int // sequences decoded
+	// Time is the step's forward pass (the logits are on the host at its end).
+	Time time.Duration
+	// LiveKVBytes is the KV memory the step's caches hold after it, which its attention
+	// read (backend.KVCache.LiveBytes summed over the batch).
+	LiveKVBytes int64
 }
 
 // Request is one generation.
@@ -94,6 +114,7 @@ type seq struct {
 	sampler *generate.Sampler
 	logits  []float32
 	pos     int
+	filled  int // prompt tokens prefilled so far (chunked prefill)
 }
 
 // Scheduler runs requests with continuous batching. Create it with New; stop it with
@@ -108,10 +129,11 @@ type Scheduler struct {
 	closed  bool
 	wake    chan struct{}
 
-	running   []*seq // owned by the loop
-	committed int    // blocks promised to running sequences; owned by the loop
-	nRunning  atomic.Int64
-	nWaiting  atomic.Int64
+	running    []*seq // owned by the loop
+	prefilling *seq   // the admitted sequence whose prompt is being prefilled in chunks; owned by the loop
+	committed  int    // blocks promised to running sequences; owned by the loop
+	nRunning   atomic.Int64
+	nWaiting   atomic.Int64
 
 	stop   context.CancelFunc
 	exited chan struct{}
@@ -128,8 +150,8 @@ func New(cfg Config) (*Scheduler, error) {
 	if cfg.MaxWaiting == 0 {
 		cfg.MaxWaiting = 256
 	}
-	if cfg.MaxRunning < 0 || cfg.MaxWaiting < 0 {
-		return nil, fmt.Errorf("sched: MaxRunning %d and MaxWaiting %d must be positive", cfg.MaxRunning, cfg.MaxWaiting)
+	if cfg.MaxRunning < 0 || cfg.MaxWaiting < 0 || cfg.PrefillChunk < 0 {
+		return nil, fmt.Errorf("sched: MaxRunning %d, MaxWaiting %d and PrefillChunk %d must not be negative", cfg.MaxRunning, cfg.MaxWaiting, cfg.PrefillChunk)
 	}
 	ctx, stop := context.WithCancel(context.Background())
 	s := &Scheduler{cfg: cfg, m: cfg.Model, pool: cfg.Pool, wake: make(chan struct{}, 1), stop: stop, exited: make(chan struct{})}
@@ -217,7 +239,13 @@ func (s *Scheduler) Close() {
 // finish ends a running or admitted sequence: its cache goes back to the pool.
 func (s *Scheduler) finish(sq *seq, err error) {
 	if sq.cache != nil {
-		sq.cache.Reset()
+		// A cache that holds device memory of its own (the GPU paged cache's block tables)
+		// frees it now; the blocks go back to the pool either way.
+		if r, ok := sq.cache.(interface{ Release() }); ok {
+			r.Release()
+		} else {
+			sq.cache.Reset()
+		}
 		sq.cache = nil
 	}
 	s.committed -= sq.commit
@@ -231,6 +259,10 @@ func (s *Scheduler) loop(ctx context.Context) {
 		for _, sq := range s.running {
 			s.finish(sq, ErrClosed)
 		}
+		if s.prefilling != nil {
+			s.finish(s.prefilling, ErrClosed)
+			s.prefilling = nil
+		}
 		s.mu.Lock()
 		for _, sq := range s.waiting {
 			sq.err = ErrClosed
@@ -241,8 +273,11 @@ func (s *Scheduler) loop(ctx context.Context) {
 	}()
 	for {
 		s.dropCancelled()
-		admitted := s.admit()
-		if len(s.running) == 0 && admitted == nil {
+		var admitted *seq
+		if s.prefilling == nil {
+			admitted = s.admit()
+		}
+		if len(s.running) == 0 && admitted == nil && s.prefilling == nil {
 			select {
 			case <-s.wake:
 				continue
@@ -257,7 +292,17 @@ func (s *Scheduler) loop(ctx context.Context) {
 			return
 		}
 		if admitted != nil {
-			s.prefill(admitted)
+			sq := admitted
+			sq.cache = s.m.NewCache(0)
+			sq.sampler = generate.NewSampler(sq.req.Temperature, sq.req.TopP, sq.req.Seed)
+			if s.cfg.PrefillChunk > 0 && sq.req.Method == nil && len(sq.req.Prompt) > s.cfg.PrefillChunk {
+				s.prefilling = sq
+			} else {
+				s.prefill(sq)
+			}
+		}
+		if s.prefilling != nil {
+			s.prefillChunk()
 		}
 		s.decode(ctx)
 		s.nRunning.Store(int64(len(s.running)))
@@ -301,12 +346,38 @@ func (s *Scheduler) admit() *seq {
 	return nil
 }
 
-// prefill runs an admitted request's prompt, compresses its cache when it has a Method,
-// and adds it to the running batch.
+// prefillChunk runs the next chunk of the sequence being prefilled in chunks; after the
+// last one the sequence joins the running batch.
+func (s *Scheduler) prefillChunk() {
+	sq := s.prefilling
+	if err := sq.ctx.Err(); err != nil {
+		s.prefilling = nil
+		s.finish(sq, err)
+		return
+	}
+	p := sq.req.Prompt
+	n := min(s.cfg.PrefillChunk, len(p)-sq.filled)
+	logits, err := s.m.Forward(sq.ctx, p[sq.filled:sq.filled+n], sq.filled, sq.cache, model.ForwardOptions{})
+	if err != nil {
+		s.prefilling = nil
+		s.finish(sq, fmt.Errorf("sched: prefill: %w", err))
+		return
+	}
+	sq.filled += n
+	if sq.filled < len(p) {
+		return
+	}
+	s.prefilling = nil
+	sq.res.KVBytesPeak = sq.cache.Bytes()
+	sq.logits = logits
+	s.running = append(s.running, sq)
+	s.nRunning.Store(int64(len(s.running)))
+}
+
+// prefill runs an admitted request's prompt in one pass, compresses its cache when it
+// has a Method, and adds it to the running batch.
 func (s *Scheduler) prefill(sq *seq) {
 	r := sq.req
-	sq.cache = s.m.NewCache(0)
-	sq.sampler = generate.NewSampler(r.Temperature, r.TopP, r.Seed)
 	var opt model.ForwardOptions
 	var col *eviction.Collector
 	if r.Method != nil {
@@ -389,7 +460,9 @@ func (s *Scheduler) decode(ctx context.Context) {
 	if len(segs) == 0 {
 		return
 	}
+	start := time.Now()
 	logits, err := s.m.ForwardBatch(ctx, segs)
+	took := time.Since(start)
 	if err != nil {
 		// A failed step (the server stopping, or a backend error) ends every sequence in it.
 		for _, sq := range active {
@@ -398,8 +471,15 @@ func (s *Scheduler) decode(ctx context.Context) {
 		s.running = slices.DeleteFunc(s.running, func(sq *seq) bool { return slices.Contains(active, sq) })
 		return
 	}
+	var live int64
 	for i, sq := range active {
 		sq.logits = logits[i]
 		sq.res.KVBytesPeak = max(sq.res.KVBytesPeak, sq.cache.Bytes())
+		if s.cfg.OnStep != nil {
+			live += sq.cache.LiveBytes()
+		}
+	}
+	if s.cfg.OnStep != nil {
+		s.cfg.OnStep(Step{Batch: len(active), Time: took, LiveKVBytes: live})
 	}
 }

@@ -284,3 +284,78 @@ func waitFor(t *testing.T, cond func() bool) {
 		}
 	}
 }
+
+// TestChunkedPrefill: with PrefillChunk, prompts are prefilled a few tokens at a time
+// between decode steps of the running sequences; every request (with and without
+// eviction, which prefills in one pass) still gives exactly the tokens of the same
+// request run alone, and the pool ends empty.
+func TestChunkedPrefill(t *testing.T) {
+	m, pool, g := load(t, 8192)
+	var steps []Step // OnStep runs on the scheduler's goroutine, read after Close
+	s, err := New(Config{Model: m, Pool: pool, MaxRunning: 3, MaxWaiting: 64, PrefillChunk: 5, OnStep: func(st Step) { steps = append(steps, st) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Close)
+	const n = 6
+	reqs := make([]Request, n)
+	want := make([][]int, n)
+	for i := range reqs {
+		r := Request{Prompt: prompt(g.Tokenizer, i), MaxTokens: 5 + 2*i, IgnoreEOS: true}
+		opt := generate.Options{MaxNewTokens: r.MaxTokens, IgnoreEOS: true}
+		if i == 4 {
+			r.Method = method(t, "knorm", 0.5)
+			refMethod := method(t, "knorm", 0.5)
+			col := eviction.NewCollector(g.Model, refMethod.Scorer)
+			opt.Observer = col
+			opt.AfterPrefill = func(c backend.KVCache, _ int) error { return refMethod.Compress(c, col.Scores, r.MaxTokens) }
+		}
+		if len(r.Prompt) <= 5 {
+			t.Fatalf("prompt %d has %d tokens: too short to be chunked", i, len(r.Prompt))
+		}
+		reqs[i] = r
+		res, err := g.Generate(context.Background(), r.Prompt, opt)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want[i] = res.Tokens
+	}
+	got := make([]*Result, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range reqs {
+		wg.Go(func() { got[i], errs[i] = s.Generate(context.Background(), reqs[i]) })
+	}
+	wg.Wait()
+	for i := range reqs {
+		if errs[i] != nil {
+			t.Fatalf("request %d: %v", i, errs[i])
+		}
+		if !slices.Equal(got[i].Tokens, want[i]) {
+			t.Errorf("request %d: chunked-prefill scheduler tokens %v, alone %v", i, got[i].Tokens, want[i])
+		}
+	}
+	if used := pool.UsedBlocks(); used != 0 {
+		t.Fatalf("%d blocks still used after every request finished", used)
+	}
+	s.Close()
+	// Every generated token but each request's last came out of a decode step.
+	batched, most := 0, 0
+	for _, st := range steps {
+		batched += st.Batch
+		most = max(most, st.Batch)
+		if st.Time <= 0 || st.LiveKVBytes <= 0 {
+			t.Fatalf("step %+v: want a positive time and live KV bytes", st)
+		}
+	}
+	tokens := 0
+	for _, r := range got {
+		tokens += len(r.Tokens) - 1
+	}
+	if batched != tokens || most < 2 || most > 3 {
+		t.Errorf("steps decoded %d sequence-tokens (want %d), at most %d at once (want 2 or 3)", batched, tokens, most)
+	}
+	if _, err := New(Config{Model: m, Pool: pool, PrefillChunk: -1}); err == nil {
+		t.Error("a negative PrefillChunk: no error")
+	}
+}

@@ -23,7 +23,7 @@ func LoadCPU(dir string, kvBytes int64, threads int, weights loader.WeightFormat
 	if err != nil {
 		return nil, nil, fmt.Errorf("--kv-memory: %w", err)
 	}
-	b, err := cpu.NewPaged(&cpu.Backend{Threads: threads, KeepBF16: weights != loader.WeightsF32}, pool, cfg.HeadDim)
+	b, err := cpu.NewPaged(&cpu.Backend{Threads: threads, WidenBF16: weights == loader.WeightsF32}, pool, cfg.HeadDim)
 	if err != nil {
 		return nil, nil, err
 	}

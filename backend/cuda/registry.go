@@ -96,6 +96,14 @@ var kernelModules = []kernelModule{
 	{"score_keys", []string{"row_norms", "knorm_scores", "kd_anchor_partial", "kd_scores"}},
 	{"score_protect", []string{"layer_protect"}},
 	{"topk", []string{"select_topk", "kv_gather_keep"}},
+	// The paged KV pool of the server (paged.go).
+	{"paged_attention", []string{
+		"paged_append_f32", "paged_append_bf16", "paged_combine", "paged_copy_rows",
+		"paged_attention_f32_t1_g1", "paged_attention_f32_t1_g2", "paged_attention_f32_t1_g4", "paged_attention_f32_t1_g8",
+		"paged_attention_f32_t2_g1", "paged_attention_f32_t2_g2", "paged_attention_f32_t2_g4", "paged_attention_f32_t2_g8",
+		"paged_attention_bf16_t1_g1", "paged_attention_bf16_t1_g2", "paged_attention_bf16_t1_g4", "paged_attention_bf16_t1_g8",
+		"paged_attention_bf16_t2_g1", "paged_attention_bf16_t2_g2", "paged_attention_bf16_t2_g4", "paged_attention_bf16_t2_g8",
+	}},
 }
 
 // kernelExts are the file types tried for each module, in order: native code from

@@ -64,7 +64,7 @@ var newCUDABackend func(precision) (backend.Backend, error)
 func backendFor(device string, threads int, prec precision, weights loader.WeightFormat) (backend.Backend, error) {
 	switch device {
 	case "cpu":
-		return &cpu.Backend{Threads: threads, KeepBF16: weights != loader.WeightsF32}, nil
+		return &cpu.Backend{Threads: threads, WidenBF16: weights == loader.WeightsF32}, nil
 	case "cuda":
 		if newCUDABackend == nil {
 			return nil, errors.New("--device cuda: this lukv-run was built without GPU support; build it with `go build -tags cuda ./cmd/lukv-run` on a machine with the CUDA toolkit (see README)")

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -15,12 +16,19 @@ import (
 	"time"
 
 	"github.com/lukv/lukv/eviction"
+	"github.com/lukv/lukv/kvpool"
 	"github.com/lukv/lukv/memplan"
+	"github.com/lukv/lukv/model"
 	"github.com/lukv/lukv/models"
 	"github.com/lukv/lukv/sched"
 	"github.com/lukv/lukv/serve"
 	"github.com/lukv/lukv/tokenizer"
 )
+
+// loadServeCUDA is set by serve_cuda.go in binaries built with -tags cuda: it loads the
+// checkpoint onto the GPU with its KV pool (kvBytes; 0: the memory left but leave) and
+// returns a function that frees the pool.
+var loadServeCUDA func(dir string, kvBytes, leave int64) (*model.Model, *kvpool.Pool, func(), error)
 
 // runServe is `lukv-run serve`: it serves until ctx is cancelled (main cancels it on
 // Ctrl-C or SIGTERM), then shuts down gracefully.
@@ -32,10 +40,13 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	host := fs.String("host", "127.0.0.1", "address to listen on (0.0.0.0 exposes the server to the network)")
 	port := fs.Int("port", 8000, "port to listen on")
 	apiKey := fs.String("api-key", "", "require 'Authorization: Bearer KEY' on /v1/ routes (default: $LUKV_API_KEY, else none)")
-	device := fs.String("device", "cpu", "cpu (continuous batching on the GPU is not wired yet)")
+	device := fs.String("device", "cpu", "cpu or cuda (a GPU pool of KV blocks, batched decode attention through the block tables)")
 	threads := fs.Int("threads", 0, "CPU threads (0: all cores)")
 	weightsF := addWeightsFlag(fs)
-	kvMemory := fs.String("kv-memory", "256MiB", "KV cache pool shared by all sequences (bytes, or with KiB/MiB/GiB)")
+	kvMemory := fs.String("kv-memory", "auto", "KV cache pool shared by all sequences (bytes, or with KiB/MiB/GiB); auto: 256MiB on the CPU, on the GPU all the memory left after the weights but --gpu-leave")
+	gpuLeave := fs.String("gpu-leave", "12GiB", "with --device cuda and --kv-memory auto: GPU memory left out of the KV pool for activations, the prefill's scratch cache and eviction scores (a one-pass prefill of a 32k prompt on an 8B model needs about 8GiB)")
+	prefillChunk := fs.Int("prefill-chunk", 2048, "prefill prompts this many tokens at a time, between decode steps of the running sequences (0: whole prompts; requests with eviction always prefill in one pass)")
+	stepLog := fs.String("step-log", "", "write one JSON line per batched decode step (batch, seconds, live KV bytes) to this file (benchmarks)")
 	maxRunning := fs.Int("max-running", 32, "most sequences decoded together")
 	maxWaiting := fs.Int("max-waiting", 256, "most requests waiting for memory; more get 429")
 	maxTokens := fs.Int("default-max-tokens", 256, "max_tokens of a request that gives none")
@@ -58,8 +69,11 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if fs.NArg() > 0 {
 		return fmt.Errorf("serve: unexpected argument %q", fs.Arg(0))
 	}
-	if *device != "cpu" {
-		return fmt.Errorf("--device %q: serve runs on the CPU backend only for now (the scheduler is backend-agnostic; the CUDA paged cache is not written yet)", *device)
+	if *device != "cpu" && *device != "cuda" {
+		return fmt.Errorf("--device %q: want cpu or cuda", *device)
+	}
+	if *prefillChunk < 0 {
+		return fmt.Errorf("--prefill-chunk %d: want >= 0", *prefillChunk)
 	}
 	if err := checkThreads(*threads); err != nil {
 		return err
@@ -71,9 +85,20 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if *port < 0 || *port > 65535 {
 		return fmt.Errorf("--port %d: want 0..65535", *port)
 	}
-	kvBytes, err := memplan.ParseSize(*kvMemory)
+	var kvBytes int64 // 0: auto
+	if *kvMemory != "auto" {
+		if kvBytes, err = memplan.ParseSize(*kvMemory); err != nil {
+			return fmt.Errorf("--kv-memory: %w", err)
+		}
+		if kvBytes <= 0 {
+			return fmt.Errorf("--kv-memory %q: want a positive size or auto", *kvMemory)
+		}
+	} else if *device == "cpu" {
+		kvBytes = 256 << 20
+	}
+	leave, err := memplan.ParseSize(*gpuLeave)
 	if err != nil {
-		return fmt.Errorf("--kv-memory: %w", err)
+		return fmt.Errorf("--gpu-leave: %w", err)
 	}
 	if *apiKey == "" {
 		*apiKey = os.Getenv("LUKV_API_KEY")
@@ -82,8 +107,19 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	m, pool, err := serve.LoadCPU(dir, kvBytes, *threads, weights)
-	if err != nil {
+
+	var m *model.Model
+	var pool *kvpool.Pool
+	if *device == "cuda" {
+		if loadServeCUDA == nil {
+			return errors.New("--device cuda: this lukv-run was built without GPU support; build it with `go build -tags cuda ./cmd/lukv-run` on a machine with the CUDA toolkit (see README)")
+		}
+		var release func()
+		if m, pool, release, err = loadServeCUDA(dir, kvBytes, leave); err != nil {
+			return err
+		}
+		defer release()
+	} else if m, pool, err = serve.LoadCPU(dir, kvBytes, *threads, weights); err != nil {
 		return err
 	}
 	tok, err := tokenizer.Load(filepath.Join(dir, "tokenizer.json"))
@@ -95,7 +131,23 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		fmt.Fprintf(stderr, "[lukv] %v: /v1/chat/completions will answer 400\n", err)
 		chat = nil
 	}
-	s, err := sched.New(sched.Config{Model: m, Pool: pool, MaxRunning: *maxRunning, MaxWaiting: *maxWaiting})
+	scfg := sched.Config{Model: m, Pool: pool, MaxRunning: *maxRunning, MaxWaiting: *maxWaiting, PrefillChunk: *prefillChunk}
+	if *stepLog != "" {
+		f, err := os.Create(*stepLog)
+		if err != nil {
+			return fmt.Errorf("--step-log: %w", err)
+		}
+		defer f.Close()
+		enc := json.NewEncoder(f)
+		if err := enc.Encode(map[string]any{"weight_bytes": memplan.WeightBytes(m.Config, m.Backend, weights), "device": *device,
+			"kv_pool_bytes": int64(pool.Blocks()) * pool.BlockBytes(), "block_tokens": pool.BlockTokens()}); err != nil {
+			return fmt.Errorf("--step-log: %w", err)
+		}
+		scfg.OnStep = func(st sched.Step) {
+			enc.Encode(map[string]any{"batch": st.Batch, "seconds": st.Time.Seconds(), "live_kv_bytes": st.LiveKVBytes})
+		}
+	}
+	s, err := sched.New(scfg)
 	if err != nil {
 		return err
 	}

@@ -18,7 +18,10 @@ func TestServeFlagErrors(t *testing.T) {
 		args []string
 		want string
 	}{
-		{[]string{"--device", "cuda"}, "--device"},
+		{[]string{"--device", "tpu"}, "--device \"tpu\""},
+		{[]string{"--prefill-chunk", "-1"}, "--prefill-chunk -1"},
+		{[]string{"--gpu-leave", "much"}, "--gpu-leave"},
+		{[]string{"--kv-memory", "0"}, "--kv-memory"},
 		{[]string{"--port", "70000"}, "--port"},
 		{[]string{"--threads", "-3"}, "--threads -3"},
 		{[]string{"--kv-memory", "lots"}, "--kv-memory"},
@@ -30,6 +33,12 @@ func TestServeFlagErrors(t *testing.T) {
 		err := runServe(context.Background(), c.args, io.Discard, io.Discard)
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("serve %v: got %v, want an error naming %s", c.args, err, c.want)
+		}
+	}
+	if loadServeCUDA == nil { // a binary built without -tags cuda
+		err := runServe(context.Background(), []string{"--device", "cuda"}, io.Discard, io.Discard)
+		if err == nil || !strings.Contains(err.Error(), "built without GPU support") {
+			t.Errorf("serve --device cuda without GPU support: got %v", err)
 		}
 	}
 }

@@ -82,7 +82,7 @@ func run() error {
 	fmt.Printf("# int8-quality: model %s, CPU, prompt %d tokens from %s; perplexity chunks of %d tokens (at most %d per text)\n", *dir, len(prompt), files[0], *ctxLen, *chunks)
 	var ref []float32
 	for i, f := range fs {
-		m, err := model.LoadWith(*dir, &cpu.Backend{Threads: *threads, KeepBF16: f != loader.WeightsF32}, model.LoadOptions{Weights: f})
+		m, err := model.LoadWith(*dir, &cpu.Backend{Threads: *threads, WidenBF16: f == loader.WeightsF32}, model.LoadOptions{Weights: f})
 		if err != nil {
 			return err
 		}
