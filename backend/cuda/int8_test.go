@@ -139,17 +139,23 @@ func TestInt8Grouping(t *testing.T) {
 	outs := []int{512, 128, 96, 64}
 	ms := make([]*quant.Int8, len(outs))
 	res := make([]*Tensor, len(outs)+1)
+	ws := make([]backend.Tensor, len(outs))
+	// Outputs and weights first: making them (NaN fill, upload) launches whatever is held back.
 	for i, o := range outs {
 		ms[i] = int8Matrix(t, r, o, in)
 		res[i] = poisoned(b, n, o)
-		b.MatMul(res[i], xt, uploadInt8(t, b, ms[i]))
+		ws[i] = uploadInt8(t, b, ms[i])
+	}
+	wb := roundTo(randn(r, 40*in), bf16)
+	res[len(outs)] = poisoned(b, n, 40)
+	wbt := backendtest.Upload(t, b, wb, 40, in)
+	for i := range outs {
+		b.MatMul(res[i], xt, ws[i])
 		if want := []int{1, 2, 3, 1}[i]; len(b.pend.gemv) != want {
 			t.Fatalf("after int8 matmul %d: %d held back, want %d", i, len(b.pend.gemv), want)
 		}
 	}
-	wb := roundTo(randn(r, 40*in), bf16)
-	res[len(outs)] = poisoned(b, n, 40)
-	b.MatMul(res[len(outs)], xt, backendtest.Upload(t, b, wb, 40, in))
+	b.MatMul(res[len(outs)], xt, wbt)
 	if len(b.pend.gemv) != 1 || b.pend.gemv[0].i8 {
 		t.Fatalf("a bf16 matmul after an int8 one: %d held back (want the bf16 one alone)", len(b.pend.gemv))
 	}

@@ -343,8 +343,7 @@ func TestPagedServeOnGPU(t *testing.T) {
 		if errs[i] != nil {
 			t.Fatalf("request %d: %v", i, errs[i])
 		}
-		c := plain.NewCache(len(prompts[i]) + 24)
-		want, err := g.Generate(context.Background(), prompts[i], generate.Options{MaxNewTokens: 12 + i, Cache: c, IgnoreEOS: true})
+		want, err := g.Generate(context.Background(), prompts[i], generate.Options{MaxNewTokens: 12 + i, IgnoreEOS: true})
 		if err != nil {
 			t.Fatal(err)
 		}
