@@ -90,7 +90,7 @@ func TestInt8Weights(t *testing.T) {
 	if quiet.Len() != 0 {
 		t.Errorf("log with int8 kernels: %q", quiet.String())
 	}
-	same, _ := logitsWith(t, dir, cpu.New(), LoadOptions{Weights: loader.WeightsInt8, Log: &fallback})
+	same, _ := logitsWith(t, dir, noInt8{cpu.New()}, LoadOptions{Weights: loader.WeightsInt8, Log: &fallback})
 	if !slices.Equal(same, got) {
 		t.Errorf("the dequantizing fallback's logits differ (max relative %g)", relErr(same, got))
 	}
@@ -189,3 +189,9 @@ func TestInt8FromQ8_0File(t *testing.T) {
 		}
 	}
 }
+
+// noInt8 is the CPU backend without its int8 kernels: the method below shadows the embedded
+// WeightInt8 with another signature, so noInt8 is not a backend.Int8Weights.
+type noInt8 struct{ *cpu.Backend }
+
+func (noInt8) WeightInt8() {}
